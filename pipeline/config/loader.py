@@ -1,0 +1,121 @@
+"""YAML file -> frozen `PipelineConfig`, with errors a line integrator can act on.
+
+Owns reading the file and translating parser and validation failures into one
+`ConfigError` whose message names the file, the line, the key path, the bad value and
+what was expected. Never lets a traceback reach the user.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.config.models import PipelineConfig
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `str()` is the full user-facing message."""
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    return parse_config(text, source=str(path), base_dir=path.parent)
+
+
+def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> PipelineConfig:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source, root)) from None
+    return _resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
+    for err in exc.errors(include_url=False):
+        loc = _yaml_loc(err["loc"])
+        where = _line_of(root, loc)
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        lines.append(f"  - {key}{where}: {_explain(err)}")
+    return "\n".join(lines)
+
+
+def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union-branch tags (e.g. 'synthetic') that are not YAML keys."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] == "source" and isinstance(part, str) and part in _SOURCE_KINDS:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+_SOURCE_KINDS = {"synthetic", "replay", "opencv", "genicam"}
+
+
+def _explain(err: dict[str, Any]) -> str:
+    kind, value = err["type"], err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key (value {value!r}); check the spelling against the config reference"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "union_tag_invalid":
+        return f"unknown kind {value!r}; expected one of {err.get('ctx', {}).get('expected_tags')}"
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"bad value {shown}: {err['msg']}"
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    node, found = root, None
+    for part in loc:
+        node = _child(node, part)
+        if node is None:
+            break
+        found = node
+    return f" (line {found.start_mark.line + 1})" if found is not None else ""
+
+
+def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if key.value == str(part):
+                return value
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        return node.value[part]
+    return None
+
+
+def _resolve_paths(config: PipelineConfig, base_dir: Path) -> PipelineConfig:
+    """Relative model and replay paths are relative to the config file, or to the cwd if
+    they exist there (so `configs/demo.yaml` may say `engines/demo.onnx`)."""
+
+    def resolve(p: Path) -> Path:
+        if p.is_absolute() or p.exists():
+            return p
+        candidate = base_dir / p
+        return candidate if candidate.exists() else p
+
+    model = config.model.model_copy(update={"path": resolve(config.model.path)})
+    cameras = tuple(
+        cam.model_copy(update={"source": cam.source.model_copy(update={"path": resolve(cam.source.path)})})
+        if cam.source.kind == "replay"
+        else cam
+        for cam in config.cameras
+    )
+    return config.model_copy(update={"model": model, "cameras": cameras})

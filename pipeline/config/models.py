@@ -1,0 +1,229 @@
+"""Typed, frozen configuration models: the only input of the pipeline.
+
+Owns the schema of the YAML file. Every model forbids unknown keys so a misspelt key is
+an error, not a silently ignored default. Stages receive only their own section.
+Nothing here opens a file or a device; `pipeline.config.loader` turns YAML into these.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+class Strict(BaseModel):
+    """Base of every config model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class SyntheticSourceConfig(Strict):
+    """A rendered belt of parts with random defects; needs no hardware."""
+
+    kind: Literal["synthetic"]
+    seed: int = 0
+    defect_probability: float = Field(0.3, ge=0.0, le=1.0)
+    max_defects: int = Field(2, ge=1, le=8)
+    classes: tuple[str, ...] = ("scratch", "spot", "crack")
+    realtime: bool = True  # pace frames at the camera's fps; False renders flat out
+
+
+class ReplaySourceConfig(Strict):
+    """A folder of images or a video file played back at the camera's fps."""
+
+    kind: Literal["replay"]
+    path: Path
+    loop: bool = False
+    realtime: bool = True
+
+
+class OpenCVSourceConfig(Strict):
+    """A USB (V4L2), RTSP, HTTP-MJPEG or file stream read through OpenCV/FFmpeg."""
+
+    kind: Literal["opencv"]
+    uri: str  # device index ("0"), /dev/videoN, rtsp://..., http://..., or a file path
+    open_timeout_ms: int = Field(3000, ge=100)
+    read_timeout_ms: int = Field(2000, ge=100)
+    reconnect_initial_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+    decode_threads: int = Field(1, ge=0)
+
+
+class GenICamSourceConfig(Strict):
+    """A GigE Vision / USB3 Vision camera through Aravis, opened by serial, IP or user id."""
+
+    kind: Literal["genicam"]
+    device: str  # serial number, IP address or user id; never discovery
+    exposure_us: float | None = Field(None, gt=0)
+    gain_db: float | None = None
+    pixel_format: Literal["Mono8", "BayerRG8", "RGB8", "BGR8"] = "Mono8"
+    roi: tuple[int, int, int, int] | None = None  # x, y, width, height
+    packet_size: int | None = Field(None, ge=576, le=9000)
+    trigger: Literal["free_run", "software", "line0", "line1", "line2"] = "free_run"
+    buffer_count: int = Field(8, ge=2, le=64)
+
+
+SourceConfig = Annotated[
+    Union[SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig],
+    Field(discriminator="kind"),
+]
+
+
+class CameraConfig(Strict):
+    id: str = Field(pattern=CAMERA_ID_PATTERN)
+    source: SourceConfig
+    width: int = Field(640, ge=16, le=16384)
+    height: int = Field(480, ge=16, le=16384)
+    fps: float = Field(30.0, gt=0, le=1000)
+    mm_per_px: float | None = Field(None, gt=0)
+    stall_timeout_s: float = Field(2.0, gt=0)
+    trigger_endpoint: str | None = None  # ZeroMQ PULL endpoint for part ids (see PROTOCOL.md)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class BackendKind(str, Enum):
+    AUTO = "auto"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+class ModelConfig(Strict):
+    path: Path
+    backend: BackendKind = BackendKind.ONNXRUNTIME
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    device_id: int = Field(0, ge=0)
+    input_size: tuple[int, int] = (640, 640)  # width, height
+    class_names: tuple[str, ...] | None = None  # None: read the ONNX `names` metadata
+    confidence: float = Field(0.25, ge=0.0, le=1.0)
+    iou: float = Field(0.45, ge=0.0, le=1.0)
+    max_detections: int = Field(100, ge=1, le=10000)
+    threads: int = Field(2, ge=0)  # intra-op threads of the CPU provider; 0 = runtime default
+    max_batch: int = Field(1, ge=1, le=64)
+    max_wait_us: int = Field(0, ge=0, le=1_000_000)
+    warmup_runs: int = Field(2, ge=0)
+    cuda_graph: bool = False
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "DEFAULT"
+    engine_mismatch: Literal["rebuild", "refuse"] = "refuse"
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _square_shorthand(cls, value: object) -> object:
+        return (value, value) if isinstance(value, int) else value
+
+    @field_validator("input_size")
+    @classmethod
+    def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if any(v % 32 or v <= 0 for v in value):
+            raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
+        return value
+
+
+# --------------------------------------------------------------------------- rules
+
+Point = tuple[float, float]
+
+
+class ClassRuleConfig(Strict):
+    """When detections of one class make a part FAIL."""
+
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0)
+    min_area_px2: float = Field(0.0, ge=0.0)
+    min_area_mm2: float | None = Field(None, ge=0.0)
+    max_count: int = Field(0, ge=0)  # FAIL when more than this many qualifying detections
+
+
+class RoiConfig(Strict):
+    """Polygons in source pixels; a detection counts when its centre is inside."""
+
+    include: tuple[tuple[Point, ...], ...] = ()
+    exclude: tuple[tuple[Point, ...], ...] = ()
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _polygons(cls, value: tuple[tuple[Point, ...], ...]) -> tuple[tuple[Point, ...], ...]:
+        for polygon in value:
+            if len(polygon) < 3:
+                raise ValueError("a polygon needs at least 3 points [x, y]")
+        return value
+
+
+class RulesConfig(Strict):
+    default: ClassRuleConfig = ClassRuleConfig()
+    classes: dict[str, ClassRuleConfig] = Field(default_factory=dict)
+    ignore_classes: tuple[str, ...] = ()
+    roi: RoiConfig = RoiConfig()
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class Overflow(str, Enum):
+    DROP_OLDEST = "drop_oldest"  # shed the frame closest to its deadline
+    DROP_NEWEST = "drop_newest"  # refuse the incoming frame
+    BLOCK = "block"  # back-pressure upstream (bounded wait, then drop_newest)
+
+
+class QueueConfig(Strict):
+    size: int = Field(4, ge=1, le=4096)
+    overflow: Overflow = Overflow.DROP_OLDEST
+    block_timeout_ms: int = Field(5, ge=0)
+
+
+class QueuesConfig(Strict):
+    capture: QueueConfig = QueueConfig()
+    preprocess: QueueConfig = QueueConfig()
+    infer: QueueConfig = QueueConfig()
+    decide: QueueConfig = QueueConfig(size=64)
+
+
+class PublisherConfig(Strict):
+    endpoint: str = "tcp://127.0.0.1:5555"
+    topic_prefix: str = Field("inspect", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    heartbeat_ms: int = Field(1000, ge=50, le=60_000)
+    linger_ms: int = Field(500, ge=0, le=5000)
+    sndhwm: int = Field(10_000, ge=1)
+    include_detections: bool = True
+
+
+class LatePolicy(str, Enum):
+    FAIL_SAFE = "fail_safe"  # a late part is FAIL (reason: deadline)
+    NOT_INSPECTED = "not_inspected"  # a late part is NOT_INSPECTED (reason: deadline)
+    REPORT = "report"  # keep the verdict, only flag it late
+
+
+class PipelineConfig(Strict):
+    """The whole file."""
+
+    cameras: tuple[CameraConfig, ...] = Field(min_length=1)
+    model: ModelConfig
+    rules: RulesConfig = RulesConfig()
+    budget_ms: float = Field(30.0, gt=0, le=60_000)
+    late_policy: LatePolicy = LatePolicy.FAIL_SAFE
+    queues: QueuesConfig = QueuesConfig()
+    publisher: PublisherConfig = PublisherConfig()
+
+    @model_validator(mode="after")
+    def _unique_camera_ids(self) -> "PipelineConfig":
+        ids = [c.id for c in self.cameras]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"camera ids must be unique, repeated: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _mm_rules_need_scale(self) -> "PipelineConfig":
+        uses_mm = any(r.min_area_mm2 for r in [self.rules.default, *self.rules.classes.values()])
+        missing = [c.id for c in self.cameras if c.mm_per_px is None]
+        if uses_mm and missing:
+            raise ValueError(f"rules use min_area_mm2 but cameras {missing} have no mm_per_px")
+        return self

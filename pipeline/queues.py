@@ -1,0 +1,131 @@
+"""Bounded queues between stages, each with a declared overflow policy and drop counters.
+
+Bottom layer. A queue never loses a job: when its policy sheds one, the job is settled
+as NOT_INSPECTED (reason `queue_full`) and handed to `on_shed`, which the composition
+root wires to the publish stage's lossless queue. `EndOfStream` markers are always
+accepted, past capacity, so shutdown can never deadlock on a full queue.
+
+Every blocking call takes a timeout; callers re-check their stop event between calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Callable, Union
+
+from pipeline.config.models import Overflow
+from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
+
+Item = Union[Job, EndOfStream]
+ShedHandler = Callable[[Job], None]
+
+
+class StageQueue:
+    """A thread-safe FIFO of jobs with capacity `capacity` and an overflow policy."""
+
+    def __init__(
+        self,
+        name: str,
+        capacity: int,
+        overflow: Overflow = Overflow.DROP_OLDEST,
+        block_timeout_s: float = 0.005,
+        on_shed: ShedHandler | None = None,
+        lossless: bool = False,
+    ):
+        self.name = name
+        self.capacity = capacity
+        self.overflow = overflow
+        self.block_timeout_s = block_timeout_s
+        self.lossless = lossless  # capacity is only reported, never enforced
+        self._on_shed = on_shed
+        self._items: deque[Item] = deque()
+        self._cond = threading.Condition()
+        self.drops = 0
+        self.high_water = 0
+
+    # ----------------------------------------------------------------- producer side
+    def put(self, item: Item) -> None:
+        """Enqueue; never raises and never blocks longer than `block_timeout_s`."""
+        shed: Job | None = None
+        with self._cond:
+            if isinstance(item, Job) and not self.lossless and len(self._items) >= self.capacity:
+                shed = self._make_room(item)
+                if shed is item:
+                    self._count_drop()
+                    item = None  # type: ignore[assignment]
+            if item is not None:
+                self._items.append(item)
+                self.high_water = max(self.high_water, len(self._items))
+                self._cond.notify()
+        if shed is not None:
+            self._shed(shed)
+
+    def _make_room(self, incoming: Job) -> Job:
+        """Called with the lock held on a full queue; returns the job to shed."""
+        if self.overflow is Overflow.BLOCK:
+            deadline = time.monotonic() + self.block_timeout_s
+            while len(self._items) >= self.capacity:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return incoming
+                self._cond.wait(left)
+            return None  # type: ignore[return-value]  # room appeared
+        if self.overflow is Overflow.DROP_OLDEST:
+            for i, queued in enumerate(self._items):
+                if isinstance(queued, Job):
+                    del self._items[i]
+                    self._count_drop()
+                    return queued
+        return incoming
+
+    def _count_drop(self) -> None:
+        self.drops += 1
+
+    def _shed(self, job: Job) -> None:
+        settled = job if job.settled else job.settle(Outcome.NOT_INSPECTED, ReasonCode.QUEUE_FULL, self.name, f"shed:{self.name}")
+        if self._on_shed is None:
+            raise RuntimeError(f"queue {self.name} shed a job but has no shed handler")
+        self._on_shed(settled)
+
+    # ----------------------------------------------------------------- consumer side
+    def get(self, timeout_s: float) -> Item | None:
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: self._items, timeout_s):
+                return None
+            item = self._items.popleft()
+            self._cond.notify()  # wake a blocked producer
+            return item
+
+    def get_batch(self, max_items: int, max_wait_s: float, timeout_s: float) -> list[Item]:
+        """Up to `max_items`: wait `timeout_s` for the first, then at most `max_wait_s`
+        more for the rest. An EndOfStream ends the batch (it is returned last)."""
+        first = self.get(timeout_s)
+        if first is None:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + max_wait_s
+        while len(batch) < max_items and not isinstance(batch[-1], EndOfStream):
+            with self._cond:
+                left = deadline - time.monotonic()
+                if not self._items and (left <= 0 or not self._cond.wait_for(lambda: self._items, left)):
+                    break
+                batch.append(self._items.popleft())
+                self._cond.notify()
+        return batch
+
+    def drain(self) -> list[Item]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return items
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+    def snapshot(self) -> dict[str, int | str]:
+        return {"depth": self.depth, "capacity": self.capacity, "drops": self.drops,
+                "high_water": self.high_water, "overflow": "lossless" if self.lossless else self.overflow.value}

@@ -1,0 +1,53 @@
+"""What every frame source provides: the `FrameSource` protocol and its small types.
+
+A source owns one camera (or a synthetic/replayed stand-in). The capture stage owns the
+thread, the frame counter and the timestamps; the source only opens, reads and closes.
+A source returns images it no longer needs: a driver buffer is copied or converted
+before `read` returns, so a slow consumer never starves the camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.messages import GroundTruth
+
+
+class SourceEnded(Exception):
+    """The source has no more frames (end of a replayed file without `loop`)."""
+
+
+class SourceError(Exception):
+    """The source cannot deliver (device gone, stream broken); the message says why."""
+
+
+class CameraState(str, Enum):
+    CONNECTING = "CONNECTING"
+    STREAMING = "STREAMING"
+    STALLED = "STALLED"  # connected but silent past stall_timeout_s
+    DOWN = "DOWN"
+    ENDED = "ENDED"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFrame:
+    image: np.ndarray  # HxWx3 uint8 BGR or HxW uint8 gray, owned by the receiver
+    camera_ts_ns: int | None = None
+    part_id: str | None = None
+    truth: GroundTruth | None = None
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    def open(self) -> None: ...
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        """The next frame, or None when none arrived within `timeout_s`.
+        Raises SourceEnded at a clean end, SourceError when broken."""
+        ...
+
+    def close(self) -> None: ...
