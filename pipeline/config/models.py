@@ -179,11 +179,20 @@ class QueueConfig(Strict):
     block_timeout_ms: int = Field(5, ge=0)
 
 
+class PublishQueueConfig(Strict):
+    """The publish stage's input never sheds (a verdict is never lost): size is the level
+    above which the heartbeat reports the queue as backed up."""
+
+    size: int = Field(256, ge=1, le=1_000_000)
+
+
 class QueuesConfig(Strict):
-    capture: QueueConfig = QueueConfig()
-    preprocess: QueueConfig = QueueConfig()
-    infer: QueueConfig = QueueConfig()
-    decide: QueueConfig = QueueConfig(size=64)
+    """Each queue is named after the stage that consumes it."""
+
+    preprocess: QueueConfig = QueueConfig()  # capture -> preprocess
+    infer: QueueConfig = QueueConfig()  # preprocess -> infer
+    decide: QueueConfig = QueueConfig(size=16)  # infer -> decide
+    publish: PublishQueueConfig = PublishQueueConfig()  # decide (and shed jobs) -> publish
 
 
 class PublisherConfig(Strict):
