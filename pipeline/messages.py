@@ -166,11 +166,11 @@ class Job:
     def mark(self, stage: str, **changes: Any) -> "Job":
         return replace(self, marks=self.marks + ((stage, time.monotonic_ns()),), **changes)
 
-    def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "") -> "Job":
-        """Give the job its final verdict now and free its heavy buffers."""
+    def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
+        """Give the job its final verdict now and free its input buffer."""
         if self.tensor is not None:
             self.tensor.release()
-        verdict = Verdict(outcome, (Reason(code, detail),))
+        verdict = Verdict(outcome, (Reason(code, detail),), late)
         return replace(self, tensor=None, verdict=verdict, marks=self.marks + ((stage or code.value, time.monotonic_ns()),))
 
     def age_ms(self, now_ns: int | None = None) -> float:

@@ -51,3 +51,12 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def lost_frame(message: str, part_id: str | None = None) -> SourceError:
+    """A SourceError for a frame the source knows existed but cannot deliver (a corrupt
+    file, a trigger that produced no image): the capture stage gives it an ERROR verdict."""
+    exc = SourceError(message)
+    exc.frame_lost = True  # type: ignore[attr-defined]
+    exc.part_id = part_id  # type: ignore[attr-defined]
+    return exc

@@ -1,0 +1,165 @@
+"""Composition root: builds the stages from the config, wires the queues, starts
+downstream first and stops upstream first.
+
+Owns the pipeline's lifecycle and the shutdown guarantee: sources stop first, frames in
+flight drain and get their verdicts, and a stage that crashed or hangs is routed around
+(its jobs are settled as ERROR and published), all within a bounded time.
+The parts are built by `build_parts` (which opens files, sockets and devices) and handed
+to `Pipeline`, so tests can assemble a pipeline from their own real parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from pipeline.buffers import HostSlotPool
+from pipeline.config.models import LatePolicy, PipelineConfig
+from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
+from pipeline.queues import StageQueue
+from pipeline.rules import RuleBook
+from pipeline.sources.base import FrameSource
+from pipeline.stages.base import Stage
+from pipeline.stages.capture import CaptureStage
+from pipeline.stages.decide import DecideStage
+from pipeline.stages.infer import InferStage
+from pipeline.stages.preprocess import PreprocessStage
+from pipeline.stages.publish import PublishStage
+from pipeline.telemetry import Health, Telemetry
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The pipeline cannot start; the message names what is wrong (exit code 2)."""
+
+
+@dataclass
+class Parts:
+    """Everything the pipeline needs from the outside world, already opened."""
+
+    sources: dict[str, FrameSource]
+    backend: object  # InferenceBackend
+    transform: object  # (image, out) -> Geometry
+    decoder: object  # (raw, geometry) -> Detections
+    publisher: object  # ZmqPublisher
+    context: zmq.Context | None = None
+    extra_closers: list = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, parts: Parts, max_frames: int | None = None):
+        self.config = config
+        self.parts = parts
+        self.stop_event = threading.Event()
+        self.telemetry = Telemetry([c.id for c in config.cameras])
+        self.telemetry.backend = getattr(parts.backend, "name", "")
+        self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
+        self.queues = self._make_queues()
+        self.captures = [self._capture(cam.id, max_frames) for cam in config.cameras]
+        self.stages = self._make_stages()
+
+    # ------------------------------------------------------------------ wiring
+    def _queue(self, name: str) -> StageQueue:
+        q = getattr(self.config.queues, name)
+        return StageQueue(name, q.size, q.overflow, q.block_timeout_ms / 1000, on_shed=self.publish_q.put)
+
+    def _make_queues(self) -> dict[str, StageQueue]:
+        queues = {name: self._queue(name) for name in ("preprocess", "infer", "decide")}
+        queues["publish"] = self.publish_q
+        self.telemetry.queues.update(queues)
+        return queues
+
+    def _capture(self, camera_id: str, max_frames: int | None) -> CaptureStage:
+        cam = next(c for c in self.config.cameras if c.id == camera_id)
+        return CaptureStage(camera_id, self.parts.sources[camera_id], self.queues["preprocess"], self.telemetry,
+                            self.stop_event, max_frames, cam.stall_timeout_s)
+
+    def _make_stages(self) -> list[Stage]:
+        cfg, q, parts, t = self.config, self.queues, self.parts, self.telemetry
+        backend = parts.backend
+        w, h = backend.input_size
+        pool = HostSlotPool((3, h, w), backend.input_dtype, cfg.queues.infer.size + 2 * cfg.model.max_batch + 2)
+        rules = RuleBook(cfg.rules, backend.class_names)
+        mm = {c.id: c.mm_per_px for c in cfg.cameras}
+        return [
+            PreprocessStage(parts.transform, pool, q["preprocess"], q["infer"], t, upstreams=len(self.captures)),
+            InferStage(backend, parts.decoder, q["infer"], q["decide"], t, cfg.budget_ms, cfg.model.max_batch,
+                       cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT),
+            DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
+            PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms),
+        ]
+
+    @property
+    def decide(self) -> DecideStage:
+        return next(s for s in self.stages if isinstance(s, DecideStage))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for stage in reversed(self.stages):  # downstream first: nothing produced before its consumer runs
+            stage.start()
+        self.telemetry.health = Health.OK
+        for capture in self.captures:
+            capture.start()
+
+    @property
+    def captures_done(self) -> bool:
+        return not any(c.thread.is_alive() for c in self.captures)
+
+    @property
+    def finished(self) -> bool:
+        return not self.stages[-1].thread.is_alive()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def shutdown(self, timeout_s: float = 4.0) -> int:
+        """Stop sources, drain, close. Returns the exit code (0 clean, 1 after a crash)."""
+        deadline = time.monotonic() + timeout_s
+        if self.telemetry.health is not Health.ERROR:
+            self.telemetry.health = Health.STOPPING
+        self.stop_event.set()
+        for capture in self.captures:
+            capture.thread.join(max(0.0, deadline - time.monotonic()))
+        self._drain_stages(deadline)
+        self._close()
+        crashed = self.telemetry.crashed.is_set()
+        if crashed:
+            log.error("pipeline stopped after a crash: %s", "; ".join(self.telemetry.errors))
+        return 1 if crashed else 0
+
+    def _drain_stages(self, deadline: float) -> None:
+        # Give each stage until the deadline to finish on its own; route around any that
+        # crashed or hangs so the jobs behind it still get their verdicts.
+        for i, stage in enumerate(self.stages):
+            stage.thread.join(max(0.0, deadline - time.monotonic()) if i < len(self.stages) - 1 else
+                              max(0.0, deadline - time.monotonic() + 0.5))
+            if stage.thread.is_alive() or stage.stats.state == "crashed":
+                self._route_around(stage)
+
+    def _route_around(self, stage: Stage) -> None:
+        log.error("stage %s did not finish (%s); settling its jobs as ERROR", stage.name, stage.stats.state)
+        if stage is self.stages[-1]:
+            left = [i for i in stage.inbox.drain() if isinstance(i, Job)]
+            log.error("publisher unavailable: %d verdict(s) could not be published", len(left))
+            return
+        for item in stage.inbox.drain():
+            if isinstance(item, Job):
+                settled = item if item.settled else item.settle(
+                    Outcome.ERROR, ReasonCode.SHUTDOWN, f"stage {stage.name} {stage.stats.state}", stage.name)
+                self.publish_q.put(settled)
+        if stage.outbox is not None:
+            stage.outbox.put(EndOfStream(stage.name))
+
+    def _close(self) -> None:
+        for closer in (self.parts.publisher.close, self.parts.backend.close, *self.parts.extra_closers):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - keep closing the rest
+                log.exception("error while closing")
+        if self.parts.context is not None:
+            self.parts.context.term()

@@ -1,0 +1,83 @@
+"""Builds the pipeline's parts from the config: opens the model, the sources and the
+PUB socket, warms the model up, and checks that the rules fit the model.
+
+Owns the translation of every start-up failure into a `StartupError` that names the
+file or key at fault, so `pipeline run` exits 2 with a message, never a traceback.
+Everything opened so far is closed again when a later part fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import zmq
+
+from pipeline.app import Parts, StartupError
+from pipeline.backends import create_backend
+from pipeline.backends.base import ModelError
+from pipeline.backends.yolo_decode import decode, to_detections
+from pipeline.config.models import ModelConfig, PipelineConfig
+from pipeline.imaging.letterbox import Letterboxer
+from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
+from pipeline.rules import RuleBook
+from pipeline.sources import create_source
+from pipeline.sources.base import SourceError
+
+log = logging.getLogger(__name__)
+
+
+def open_backend(model: ModelConfig):
+    try:
+        backend = create_backend(model)
+    except ModelError as exc:
+        raise StartupError(str(exc)) from None
+    return backend
+
+
+def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
+    unknown = RuleBook(config.rules, class_names).unknown_rule_classes()
+    if unknown:
+        raise StartupError(f"rules name classes the model does not have: {unknown}; "
+                           f"the model's classes are {list(class_names)}")
+
+
+def make_decoder(model: ModelConfig, num_classes: int):
+    conf, iou, limit = model.confidence, model.iou, model.max_detections
+
+    def decoder(raw, geometry):
+        return to_detections(decode(raw, num_classes, conf, iou, limit)[0], geometry)
+
+    return decoder
+
+
+def build_parts(config: PipelineConfig) -> Parts:
+    with contextlib.ExitStack() as undo:
+        backend = open_backend(config.model)
+        undo.callback(backend.close)
+        check_rules(config, backend.class_names)
+        backend.warmup(config.model.warmup_runs)
+        sources = {}
+        for cam in config.cameras:
+            sources[cam.id] = _open_source(cam)
+            undo.callback(sources[cam.id].close)
+        context = zmq.Context()
+        undo.callback(context.term)
+        try:
+            publisher = ZmqPublisher.from_config(config.publisher, context, config.budget_ms, backend.class_names)
+        except PublisherError as exc:
+            raise StartupError(str(exc)) from None
+        parts = Parts(sources, backend, Letterboxer(backend.input_size),
+                      make_decoder(config.model, len(backend.class_names)), publisher, context)
+        undo.pop_all()
+        log.info("backend %s, classes %s, %d camera(s)", backend.name, list(backend.class_names), len(sources))
+        return parts
+
+
+def _open_source(cam):
+    try:
+        source = create_source(cam)
+        source.open()
+    except (SourceError, ValueError, OSError) as exc:
+        raise StartupError(f"camera {cam.id}: {exc}") from None
+    return source

@@ -1,0 +1,119 @@
+"""The loop every processing stage shares: take jobs, handle them, pass them on.
+
+Owns the rules that make "every captured frame yields exactly one verdict" hold inside a
+stage:
+- a job that is already settled (shed, expired, failed upstream) is passed on untouched;
+- an exception while handling jobs settles exactly those jobs as ERROR (`stage_error`)
+  and the loop goes on;
+- `EndOfStream` is forwarded once all upstream producers have sent theirs, after which
+  the thread ends (cooperative, bounded shutdown: every wait has a timeout).
+An exception outside job handling is a crash: it is recorded in telemetry (health
+ERROR) and the composition root routes the stage's remaining jobs around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Sequence
+
+from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
+from pipeline.queues import StageQueue
+from pipeline.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05  # how often an idle stage wakes to run `idle()`
+
+
+class Stage:
+    """Subclasses implement `handle(jobs)`; the base owns the thread and the protocol."""
+
+    name = "stage"
+    max_batch = 1
+    max_wait_s = 0.0
+
+    def __init__(self, inbox: StageQueue, outbox: StageQueue | None, telemetry: Telemetry, upstreams: int = 1):
+        self.inbox = inbox
+        self.outbox = outbox
+        self.telemetry = telemetry
+        self.upstreams = upstreams
+        self.stats = telemetry.stage(self.name)
+        self.thread = threading.Thread(target=self.run, name=f"stage-{self.name}", daemon=True)
+        self._ends_seen = 0
+
+    # ------------------------------------------------------------------ subclass API
+    def handle(self, jobs: list[Job]) -> Sequence[Job]:
+        """Turn unsettled jobs into their next form; same length and order."""
+        raise NotImplementedError
+
+    def idle(self) -> None:
+        """Called when no job arrived within POLL_S (e.g. to send a heartbeat)."""
+
+    def finish(self) -> None:
+        """Called once after the last EndOfStream, before it is forwarded."""
+
+    def emit(self, job: Job) -> None:
+        assert self.outbox is not None
+        self.outbox.put(job)
+
+    # ------------------------------------------------------------------ the loop
+    def start(self) -> None:
+        self.thread.start()
+
+    def run(self) -> None:
+        self.stats.state = "running"
+        try:
+            while self._ends_seen < self.upstreams:
+                items = self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S)
+                if not items:
+                    self.idle()
+                    continue
+                self._process(items)
+            self.finish()
+            if self.outbox is not None:
+                self.outbox.put(EndOfStream(self.name))
+            self.stats.state = "stopped"
+        except BaseException as exc:  # a crash, not a per-frame failure
+            log.exception("stage %s crashed", self.name)
+            self.telemetry.record_crash(self.name, exc)
+
+    def _process(self, items: list) -> None:
+        jobs: list[Job] = []
+        for item in items:
+            if isinstance(item, EndOfStream):
+                self._ends_seen += 1
+            elif item.settled:
+                self._flush(jobs)
+                jobs = []
+                self.emit(item)
+            else:
+                jobs.append(item)
+        self._flush(jobs)
+        self.stats.progressed()
+
+    def _flush(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        self.stats.busy = True
+        try:
+            done = self.handle(jobs)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes ERROR verdicts
+            done = self._fail(jobs, exc)
+        finally:
+            self.stats.busy = False
+        self.stats.processed += len(jobs)
+        for job in done:
+            self.emit(job)
+
+    def _fail(self, jobs: list[Job], exc: Exception) -> list[Job]:
+        # Exceptions may name their own reason (BadFrame -> bad_frame, BadModelOutput ->
+        # bad_output); anything else is a generic stage_error.
+        code = getattr(exc, "reason_code", ReasonCode.STAGE_ERROR)
+        detail = f"{self.name}: {type(exc).__name__}: {exc}"[:300]
+        self.stats.errors += len(jobs)
+        if self.stats.errors <= 3 or self.stats.errors % 100 == 0:  # never a log line per frame
+            first = jobs[0].frame
+            log.warning("%s failed on %d frame(s) (camera=%s frame_id=%d, %d errors so far): %s",
+                        self.name, len(jobs), first.camera_id, first.frame_id, self.stats.errors, detail)
+        return [job.settle(Outcome.ERROR, code, detail, self.name) for job in jobs]

@@ -1,0 +1,126 @@
+"""Counters, stage states and recent latencies that every stage reports into.
+
+Bottom layer. Each counter has one writer (the stage or camera it belongs to), so plain
+attributes suffice under the GIL; readers (heartbeat, status line, watchdog) take
+snapshots and tolerate values that are a few microseconds old.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from pipeline.queues import StageQueue
+
+
+class Health(str, Enum):
+    STARTING = "STARTING"
+    OK = "OK"
+    DEGRADED = "DEGRADED"  # running, but a camera is down/stalled or a stage is failing frames
+    ERROR = "ERROR"  # a stage crashed; the pipeline is stopping
+    STOPPING = "STOPPING"
+
+
+@dataclass
+class StageStats:
+    name: str
+    state: str = "starting"  # starting | running | stopped | crashed
+    processed: int = 0
+    errors: int = 0
+    last_progress_ns: int = field(default_factory=time.monotonic_ns)
+    busy: bool = False  # True while handling an item: a stuck stage stays busy
+
+    def progressed(self) -> None:
+        self.last_progress_ns = time.monotonic_ns()
+
+
+@dataclass
+class CameraStats:
+    camera_id: str
+    state: str = "CONNECTING"
+    frames_captured: int = 0
+    verdicts_published: int = 0
+    last_seq: int = -1
+    last_frame_ns: int = 0
+
+
+class LatencyWindow:
+    """The last `size` end-to-end latencies (ms), for p50/p99 on the status line."""
+
+    def __init__(self, size: int = 2048):
+        self._values = np.zeros(size, np.float64)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def add(self, ms: float) -> None:
+        with self._lock:
+            self._values[self._count % len(self._values)] = ms
+            self._count += 1
+
+    def percentiles(self, *qs: float) -> tuple[float, ...]:
+        with self._lock:
+            n = min(self._count, len(self._values))
+            if n == 0:
+                return tuple(float("nan") for _ in qs)
+            return tuple(float(v) for v in np.percentile(self._values[:n], qs))
+
+
+class Telemetry:
+    """Everything the heartbeat, the status line and the watchdog read."""
+
+    def __init__(self, camera_ids: list[str]):
+        self.started_ns = time.monotonic_ns()
+        self.health = Health.STARTING
+        self.backend = ""
+        self.stages: dict[str, StageStats] = {}
+        self.cameras = {cid: CameraStats(cid) for cid in camera_ids}
+        self.queues: dict[str, StageQueue] = {}
+        self.counts: Counter[str] = Counter()
+        self.latency = LatencyWindow()
+        self.errors: list[str] = []
+        self.published_dropped = 0
+        self.crashed = threading.Event()
+
+    def stage(self, name: str) -> StageStats:
+        return self.stages.setdefault(name, StageStats(name))
+
+    def record_crash(self, stage: str, exc: BaseException) -> None:
+        self.stage(stage).state = "crashed"
+        self.errors.append(f"stage {stage} crashed: {type(exc).__name__}: {exc}")
+        self.health = Health.ERROR
+        self.crashed.set()
+
+    def current_health(self) -> Health:
+        if self.health in (Health.ERROR, Health.STOPPING, Health.STARTING):
+            return self.health
+        bad_camera = any(c.state in ("DOWN", "STALLED") for c in self.cameras.values())
+        return Health.DEGRADED if bad_camera else Health.OK
+
+    def fps(self) -> float:
+        elapsed_s = (time.monotonic_ns() - self.started_ns) / 1e9
+        total = sum(c.verdicts_published for c in self.cameras.values())
+        return total / elapsed_s if elapsed_s > 0 else 0.0
+
+    def snapshot(self) -> dict:
+        """The heartbeat body (see docs/PROTOCOL.md)."""
+        return {
+            "health": self.current_health().value,
+            "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
+            "backend": self.backend,
+            "cameras": {
+                c.camera_id: {"state": c.state, "frames_captured": c.frames_captured,
+                              "verdicts_published": c.verdicts_published, "last_seq": c.last_seq}
+                for c in self.cameras.values()
+            },
+            "counts": dict(self.counts),
+            "queues": {name: q.snapshot() for name, q in self.queues.items()},
+            "stages": {s.name: {"state": s.state, "errors": s.errors, "processed": s.processed}
+                       for s in self.stages.values()},
+            "publisher_dropped": self.published_dropped,
+            "errors": list(self.errors[-10:]),
+        }
