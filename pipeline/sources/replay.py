@@ -1,0 +1,142 @@
+"""Replays a folder of images or a video file as if it were a camera.
+
+Owns the file handles of one replay: the sorted image list or the `cv2.VideoCapture`.
+What crosses the boundary: `SourceFrame`s exactly as decoded (no resizing; preprocess
+letterboxes), HxW uint8 for grayscale images and HxWx3 BGR uint8 for colour ones.
+
+A folder is read in name order (.png .jpg .jpeg .bmp .tif .tiff, case-insensitive). A file
+that does not decode raises a frame-lost `SourceError` naming it, and the next `read()`
+goes on with the next file, so one bad image costs one ERROR verdict, not the stream.
+At the end, `loop` starts over; otherwise `read()` raises `SourceEnded` (and keeps doing so).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.config.models import CameraConfig, ReplaySourceConfig
+from pipeline.sources.base import SourceEnded, SourceError, SourceFrame, lost_frame
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+class _Pacer:
+    """Schedules frames at `fps`; never sleeps past a read's timeout, never bursts to catch up.
+    (Same as the synthetic source's; kept private to each so the two sources stay independent.)"""
+
+    def __init__(self, fps: float, enabled: bool):
+        self._period_s, self._enabled, self._due = 1.0 / fps, enabled, None
+
+    def reset(self) -> None:
+        self._due = None
+
+    def wait(self, timeout_s: float) -> bool:
+        """True when the next frame is due now (after sleeping); False after `timeout_s`."""
+        if not self._enabled:
+            return True
+        now = time.monotonic()
+        due = now if self._due is None else self._due
+        if due - now > timeout_s:
+            time.sleep(max(timeout_s, 0.0))
+            return False
+        if due > now:
+            time.sleep(due - now)
+        self._due = max(due + self._period_s, time.monotonic())
+        return True
+
+
+class ReplaySource:
+    """A `FrameSource` over a folder of images or one video file."""
+
+    def __init__(self, path: Path | str, fps: float = 30.0, loop: bool = False, realtime: bool = True):
+        if fps <= 0:
+            raise ValueError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self.loop = loop
+        self._pacer = _Pacer(fps, realtime)
+        self._files: list[Path] | None = None  # folder mode
+        self._video: cv2.VideoCapture | None = None  # video mode
+        self._next = 0
+        self._ended = False
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig) -> "ReplaySource":
+        src = camera.source
+        if not isinstance(src, ReplaySourceConfig):
+            raise TypeError(f"camera {camera.id}: expected a replay source, got {src.kind!r}")
+        return cls(src.path, camera.fps, src.loop, src.realtime)
+
+    def open(self) -> None:
+        if not self.path.exists():
+            raise SourceError(f"replay path does not exist: {self.path}")
+        if self.path.is_dir():
+            self._files = sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise SourceError(f"replay folder has no images ({', '.join(sorted(IMAGE_SUFFIXES))}): {self.path}")
+        else:
+            self._video = self._open_video()
+        self._next, self._ended = 0, False
+        self._pacer.reset()
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()
+            self._video = None
+        self._files = None
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        if self._files is None and self._video is None:
+            raise SourceError(f"replay source not open: {self.path}")
+        if self._ended:
+            raise SourceEnded(f"end of replay: {self.path}")
+        if not self._pacer.wait(timeout_s):
+            return None
+        image = self._next_image() if self._files is not None else self._next_video_frame()
+        return SourceFrame(image)
+
+    # ----------------------------------------------------------------- folder
+
+    def _next_image(self) -> np.ndarray:
+        assert self._files is not None
+        if self._next >= len(self._files):
+            if not self.loop:
+                self._ended = True
+                raise SourceEnded(f"end of replay: {self.path}")
+            self._next = 0
+        file = self._files[self._next]
+        self._next += 1  # before decoding: a bad file is skipped by the next read
+        # ANYCOLOR keeps gray images single-channel and gives colour (even with alpha) as BGR
+        image = cv2.imread(str(file), cv2.IMREAD_ANYCOLOR)
+        if image is None:
+            raise lost_frame(f"cannot decode image {file}")
+        return image
+
+    # ----------------------------------------------------------------- video
+
+    def _open_video(self) -> cv2.VideoCapture:
+        video = cv2.VideoCapture(str(self.path))
+        if not video.isOpened():
+            video.release()
+            raise SourceError(f"cannot open video file (unknown format or codec?): {self.path}")
+        return video
+
+    def _next_video_frame(self) -> np.ndarray:
+        assert self._video is not None
+        ok, image = self._video.read()
+        if ok:
+            self._next += 1
+            return image
+        if not self.loop:
+            self._ended = True
+            raise SourceEnded(f"end of replay: {self.path}")
+        if self._next == 0:
+            raise SourceError(f"video file has no frames: {self.path}")
+        # reopening is more reliable than seeking to frame 0 across codecs
+        self._video.release()
+        self._video = self._open_video()
+        self._next = 0
+        return self._next_video_frame()
