@@ -1,0 +1,40 @@
+"""The `InferenceBackend` protocol every model runtime implements, and `ModelError`.
+
+Owns the contract between the infer stage and a runtime (ONNX Runtime, TensorRT): a
+host batch (N, 3, h, w) in `input_dtype` goes in, the raw model output comes back as a
+host numpy array; decoding it is `pipeline.backends.yolo_decode`'s job. Backends are
+built by `pipeline.backends.create_backend` from a `ModelConfig`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class ModelError(Exception):
+    """The model cannot be used; the message names the file and what is wrong."""
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """A loaded model ready to run batches; one thread calls `infer` at a time."""
+
+    name: str  # runtime and device, e.g. "onnxruntime:CPUExecutionProvider"
+    input_size: tuple[int, int]  # width, height of the model input
+    input_dtype: type  # np.float32 or np.float16
+    class_names: tuple[str, ...]
+    max_batch: int
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""
+        ...
+
+    def warmup(self, runs: int) -> None:
+        """Run `runs` dummy batches so the first real frame pays no lazy init."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime's resources; idempotent."""
+        ...

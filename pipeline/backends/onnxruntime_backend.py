@@ -1,0 +1,145 @@
+"""`InferenceBackend` on ONNX Runtime (CPU, CUDA or TensorRT execution providers).
+
+Owns opening an ONNX file with the configured providers and options, validating its
+signature (`pipeline.backends.model_info`), and running host batches through plain
+`session.run`. What crosses the boundary: numpy arrays in and out; the session is
+owned by the backend and dropped by `close()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.backends.base import ModelError
+from pipeline.backends.model_info import ModelSignature, check_input, input_dtype, resolve_class_names
+from pipeline.config.models import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+class OnnxRuntimeBackend:
+    """A validated ONNX Runtime session; see `InferenceBackend`."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        class_names: tuple[str, ...],
+        input_size: tuple[int, int],
+        max_batch: int,
+    ):
+        self._session: ort.InferenceSession | None = session
+        self._input_name = session.get_inputs()[0].name
+        self._output_names = [session.get_outputs()[0].name]
+        self.name = f"onnxruntime:{session.get_providers()[0]}"
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_dtype = ort_input_dtype(session)
+        self.class_names = tuple(class_names)
+        self.max_batch = int(max_batch)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> "OnnxRuntimeBackend":
+        """Open `cfg.path` with the configured providers; ModelError if it is unusable."""
+        session = open_session(cfg)
+        sig = signature(session, cfg.path)
+        check_input(sig, cfg.input_size, cfg.max_batch)
+        input_dtype(sig)
+        metadata = session.get_modelmeta().custom_metadata_map
+        names = resolve_class_names(sig, cfg.class_names, metadata)
+        return cls(session, names, cfg.input_size, cfg.max_batch)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run (N, 3, h, w) with N <= max_batch; the raw first output as a numpy array."""
+        if self._session is None:
+            raise RuntimeError(f"{self.name} backend is closed")
+        self._check_batch(batch)
+        return self._session.run(self._output_names, {self._input_name: batch})[0]
+
+    def _check_batch(self, batch: np.ndarray) -> None:
+        w, h = self.input_size
+        n = batch.shape[0] if batch.ndim == 4 else 0
+        if batch.shape[1:] != (3, h, w) or not 1 <= n <= self.max_batch or batch.dtype != self.input_dtype:
+            raise ValueError(
+                f"batch {batch.shape} {batch.dtype} does not fit (1..{self.max_batch}, 3, {h}, {w}) "
+                f"{np.dtype(self.input_dtype)}"
+            )
+
+    def warmup(self, runs: int) -> None:
+        """Run batches of 1 and of max_batch, so both shapes are planned before frames come."""
+        w, h = self.input_size
+        sizes = sorted({1, self.max_batch})
+        dummies = [np.zeros((n, 3, h, w), self.input_dtype) for n in sizes]
+        for _ in range(runs):
+            for dummy in dummies:
+                self.infer(dummy)
+
+    def close(self) -> None:
+        # ONNX Runtime frees the session when the last reference goes.
+        self._session = None
+
+
+def ort_input_dtype(session: ort.InferenceSession) -> type:
+    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+
+def open_session(cfg: ModelConfig) -> ort.InferenceSession:
+    """An InferenceSession on exactly the requested providers, or ModelError saying why not."""
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    providers = provider_list(cfg)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=session_options(cfg), providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for bad files
+        raise ModelError(f"{path}: not a usable ONNX model ({type(exc).__name__}: {exc})") from exc
+    active = session.get_providers()
+    if active[0] != providers[0][0]:
+        # ORT silently falls back (e.g. CUDA libraries missing); refuse rather than run slowly.
+        raise ModelError(f"{path}: requested {providers[0][0]} but ONNX Runtime could only start {active}")
+    return session
+
+
+def provider_list(cfg: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
+    """cfg.providers with their options; ModelError naming any provider not installed."""
+    available = ort.get_available_providers()
+    missing = [p for p in cfg.providers if p not in available]
+    if missing or not cfg.providers:
+        raise ModelError(
+            f"{cfg.path}: execution providers {missing or '[]'} are not available; "
+            f"this onnxruntime has {available}"
+        )
+    return [(p, provider_options(p, cfg)) for p in cfg.providers]
+
+
+def provider_options(provider: str, cfg: ModelConfig) -> dict[str, Any]:
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": cfg.device_id, "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search}
+    if provider == "TensorrtExecutionProvider":
+        return {"device_id": cfg.device_id}
+    return {}
+
+
+def session_options(cfg: ModelConfig) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cfg.threads  # 0 lets ONNX Runtime pick
+    # One request at a time runs through the graph; parallelism lives inside operators.
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def signature(session: ort.InferenceSession, path: Path) -> ModelSignature:
+    """The model's single input and first output; ModelError for a multi-input model."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise ModelError(f"{path}: model has {len(inputs)} inputs {names}, expected one image input")
+    first = outputs[0]
+    return ModelSignature(
+        Path(path), inputs[0].name, tuple(inputs[0].shape), inputs[0].type, first.name, tuple(first.shape)
+    )
