@@ -1,0 +1,171 @@
+"""Publishes verdicts and heartbeats on a ZeroMQ PUB socket.
+
+Owns the PUB socket (from `from_config`, or the one handed to `__init__`) and the
+per-camera sequence counters. What crosses the boundary: settled `Job`s and heartbeat
+status dicts come in from the publish stage; two-frame messages `[topic, payload]` go out
+(format: `pipeline.protocol`, contract: docs/PROTOCOL.md).
+
+Never blocks the pipeline: every send is `zmq.NOBLOCK`. What happens at the send high
+water mark (SNDHWM) depends on the socket:
+- plain PUB (the default of `from_config`): libzmq drops silently *per subscriber*, so a
+  stalled subscriber loses messages while the others still get every one. The publisher
+  cannot see this; the subscriber sees it as a `seq` gap.
+- PUB with ZMQ_XPUB_NODROP (`from_config(..., nodrop=True)`): libzmq refuses the message
+  (zmq.Again) when *any* subscriber is full; we count it in `dropped`. One stuck
+  subscriber then costs every subscriber that message, so it is opt-in.
+Either way the seq number is consumed, so loss is always visible as a gap.
+
+Not thread-safe (neither is a zmq socket): exactly one thread, the publish stage, owns
+a `ZmqPublisher` from construction to `close()`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
+
+import zmq
+
+from pipeline.config.models import PublisherConfig
+from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.protocol import (
+    ProtocolError,
+    encode_heartbeat,
+    encode_verdict,
+    heartbeat_topic,
+    verdict_topic,
+)
+
+
+class PublisherError(RuntimeError):
+    """The publisher cannot start (e.g. its endpoint cannot be bound)."""
+
+
+class ZmqPublisher:
+    """Sends one message per verdict with contiguous per-camera `seq`, plus heartbeats."""
+
+    def __init__(
+        self,
+        socket: zmq.Socket,
+        topic_prefix: str,
+        budget_ms: float,
+        class_names: Sequence[str],
+        include_detections: bool = True,
+    ):
+        self._socket = socket
+        self._prefix = topic_prefix
+        self._budget_ms = budget_ms
+        self._class_names = tuple(class_names)
+        self._include_detections = include_detections
+        self._heartbeat_topic = heartbeat_topic(topic_prefix)  # validates the prefix early
+        self._topics: dict[str, bytes] = {}
+        self._last_seq: dict[str, int] = {}
+        self._heartbeat_seq = 0
+        self.dropped = 0  # verdict messages zmq refused at the HWM (NODROP sockets only)
+        self.heartbeats_dropped = 0
+        self.encode_errors = 0  # verdicts that could not be encoded and went out as ERROR
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: PublisherConfig,
+        context: zmq.Context,
+        budget_ms: float,
+        class_names: Sequence[str],
+        nodrop: bool = False,
+    ) -> "ZmqPublisher":
+        """Create a PUB socket on `context`, bind it to `cfg.endpoint`; PublisherError if that fails."""
+        socket = context.socket(zmq.PUB)
+        socket.setsockopt(zmq.LINGER, cfg.linger_ms)  # bounds close(): queued messages wait at most this
+        socket.setsockopt(zmq.SNDHWM, cfg.sndhwm)
+        socket.setsockopt(zmq.IMMEDIATE, 0)
+        if nodrop:
+            socket.setsockopt(zmq.XPUB_NODROP, 1)
+        try:
+            socket.bind(cfg.endpoint)
+        except zmq.ZMQError as err:
+            socket.close(linger=0)
+            raise PublisherError(f"cannot bind publisher to {cfg.endpoint!r}: {err.strerror}") from err
+        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections)
+
+    @property
+    def endpoint(self) -> str:
+        """The bound endpoint as zmq resolved it (a `tcp://host:*` wildcard becomes a port)."""
+        return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    @property
+    def last_seq(self) -> Mapping[str, int]:
+        """camera_id -> the last verdict seq used (read-only view; absent: none yet)."""
+        return MappingProxyType(self._last_seq)
+
+    def publish_verdict(self, job: Job) -> int:
+        """Send the verdict of a settled job; return the seq it used. Never blocks."""
+        camera_id = job.frame.camera_id
+        topic = self._topics.get(camera_id)
+        if topic is None:
+            topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
+        seq = self._last_seq.get(camera_id, -1) + 1
+        payload = self._encode(job, seq)
+        self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
+        if not self._send(topic, payload):
+            self.dropped += 1
+        return seq
+
+    def publish_heartbeat(self, status: dict[str, Any]) -> int:
+        """Send a heartbeat built from `status`; return its seq. Never blocks.
+
+        `cameras[*].last_seq` is filled from our own counters: the publisher is the only
+        authority on what was sent, and a subscriber uses it to notice a trailing gap.
+        """
+        seq = self._heartbeat_seq
+        self._heartbeat_seq += 1
+        payload = encode_heartbeat(self._with_last_seq(status), seq, time.time_ns())
+        if not self._send(self._heartbeat_topic, payload):
+            self.heartbeats_dropped += 1
+        return seq
+
+    def close(self) -> None:
+        """Close the socket; pending messages get at most the socket's LINGER to go out."""
+        if not self._closed:
+            self._closed = True
+            self._socket.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _encode(self, job: Job, seq: int) -> bytes:
+        t_wall, t_mono = time.time_ns(), time.monotonic_ns()
+        args = (seq, t_wall, t_mono, self._budget_ms, self._class_names)
+        try:
+            return encode_verdict(job, *args, include_detections=self._include_detections)
+        except ProtocolError:
+            if job.verdict is None:
+                raise  # publishing an undecided job is a bug upstream, not a data problem
+            # Bad data (e.g. a NaN score) must not cost the part its verdict: send ERROR.
+            self.encode_errors += 1
+            return encode_verdict(_as_error(job), *args, include_detections=False)
+
+    def _send(self, topic: bytes, payload: bytes) -> bool:
+        try:
+            self._socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def _with_last_seq(self, status: dict[str, Any]) -> dict[str, Any]:
+        cameras = {cid: dict(info) for cid, info in (status.get("cameras") or {}).items()}
+        for cid in self._last_seq.keys() - cameras.keys():
+            cameras[cid] = {}
+        for cid, info in cameras.items():
+            info["last_seq"] = self._last_seq.get(cid, -1)
+        return {**status, "cameras": cameras}
+
+
+def _as_error(job: Job) -> Job:
+    """The same part as an ERROR verdict without the unencodable data."""
+    assert job.verdict is not None
+    reason = Reason(ReasonCode.BAD_OUTPUT, "verdict could not be encoded (non-finite value)")
+    verdict = Verdict(Outcome.ERROR, (reason,), late=job.verdict.late)
+    return dataclasses.replace(job, verdict=verdict, detections=None)
