@@ -67,10 +67,13 @@ def build_parts(config: PipelineConfig) -> Parts:
             publisher = ZmqPublisher.from_config(config.publisher, context, config.budget_ms, backend.class_names)
         except PublisherError as exc:
             raise StartupError(str(exc)) from None
+        if not publisher.wait_for_subscriber(config.publisher.await_subscriber_ms / 1000):
+            log.info("no subscriber yet on %s; starting anyway", config.publisher.endpoint)
         parts = Parts(sources, backend, Letterboxer(backend.input_size),
                       make_decoder(config.model, len(backend.class_names)), publisher, context)
         undo.pop_all()
-        log.info("backend %s, classes %s, %d camera(s)", backend.name, list(backend.class_names), len(sources))
+        names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
+        log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))
         return parts
 
 

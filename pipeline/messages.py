@@ -86,10 +86,12 @@ class Geometry:
     def to_source(self, boxes: np.ndarray) -> np.ndarray:
         """Map (N, 4) xyxy boxes in model-input pixels back to clipped source pixels."""
         out = np.empty_like(boxes, dtype=np.float32)
-        out[:, [0, 2]] = (boxes[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (boxes[:, [1, 3]] - self.pad_y) / self.scale
-        np.clip(out[:, [0, 2]], 0, self.src_width, out=out[:, [0, 2]])
-        np.clip(out[:, [1, 3]], 0, self.src_height, out=out[:, [1, 3]])
+        xs, ys = out[:, 0::2], out[:, 1::2]  # slices are views, so clipping writes through
+        np.subtract(boxes[:, 0::2], self.pad_x, out=xs)
+        np.subtract(boxes[:, 1::2], self.pad_y, out=ys)
+        out /= self.scale
+        np.clip(xs, 0, self.src_width, out=xs)
+        np.clip(ys, 0, self.src_height, out=ys)
         return out
 
 

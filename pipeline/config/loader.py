@@ -45,13 +45,22 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
 
 
 def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
-    for err in exc.errors(include_url=False):
+    errors = _innermost(exc.errors(include_url=False))
+    lines = [f"{source}: {len(errors)} problem(s) in the configuration:"]
+    for err in errors:
         loc = _yaml_loc(err["loc"])
         where = _line_of(root, loc)
         key = ".".join(str(p) for p in loc) or "(top level)"
         lines.append(f"  - {key}{where}: {_explain(err)}")
     return "\n".join(lines)
+
+
+def _innermost(errors: list[Any]) -> list[Any]:
+    """Drop errors about a container whose own element already has an error (pydantic
+    reports a too-short list after one of its items failed; the item is the news)."""
+    locs = [tuple(e["loc"]) for e in errors]
+    return [e for e, loc in zip(errors, locs)
+            if not any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs)]
 
 
 def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -202,6 +202,9 @@ class PublisherConfig(Strict):
     linger_ms: int = Field(500, ge=0, le=5000)
     sndhwm: int = Field(10_000, ge=1)
     include_detections: bool = True
+    # At start-up, wait this long for a first subscriber before the cameras start, so a
+    # gateway that (re)connects as the daemon starts does not miss the first verdicts.
+    await_subscriber_ms: int = Field(1000, ge=0, le=60_000)
 
 
 class LatePolicy(str, Enum):

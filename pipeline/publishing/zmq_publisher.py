@@ -77,8 +77,13 @@ class ZmqPublisher:
         class_names: Sequence[str],
         nodrop: bool = False,
     ) -> "ZmqPublisher":
-        """Create a PUB socket on `context`, bind it to `cfg.endpoint`; PublisherError if that fails."""
-        socket = context.socket(zmq.PUB)
+        """Create the socket on `context`, bind it to `cfg.endpoint`; PublisherError if that fails.
+
+        The socket is an XPUB: to subscribers it is exactly a PUB, and it also tells us
+        when a subscription arrives, so start-up can wait for the first gateway
+        (`wait_for_subscriber`) instead of losing the first verdicts to the slow joiner.
+        """
+        socket = context.socket(zmq.XPUB)
         socket.setsockopt(zmq.LINGER, cfg.linger_ms)  # bounds close(): queued messages wait at most this
         socket.setsockopt(zmq.SNDHWM, cfg.sndhwm)
         socket.setsockopt(zmq.IMMEDIATE, 0)
@@ -122,10 +127,30 @@ class ZmqPublisher:
         """
         seq = self._heartbeat_seq
         self._heartbeat_seq += 1
+        self._drain_subscriptions()
         payload = encode_heartbeat(self._with_last_seq(status), seq, time.time_ns())
         if not self._send(self._heartbeat_topic, payload):
             self.heartbeats_dropped += 1
         return seq
+
+    def wait_for_subscriber(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a first subscription; True if one arrived."""
+        if timeout_s <= 0:
+            return False
+        if not self._socket.poll(int(timeout_s * 1000), zmq.POLLIN):
+            return False
+        self._drain_subscriptions()
+        return True
+
+    def _drain_subscriptions(self) -> None:
+        # XPUB queues (un)subscription notices for us; read them so they never pile up.
+        while True:
+            try:
+                self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:  # a plain PUB handed to __init__ cannot receive
+                return
 
     def close(self) -> None:
         """Close the socket; pending messages get at most the socket's LINGER to go out."""

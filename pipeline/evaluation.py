@@ -1,0 +1,234 @@
+"""Measures the pipeline against the ground truth of its synthetic cameras.
+
+Owns the quality numbers of the project: detections matched to the truth per class
+(precision and recall at IoU 0.5, greedy by score) and verdicts compared with whether a
+part really was defective. What crosses the boundary: settled `Job`s (from a publisher
+tap, or handed in by a training script's own loop) go in; a plain dict comes out, the
+one `pipeline eval --json` writes.
+
+`evaluate` runs the REAL pipeline (`build_parts` + `Pipeline`, real threads, queues,
+model and PUB socket) with a tap wrapped around the publisher, but with three overrides
+that make it a measurement of the model and the rules rather than of timing:
+  * synthetic sources render flat out (`realtime: false`), so evaluation is fast;
+  * every queue blocks (with a long timeout) instead of shedding, so no frame is lost
+    to overload: a shed frame would be NOT_INSPECTED and say nothing about the model;
+  * the late policy is `report`, so a frame that waited in a full queue keeps the
+    verdict its detections earned instead of becoming FAIL (`deadline`) or being
+    skipped as expired. Latency is what `pipeline run` measures, not `eval`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config.models import LatePolicy, Overflow, PipelineConfig, QueueConfig, RulesConfig
+from pipeline.messages import Job, Outcome
+
+log = logging.getLogger(__name__)
+
+IOU_MATCH = 0.5
+EVAL_BLOCK_TIMEOUT_MS = 60_000  # "block" means block: only a hung stage would reach this
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of (N, 4) against (M, 4) xyxy boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def match(pred_boxes, pred_scores, gt_boxes, iou_threshold: float = IOU_MATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of one class in one frame: (pred is true positive, truth was found).
+
+    Highest score first, each prediction takes the unmatched truth it overlaps most,
+    if that overlap reaches `iou_threshold`; a second prediction on a found truth is a
+    false positive (a duplicate NMS let through).
+    """
+    tp = np.zeros(len(pred_boxes), bool)
+    found = np.zeros(len(gt_boxes), bool)
+    if len(pred_boxes) == 0 or len(gt_boxes) == 0:
+        return tp, found
+    iou = box_iou(np.asarray(pred_boxes, np.float32), np.asarray(gt_boxes, np.float32))
+    for i in np.argsort(-np.asarray(pred_scores), kind="stable"):
+        free = np.where(found, -1.0, iou[i])
+        j = int(free.argmax())
+        if free[j] >= iou_threshold:
+            tp[i], found[j] = True, True
+    return tp, found
+
+
+@dataclass
+class ClassTally:
+    tp: int = 0
+    fp: int = 0
+    support: int = 0  # true defects of this class
+    support_min: int = 0  # of those, at or above the rules' min_area_px2
+    found_min: int = 0
+
+    def as_dict(self) -> dict:
+        found = self.tp  # one true positive per found truth
+        return {"precision": _ratio(self.tp, self.tp + self.fp), "recall": _ratio(found, self.support),
+                "support": self.support, "recall_min_size": _ratio(self.found_min, self.support_min),
+                "support_min_size": self.support_min, "false_positives": self.fp}
+
+
+@dataclass
+class Tally:
+    """Running totals over frames. A detection counts when its score reaches the class
+    rule's min_confidence (the detections that can fail a part)."""
+
+    class_names: tuple[str, ...]
+    min_confidence: tuple[float, ...]
+    min_area_px2: tuple[float, ...]
+    classes: list[ClassTally] = field(default_factory=list)
+    parts: Counter = field(default_factory=Counter)  # (truth, outcome) -> frames
+
+    @classmethod
+    def for_rules(cls, rules: RulesConfig, class_names: tuple[str, ...]) -> "Tally":
+        per_class = [rules.classes.get(n, rules.default) for n in class_names]
+        return cls(tuple(class_names), tuple(r.min_confidence for r in per_class),
+                   tuple(r.min_area_px2 for r in per_class))
+
+    def __post_init__(self) -> None:
+        self.classes = [ClassTally() for _ in self.class_names]
+
+    def add_detections(self, boxes, scores, class_ids, gt_boxes, gt_class_ids) -> None:
+        gt_areas = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+        for c, tally in enumerate(self.classes):
+            keep = (class_ids == c) & (scores >= self.min_confidence[c])
+            truth = gt_class_ids == c
+            tp, found = match(boxes[keep], scores[keep], gt_boxes[truth])
+            big = gt_areas[truth] >= self.min_area_px2[c]
+            tally.tp += int(tp.sum())
+            tally.fp += int((~tp).sum())
+            tally.support += int(truth.sum())
+            tally.support_min += int(big.sum())
+            tally.found_min += int(found[big].sum())
+
+    def add_job(self, job: Job) -> None:
+        """One published verdict of a synthetic camera (its frame carries the truth)."""
+        truth = job.frame.truth
+        if truth is None:
+            raise ValueError(f"camera {job.frame.camera_id} frame {job.frame.frame_id} has no ground truth")
+        self.parts["defective" if truth.defective else "good", job.verdict.outcome.value] += 1
+        det = job.detections
+        if det is not None and job.verdict.outcome in (Outcome.PASS, Outcome.FAIL):
+            self.add_detections(det.boxes, det.scores, det.class_ids, truth.boxes, truth.class_ids)
+
+    def report(self) -> dict:
+        parts = {}
+        for kind in ("defective", "good"):
+            parts[kind] = sum(n for (k, _), n in self.parts.items() if k == kind)
+            parts[f"{kind}_outcomes"] = {o.value: self.parts[kind, o.value] for o in Outcome}
+        parts["defective_fail_rate"] = _ratio(self.parts["defective", "FAIL"], parts["defective"])
+        parts["good_pass_rate"] = _ratio(self.parts["good", "PASS"], parts["good"])
+        return {"classes": {n: t.as_dict() for n, t in zip(self.class_names, self.classes)}, "parts": parts}
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0
+
+
+# --------------------------------------------------------------------------- running
+
+
+class PublisherTap:
+    """Wraps the real publisher: hands every verdict job to `on_job`, then publishes it.
+
+    Runs on the publish stage's thread, like the publisher itself, so `on_job` must be
+    quick and must not raise: an error there is logged and the verdict still goes out.
+    """
+
+    def __init__(self, publisher, on_job):
+        self._publisher = publisher
+        self._on_job = on_job
+        self.failures = 0
+
+    def publish_verdict(self, job: Job) -> int:
+        try:
+            self._on_job(job)
+        except Exception:  # noqa: BLE001 - measuring must never cost a part its verdict
+            self.failures += 1
+            log.exception("evaluation tap failed on camera %s frame %d", job.frame.camera_id, job.frame.frame_id)
+        return self._publisher.publish_verdict(job)
+
+    def __getattr__(self, name: str):  # publish_heartbeat, close, dropped, ...
+        return getattr(self._publisher, name)
+
+
+def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConfig:
+    """The config as `evaluate` runs it (see the module docstring); `seed` S gives camera
+    i the seed S + i, so two cameras never render the same frames."""
+    cameras = []
+    for i, cam in enumerate(config.cameras):
+        if cam.source.kind != "synthetic":
+            raise ValueError(f"camera {cam.id} has a {cam.source.kind!r} source: eval needs synthetic "
+                             "cameras, whose frames carry their ground truth")
+        changes = {"realtime": False} if seed is None else {"realtime": False, "seed": seed + i}
+        cameras.append(cam.model_copy(update={"source": cam.source.model_copy(update=changes)}))
+    blocking = QueueConfig(overflow=Overflow.BLOCK, block_timeout_ms=EVAL_BLOCK_TIMEOUT_MS)
+    queues = config.queues.model_copy(update={
+        name: blocking.model_copy(update={"size": getattr(config.queues, name).size})
+        for name in ("preprocess", "infer", "decide")})
+    return config.model_copy(update={"cameras": tuple(cameras), "queues": queues, "late_policy": LatePolicy.REPORT})
+
+
+def evaluate(config: PipelineConfig, frames: int, seed: int | None = None, on_job=None) -> dict:
+    """Run the pipeline for `frames` frames per camera and measure it; `on_job(job,
+    class_names)` sees every verdict too (e.g. to write annotated images)."""
+    from pipeline.app import Pipeline, StartupError
+    from pipeline.assembly import build_parts
+
+    try:
+        config = eval_config(config, seed)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    parts = build_parts(config)
+    names = tuple(parts.backend.class_names)
+    tally = Tally.for_rules(config.rules, names)
+
+    def record(job: Job) -> None:
+        tally.add_job(job)
+        if on_job is not None:
+            on_job(job, names)
+
+    parts.publisher = tap = PublisherTap(parts.publisher, record)
+    pipeline = Pipeline(config, parts, max_frames=frames)
+    started = time.monotonic()
+    try:
+        pipeline.start()
+        # The publish stage ends after the last verdict; a crash ends the wait early and
+        # shutdown routes the remaining frames around the broken stage.
+        while not (pipeline.finished or pipeline.telemetry.crashed.is_set()):
+            time.sleep(0.05)
+    finally:
+        code = pipeline.shutdown()
+    report = tally.report()
+    report["run"] = {"frames_per_camera": frames, "cameras": [c.id for c in config.cameras],
+                     "seeds": [c.source.seed for c in config.cameras], "exit_code": code,
+                     "tap_failures": tap.failures, "wall_s": round(time.monotonic() - started, 2)}
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The report as the two tables `pipeline eval` prints."""
+    rows = [f"{'class':<10}{'precision':>10}{'recall':>8}{'support':>9}{'recall>=min':>13}{'support>=min':>14}"]
+    for name, c in report["classes"].items():
+        rows.append(f"{name:<10}{c['precision']:>10.3f}{c['recall']:>8.3f}{c['support']:>9d}"
+                    f"{c['recall_min_size']:>13.3f}{c['support_min_size']:>14d}")
+    p = report["parts"]
+    rows += ["", f"{'truth':<11}{'parts':>6}" + "".join(f"{o.value:>15}" for o in Outcome) + f"{'rate':>8}"]
+    for kind, rate, what in (("defective", p["defective_fail_rate"], "FAIL"), ("good", p["good_pass_rate"], "PASS")):
+        counts = "".join(f"{p[kind + '_outcomes'][o.value]:>15d}" for o in Outcome)
+        rows.append(f"{kind:<11}{p[kind]:>6d}{counts}{rate:>8.3f}  ({what} rate)")
+    return "\n".join(rows)

@@ -1,0 +1,24 @@
+"""The layering rules of DESIGN.md, enforced: import-linter contracts in pyproject.toml."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(120)
+def test_import_contracts_hold():
+    exe = shutil.which("lint-imports") or str(Path(sys.executable).with_name("lint-imports"))
+    proc = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_importing_the_package_needs_no_gpu_or_camera_sdk():
+    code = ("import sys, pipeline.app, pipeline.cli, pipeline.assembly; "
+            "bad = [m for m in ('tensorrt', 'pycuda', 'gi') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
