@@ -1,0 +1,101 @@
+"""Shared helpers for tests that run the real pipeline: configs, an independent
+subscriber thread, and the demo model's location.
+
+The pipeline under test is always the real one (real threads, queues, ONNX Runtime,
+ZeroMQ sockets); these helpers only build its config and listen to what it publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+import zmq
+
+from pipeline.config import PipelineConfig, parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# The committed demo model; PIPELINE_TEST_MODEL lets a developer point elsewhere.
+DEMO_MODEL = Path(os.environ.get("PIPELINE_TEST_MODEL", ROOT / "engines" / "demo.onnx"))
+VERDICT_FIELDS = {"schema", "type", "camera_id", "seq", "frame_id", "part_id", "t_capture_ns", "t_capture",
+                  "verdict", "reasons", "detections", "latency_ms", "late", "budget_ms"}
+
+
+def config_dict(endpoint: str, cameras: int = 1, fps: float = 30.0, realtime: bool = True, **top: Any) -> dict:
+    cams = [{"id": f"cam{i}", "source": {"kind": "synthetic", "seed": 100 + i, "realtime": realtime,
+                                         "defect_probability": 0.5}, "fps": fps} for i in range(cameras)]
+    data = {"cameras": cams, "model": {"path": str(DEMO_MODEL), "input_size": 320, "threads": 1},
+            "publisher": {"endpoint": endpoint, "heartbeat_ms": 200, "linger_ms": 200, "await_subscriber_ms": 3000},
+            "budget_ms": 1000}
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+def make_config(endpoint: str, **kw: Any) -> PipelineConfig:
+    return parse_config(yaml.safe_dump(config_dict(endpoint, **kw)))
+
+
+def write_config(path: Path, endpoint: str, **kw: Any) -> Path:
+    path.write_text(yaml.safe_dump(config_dict(endpoint, **kw)))
+    return path
+
+
+class VerdictCollector:
+    """An independent SUB socket on its own thread, recording every message it gets."""
+
+    def __init__(self, endpoint: str):
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVTIMEO, 100)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.connect(endpoint)
+        self.verdicts: dict[str, list[dict]] = defaultdict(list)
+        self.heartbeats: list[dict] = []
+        self.topics: list[bytes] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                topic, payload = self.sock.recv_multipart()
+            except zmq.Again:
+                continue
+            msg = json.loads(payload)
+            self.topics.append(topic)
+            if msg["type"] == "verdict":
+                self.verdicts[msg["camera_id"]].append(msg)
+            else:
+                self.heartbeats.append(msg)
+
+    def wait_for(self, count_per_camera: dict[str, int], timeout_s: float) -> bool:
+        end = threading.Event()
+        for _ in range(int(timeout_s / 0.05)):
+            if all(len(self.verdicts[c]) >= n for c, n in count_per_camera.items()):
+                return True
+            end.wait(0.05)
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+        self.context.term()
+
+
+def assert_exactly_once(verdicts: list[dict], frames: int) -> None:
+    """Contiguous seq from 0 and every frame id exactly once."""
+    assert [v["seq"] for v in verdicts] == list(range(len(verdicts))), "seq must be contiguous from 0"
+    frame_ids = sorted(v["frame_id"] for v in verdicts)
+    assert frame_ids == list(range(frames)), f"expected frames 0..{frames - 1} once each, got {len(frame_ids)}"
