@@ -12,7 +12,6 @@ At the end, `loop` starts over; otherwise `read()` raises `SourceEnded` (and kee
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cv2
@@ -20,33 +19,9 @@ import numpy as np
 
 from pipeline.config.models import CameraConfig, ReplaySourceConfig
 from pipeline.sources.base import SourceEnded, SourceError, SourceFrame, lost_frame
+from pipeline.sources.pacing import Pacer
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-
-
-class _Pacer:
-    """Schedules frames at `fps`; never sleeps past a read's timeout, never bursts to catch up.
-    (Same as the synthetic source's; kept private to each so the two sources stay independent.)"""
-
-    def __init__(self, fps: float, enabled: bool):
-        self._period_s, self._enabled, self._due = 1.0 / fps, enabled, None
-
-    def reset(self) -> None:
-        self._due = None
-
-    def wait(self, timeout_s: float) -> bool:
-        """True when the next frame is due now (after sleeping); False after `timeout_s`."""
-        if not self._enabled:
-            return True
-        now = time.monotonic()
-        due = now if self._due is None else self._due
-        if due - now > timeout_s:
-            time.sleep(max(timeout_s, 0.0))
-            return False
-        if due > now:
-            time.sleep(due - now)
-        self._due = max(due + self._period_s, time.monotonic())
-        return True
 
 
 class ReplaySource:
@@ -57,7 +32,7 @@ class ReplaySource:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.path = Path(path)
         self.loop = loop
-        self._pacer = _Pacer(fps, realtime)
+        self._pacer = Pacer(fps, realtime)
         self._files: list[Path] | None = None  # folder mode
         self._video: cv2.VideoCapture | None = None  # video mode
         self._next = 0

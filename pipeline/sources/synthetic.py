@@ -21,8 +21,6 @@ defect lies on the part, at least 3 px inside its edges and holes, never on anot
 from __future__ import annotations
 
 import math
-import time
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -30,163 +28,10 @@ import numpy as np
 from pipeline.config.models import CameraConfig, SyntheticSourceConfig
 from pipeline.messages import GroundTruth
 from pipeline.sources.base import SourceFrame
+from pipeline.sources.pacing import Pacer
+from pipeline.sources.synthetic_shapes import DEFECTS, SUPPORTED_CLASSES, Plate, Washer, densify
 
 _TEXTURE_KEY = 2**64 - 1  # second seed word of the texture generator; frames use k
-
-
-class _Pacer:
-    """Schedules frames at `fps`; never sleeps past a read's timeout, never bursts to catch up."""
-
-    def __init__(self, fps: float, enabled: bool):
-        self._period_s, self._enabled, self._due = 1.0 / fps, enabled, None
-
-    def reset(self) -> None:
-        self._due = None
-
-    def wait(self, timeout_s: float) -> bool:
-        """True when the next frame is due now (after sleeping); False after `timeout_s`."""
-        if not self._enabled:
-            return True
-        now = time.monotonic()
-        due = now if self._due is None else self._due
-        if due - now > timeout_s:
-            time.sleep(max(timeout_s, 0.0))
-            return False
-        if due > now:
-            time.sleep(due - now)
-        # A consumer that fell behind gets the next frame at once, then the rate again.
-        self._due = max(due + self._period_s, time.monotonic())
-        return True
-
-
-# --------------------------------------------------------------------------- parts
-
-
-class _Washer:
-    def __init__(self, rng: np.random.Generator, size: int):
-        self.c = np.array([size / 2, size / 2])
-        self.r_out = size / 2 * rng.uniform(0.80, 0.96)
-        self.r_in = self.r_out * rng.uniform(0.26, 0.38)
-
-    def draw(self, img: np.ndarray, color, thickness: int = -1) -> None:
-        center = (round(self.c[0]), round(self.c[1]))
-        cv2.circle(img, center, round(self.r_out), color, thickness, cv2.LINE_AA)
-        inner = color if thickness > 0 else 0
-        cv2.circle(img, center, round(self.r_in), inner, thickness, cv2.LINE_AA)
-
-    def sample_point(self, rng: np.random.Generator) -> np.ndarray:
-        a, r = rng.uniform(0, 2 * math.pi), rng.uniform(self.r_in, self.r_out)
-        return self.c + r * np.array([math.cos(a), math.sin(a)])
-
-    def contains(self, pts: np.ndarray, margin: float) -> bool:
-        r = np.hypot(*(pts - self.c).T)
-        return bool(np.all((r >= self.r_in + margin) & (r <= self.r_out - margin)))
-
-
-class _Plate:
-    def __init__(self, rng: np.random.Generator, size: int):
-        self.c = np.array([size / 2, size / 2])
-        half_diag, aspect = size / 2 * rng.uniform(0.84, 0.97), rng.uniform(0.5, 0.75)
-        self.hw = half_diag / math.hypot(1, aspect)
-        self.hh = aspect * self.hw
-        self.corner = self.hh * rng.uniform(0.05, 0.3)
-        a = math.radians(rng.uniform(-30, 30))
-        self.rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        n_holes = rng.choice([0, 2, 4])
-        hx, hy = self.hw - 0.3 * self.hh, 0.6 * self.hh
-        self.holes = np.array([[-hx, hy], [hx, -hy], [hx, hy], [-hx, -hy]])[:n_holes]
-        self.hole_r = 0.13 * self.hh
-
-    def _outline(self) -> np.ndarray:
-        # rounded rectangle: four quarter arcs around the inner corners, then rotated
-        ix, iy = self.hw - self.corner, self.hh - self.corner
-        t = np.linspace(0, math.pi / 2, 8)
-        arcs = [np.c_[sx * (ix + self.corner * np.cos(t)), sy * (iy + self.corner * np.sin(t))][::o]
-                for sx, sy, o in ((1, 1, 1), (-1, 1, -1), (-1, -1, 1), (1, -1, -1))]
-        return self._to_patch(np.concatenate(arcs))
-
-    def _to_patch(self, local: np.ndarray) -> np.ndarray:
-        return local @ self.rot.T + self.c
-
-    def draw(self, img: np.ndarray, color, thickness: int = -1) -> None:
-        poly = np.round(self._outline() * 16).astype(np.int32)  # 4 fractional bits
-        if thickness < 0:
-            cv2.fillPoly(img, [poly], color, cv2.LINE_AA, 4)
-        else:
-            cv2.polylines(img, [poly], True, color, thickness, cv2.LINE_AA, 4)
-        for h in self._to_patch(self.holes):
-            cv2.circle(img, (round(h[0]), round(h[1])), round(self.hole_r), 0 if thickness < 0 else color,
-                       thickness, cv2.LINE_AA)
-
-    def sample_point(self, rng: np.random.Generator) -> np.ndarray:
-        return self._to_patch(rng.uniform(-1, 1, 2) * [self.hw, self.hh])
-
-    def contains(self, pts: np.ndarray, margin: float) -> bool:
-        q = (pts - self.c) @ self.rot  # back to part-local coordinates
-        # inset of a rounded rectangle by `margin`: a smaller core grown by what is left of the radius
-        inset = max(self.corner, margin)
-        beyond = np.clip(np.abs(q) - [self.hw - inset, self.hh - inset], 0, None)
-        if np.any(np.hypot(*beyond.T) > max(self.corner - margin, 0)):
-            return False
-        return all(np.all(np.hypot(*(q - h).T) >= self.hole_r + margin) for h in self.holes)
-
-
-# --------------------------------------------------------------------------- defects
-# Each shape function returns polylines (scratch, crack) or one polygon (spot) around the
-# origin, in pixels of the reference resolution times `scale`.
-
-
-def _scratch(rng: np.random.Generator, scale: float) -> list[np.ndarray]:
-    length, a = rng.uniform(25, 120) * scale, rng.uniform(0, math.pi)
-    t = np.linspace(-0.5, 0.5, 4)
-    bow = rng.normal(0, 0.02, 4) * length  # straight-ish: a slight wobble only
-    d, n = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
-    return [np.outer(t * length, d) + np.outer(bow, n)]
-
-
-def _jagged(rng: np.random.Generator, start: np.ndarray, angle: float, length: float) -> np.ndarray:
-    steps = max(4, int(length / 5))
-    turns = angle + rng.normal(0, 0.75, steps)  # jagged around a main direction
-    seg = rng.uniform(0.6, 1.4, steps) * length / steps
-    return start + np.cumsum(np.c_[seg * np.cos(turns), seg * np.sin(turns)], axis=0)
-
-
-def _crack(rng: np.random.Generator, scale: float) -> list[np.ndarray]:
-    length, a = rng.uniform(20, 95) * scale, rng.uniform(0, 2 * math.pi)
-    main = _jagged(rng, np.zeros(2), a, length)
-    main = np.vstack([np.zeros(2), main]) - main[-1] / 2
-    paths = [main]
-    for _ in range(rng.integers(1, 3)):
-        at = main[rng.integers(1, len(main) - 1)]
-        side = rng.choice([-1, 1]) * rng.uniform(0.5, 1.1)
-        paths.append(np.vstack([at, _jagged(rng, at, a + side, length * rng.uniform(0.25, 0.5))]))
-    return paths
-
-
-def _spot(rng: np.random.Generator, scale: float) -> list[np.ndarray]:
-    r, squash, a = rng.uniform(6, 19) * scale, rng.uniform(0.6, 1.0), rng.uniform(0, math.pi)
-    t = np.linspace(0, 2 * math.pi, 20, endpoint=False)
-    radii = r * rng.uniform(0.85, 1.1, 20)  # a slightly lumpy ellipse
-    x, y = radii * np.cos(t), squash * radii * np.sin(t)
-    return [np.c_[x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a)]]
-
-
-# kind -> (shape, filled, thickness in ref px, BGR colours to choose from, strength)
-_DEFECTS: dict[str, tuple[Callable, bool, tuple[int, int], tuple, float]] = {
-    "scratch": (_scratch, False, (1, 2.4), ((235, 235, 240), (40, 40, 45)), 0.9),
-    "spot": (_spot, True, (0, 0), ((30, 38, 52), (45, 50, 60)), 0.85),
-    "crack": (_crack, False, (1, 3), ((12, 12, 16),), 1.0),
-}
-SUPPORTED_CLASSES = tuple(_DEFECTS)
-
-
-def _densify(path: np.ndarray, step: float) -> np.ndarray:
-    """Points every `step` px along a polyline, for checking it lies on the part."""
-    seg = np.diff(path, axis=0)
-    n = np.maximum(1, (np.hypot(*seg.T) / step).astype(int))
-    which = np.repeat(np.arange(len(seg)), n)
-    frac = np.arange(len(which)) - np.repeat(np.cumsum(n) - n, n)
-    return np.vstack([path[which] + seg[which] * (frac / n[which])[:, None], path[-1:]])
 
 
 # --------------------------------------------------------------------------- textures
@@ -251,7 +96,7 @@ class SyntheticSource:
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  defect_probability: float = 0.3, max_defects: int = 2,
                  classes: tuple[str, ...] = SUPPORTED_CLASSES, realtime: bool = True):
-        unknown = [c for c in classes if c not in _DEFECTS]
+        unknown = [c for c in classes if c not in DEFECTS]
         if unknown or not classes:
             raise ValueError(f"unknown defect classes {unknown or '(none given)'}; supported: {list(SUPPORTED_CLASSES)}")
         if width < 16 or height < 16 or fps <= 0 or not 0 <= defect_probability <= 1 or max_defects < 1:
@@ -262,7 +107,7 @@ class SyntheticSource:
         self._unit = min(width, height) / 480  # all sizes are in px at the reference resolution
         self._size = round(0.72 * min(width, height))  # side of the square patch holding the part
         self._tex = _Textures(np.random.default_rng((self._seed, _TEXTURE_KEY)), width, height, self._unit, self._size)
-        self._pacer = _Pacer(fps, realtime)
+        self._pacer = Pacer(fps, realtime)
         self._next = 0
 
     @classmethod
@@ -292,7 +137,7 @@ class SyntheticSource:
         tex, s = self._tex, self._size
         frame = np.empty((self.height, self.width, 3), np.uint8)
         self._draw_belt(frame, k)
-        part = (_Washer if rng.random() < 0.5 else _Plate)(rng, s)
+        part = (Washer if rng.random() < 0.5 else Plate)(rng, s)
         x0 = int(rng.integers(0, self.width - s + 1))
         y0 = int(rng.integers(tex.rail, self.height - tex.rail - s + 1))
         roi = frame[y0:y0 + s, x0:x0 + s]
@@ -330,7 +175,7 @@ class SyntheticSource:
 
     def _surface(self, part, rng: np.random.Generator) -> np.ndarray:
         s, tex = self._size, self._tex
-        if isinstance(part, _Plate):
+        if isinstance(part, Plate):
             angle = math.degrees(math.atan2(part.rot[1, 0], part.rot[0, 0]))
             m = cv2.getRotationMatrix2D((tex.tile / 2, tex.tile / 2), -angle, 1.0)
             m[:, 2] -= (tex.tile - s) / 2 + rng.uniform(-0.05, 0.05, 2) * s
@@ -352,7 +197,7 @@ class SyntheticSource:
         y, x = np.mgrid[-1:1:16j, -1:1:16j].astype(np.float32)
         gain = rng.uniform(0.8, 1.15) + rng.normal(0, 0.12) * x + rng.normal(0, 0.12) * y
         a = rng.uniform(0, math.pi)
-        if isinstance(part, _Washer):  # turned rings light up in a bow tie through the centre
+        if isinstance(part, Washer):  # turned rings light up in a bow tie through the centre
             spec = np.abs(np.cos(np.arctan2(y, x) - a)) ** 6
         else:
             spec = np.exp(-(((x * math.cos(a) + y * math.sin(a)) - rng.uniform(-0.8, 0.8)) / rng.uniform(0.15, 0.5)) ** 2)
@@ -372,7 +217,7 @@ class SyntheticSource:
         return boxes, class_ids
 
     def _place_defect(self, surface, part, mask, kind: str, rng: np.random.Generator, taken: list):
-        shape, filled, (t_lo, t_hi), colours, strength = _DEFECTS[kind]
+        shape, filled, (t_lo, t_hi), colours, strength = DEFECTS[kind]
         thickness = 0 if filled else max(1, round(rng.uniform(t_lo, t_hi) * self._unit))
         gap = 4 * self._unit
         for attempt in range(24):  # shrink a little after each miss so it always fits somewhere
@@ -381,7 +226,7 @@ class SyntheticSource:
             lo, hi = pts.min(0), pts.max(0)
             shift = part.sample_point(rng) - (lo + hi) / 2
             paths, lo, hi = [p + shift for p in paths], lo + shift, hi + shift
-            on_part = np.vstack([_densify(np.vstack([p, p[:1]]) if filled else p, 2.0) for p in paths])
+            on_part = np.vstack([densify(np.vstack([p, p[:1]]) if filled else p, 2.0) for p in paths])
             if not part.contains(on_part, thickness + 3 * self._unit):
                 continue
             if any(lo[0] < b[2] + gap and b[0] < hi[0] + gap and lo[1] < b[3] + gap and b[1] < hi[1] + gap for b in taken):
