@@ -213,6 +213,40 @@ class LatePolicy(str, Enum):
     REPORT = "report"  # keep the verdict, only flag it late
 
 
+# --------------------------------------------------------------------------- daemon
+
+
+class HttpConfig(Strict):
+    """The /metrics (Prometheus) and /healthz endpoint; loopback only unless told."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, le=65535)  # 0: any free port (the log names it)
+
+
+class ArchiveConfig(Strict):
+    """Failed-part archive: raw + annotated image and provenance of each saved frame."""
+
+    enabled: bool = False
+    path: Path = Path("/var/lib/inspection-pipeline/archive")
+    quota_mb: float = Field(2048.0, gt=0)  # oldest frames are removed first beyond this
+    max_queue: int = Field(32, ge=1, le=10_000)  # frames waiting to be written; more are skipped
+    save: tuple[Literal["FAIL", "ERROR", "NOT_INSPECTED", "PASS"], ...] = ("FAIL", "ERROR")
+    jpeg_quality: int = Field(90, ge=10, le=100)  # of the annotated copy; the raw copy is PNG
+
+
+class LoggingConfig(Strict):
+    format: Literal["plain", "json"] = "plain"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class WatchdogConfig(Strict):
+    """A stage busy on one batch (or with waiting input and no progress) for longer than
+    `stage_stall_s` is stuck: systemd watchdog pings stop and /healthz turns 503."""
+
+    stage_stall_s: float = Field(3.0, gt=0, le=3600)
+
+
 class PipelineConfig(Strict):
     """The whole file."""
 
@@ -223,6 +257,10 @@ class PipelineConfig(Strict):
     late_policy: LatePolicy = LatePolicy.FAIL_SAFE
     queues: QueuesConfig = QueuesConfig()
     publisher: PublisherConfig = PublisherConfig()
+    http: HttpConfig = HttpConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    logging: LoggingConfig = LoggingConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> "PipelineConfig":
