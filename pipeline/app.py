@@ -49,6 +49,7 @@ class Parts:
     publisher: object  # ZmqPublisher
     context: zmq.Context | None = None
     extra_closers: list = field(default_factory=list)
+    archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
 
 
 class Pipeline:
@@ -91,7 +92,8 @@ class Pipeline:
             InferStage(backend, parts.decoder, q["infer"], q["decide"], t, cfg.budget_ms, cfg.model.max_batch,
                        cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT),
             DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
-            PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms),
+            PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms,
+                         tap=parts.archive.offer if parts.archive is not None else None),
         ]
 
     @property

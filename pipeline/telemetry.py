@@ -7,15 +7,20 @@ snapshots and tolerate values that are a few microseconds old.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Callable
 
 import numpy as np
 
+from pipeline.messages import Job
 from pipeline.queues import StageQueue
+
+log = logging.getLogger(__name__)
 
 
 class Health(str, Enum):
@@ -85,6 +90,16 @@ class Telemetry:
         self.errors: list[str] = []
         self.published_dropped = 0
         self.crashed = threading.Event()
+        # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
+        self.verdict_listeners: list[Callable[[Job], None]] = []
+
+    def verdict_published(self, job: Job) -> None:
+        for listener in tuple(self.verdict_listeners):
+            try:
+                listener(job)
+            except Exception:  # noqa: BLE001 - an observer must never stop the publisher
+                self.verdict_listeners.remove(listener)
+                log.exception("verdict listener %r failed and was removed", listener)
 
     def stage(self, name: str) -> StageStats:
         return self.stages.setdefault(name, StageStats(name))

@@ -68,6 +68,7 @@ class Stage:
                 items = self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S)
                 if not items:
                     self.idle()
+                    self.stats.progressed()  # idle is progress: the watchdog looks for stuck calls
                     continue
                 self._process(items)
             self.finish()
@@ -115,5 +116,6 @@ class Stage:
         if self.stats.errors <= 3 or self.stats.errors % 100 == 0:  # never a log line per frame
             first = jobs[0].frame
             log.warning("%s failed on %d frame(s) (camera=%s frame_id=%d, %d errors so far): %s",
-                        self.name, len(jobs), first.camera_id, first.frame_id, self.stats.errors, detail)
+                        self.name, len(jobs), first.camera_id, first.frame_id, self.stats.errors, detail,
+                        extra={"camera_id": first.camera_id, "frame_id": first.frame_id})
         return [job.settle(Outcome.ERROR, code, detail, self.name) for job in jobs]

@@ -67,6 +67,7 @@ class CaptureStage:
         return self.max_frames is not None and self._next_id >= self.max_frames
 
     def _capture_once(self) -> None:
+        self.stats.progressed()  # each pass is progress, frame or not: a hung read() is not
         try:
             got = self.source.read(READ_TIMEOUT_S)
         except SourceError as exc:

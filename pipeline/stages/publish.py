@@ -9,6 +9,7 @@ bug upstream) is published as ERROR rather than dropped.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from pipeline.messages import Job
 from pipeline.queues import StageQueue
@@ -19,9 +20,11 @@ from pipeline.telemetry import Health, Telemetry
 class PublishStage(Stage):
     name = "publish"
 
-    def __init__(self, publisher, inbox: StageQueue, telemetry: Telemetry, heartbeat_ms: int):
+    def __init__(self, publisher, inbox: StageQueue, telemetry: Telemetry, heartbeat_ms: int,
+                 tap: Callable[[Job], Job] | None = None):
         super().__init__(inbox, None, telemetry)
         self.publisher = publisher
+        self.tap = tap  # e.g. the failed-part archive naming its file; must never block or raise
         self.heartbeat_ns = int(heartbeat_ms * 1e6)
         self._next_heartbeat_ns = 0
         self.max_batch = 64  # drain bursts in one wakeup
@@ -30,6 +33,8 @@ class PublishStage(Stage):
         raise RuntimeError("job reached the publisher without a verdict")
 
     def emit(self, job: Job) -> None:
+        if self.tap is not None:
+            job = self.tap(job)
         seq = self.publisher.publish_verdict(job)
         camera = self.telemetry.cameras[job.frame.camera_id]
         camera.verdicts_published += 1
@@ -37,6 +42,7 @@ class PublishStage(Stage):
         self.telemetry.counts[job.verdict.outcome.value] += 1
         self.telemetry.latency.add((time.monotonic_ns() - job.frame.t_capture_ns) / 1e6)
         self.telemetry.published_dropped = self.publisher.dropped
+        self.telemetry.verdict_published(job)
         self._maybe_heartbeat()
 
     def idle(self) -> None:
