@@ -16,11 +16,13 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, TextIO
 
 import zmq
 
 from pipeline.protocol import SCHEMA_VERSION, ProtocolError, decode
+from pipeline.publishing.curve import CurveKeyError, make_curve_client
 
 _POLL_MS = 100  # longest a Ctrl-C or a timeout waits to be noticed
 
@@ -231,15 +233,20 @@ def subscribe_main(
     json_lines: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO | None = None,
+    curve: tuple[str, str] | None = None,
 ) -> int:
     """Print messages from `endpoint`; 0 on count reached, Ctrl-C or idle timeout, 1 when
-    the timeout hit before `count` verdicts, 2 when the endpoint is unusable."""
+    the timeout hit before `count` verdicts, 2 when the endpoint or a key is unusable.
+
+    `curve` is (server public key file, client certificate file) for a CURVE publisher."""
     session = _Session(topic, json_lines, out, err or sys.stderr)
     context = zmq.Context.instance()
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
     try:
+        if curve is not None:
+            make_curve_client(sock, Path(curve[0]), Path(curve[1]))
         sock.connect(endpoint)
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
         heartbeats = _heartbeat_topic_for(topic)
@@ -248,6 +255,10 @@ def subscribe_main(
     except zmq.ZMQError as error:
         sock.close()
         print(f"error: cannot connect to {endpoint!r}: {error.strerror}", file=session.err)
+        return 2
+    except CurveKeyError as error:
+        sock.close()
+        print(f"error: {error}", file=session.err)
         return 2
     try:
         code, result = _receive_loop(sock, session, count, timeout_s)

@@ -97,6 +97,19 @@ class BackendKind(str, Enum):
     TENSORRT = "tensorrt"
 
 
+class BackendErrorPolicy(Strict):
+    """What the pipeline does when the inference backend raises (lost device, CUDA error).
+
+    Every frame of a failed batch gets an ERROR verdict (`stage_error`) either way. After
+    `max_consecutive` failed batches in a row, `exit` stops the daemon with exit code 1
+    (systemd restarts it, reopening the device); `continue` keeps trying and reports
+    DEGRADED until a batch succeeds again.
+    """
+
+    max_consecutive: int = Field(30, ge=1, le=1_000_000)
+    action: Literal["exit", "continue"] = "exit"
+
+
 class ModelConfig(Strict):
     path: Path
     backend: BackendKind = BackendKind.ONNXRUNTIME
@@ -114,6 +127,7 @@ class ModelConfig(Strict):
     cuda_graph: bool = False
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "DEFAULT"
     engine_mismatch: Literal["rebuild", "refuse"] = "refuse"
+    on_backend_error: BackendErrorPolicy = BackendErrorPolicy()
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -195,6 +209,18 @@ class QueuesConfig(Strict):
     publish: PublishQueueConfig = PublishQueueConfig()  # decide (and shed jobs) -> publish
 
 
+class CurveConfig(Strict):
+    """ZeroMQ CURVE on the publisher: traffic encrypted, only listed gateways may subscribe.
+
+    Key files are ZeroMQ certificates (`pipeline curve-keys` writes them). The secret key
+    file must not be readable by group or others (mode 0600), or the daemon refuses it.
+    """
+
+    server_secret_key_file: Path
+    server_public_key_file: Path | None = None  # when given, must match the secret file's public key
+    allowed_clients: tuple[Path, ...] = Field(min_length=1)  # public key files, or directories of *.key files
+
+
 class PublisherConfig(Strict):
     endpoint: str = "tcp://127.0.0.1:5555"
     topic_prefix: str = Field("inspect", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -205,6 +231,11 @@ class PublisherConfig(Strict):
     # At start-up, wait this long for a first subscriber before the cameras start, so a
     # gateway that (re)connects as the daemon starts does not miss the first verdicts.
     await_subscriber_ms: int = Field(1000, ge=0, le=60_000)
+    # ZMQ_XPUB_NODROP: at the send high-water mark a message is refused and counted in the
+    # heartbeat's `publisher_dropped`, instead of being dropped silently for the one slow
+    # subscriber; the price is that one stalled subscriber costs every subscriber that message.
+    nodrop: bool = False
+    curve: CurveConfig | None = None  # None: plain TCP, anyone who can connect may subscribe
 
 
 class LatePolicy(str, Enum):

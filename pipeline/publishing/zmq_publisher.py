@@ -10,7 +10,7 @@ water mark (SNDHWM) depends on the socket:
 - plain PUB (the default of `from_config`): libzmq drops silently *per subscriber*, so a
   stalled subscriber loses messages while the others still get every one. The publisher
   cannot see this; the subscriber sees it as a `seq` gap.
-- PUB with ZMQ_XPUB_NODROP (`from_config(..., nodrop=True)`): libzmq refuses the message
+- PUB with ZMQ_XPUB_NODROP (config `publisher.nodrop: true`): libzmq refuses the message
   (zmq.Again) when *any* subscriber is full; we count it in `dropped`. One stuck
   subscriber then costs every subscriber that message, so it is opt-in.
 Either way the seq number is consumed, so loss is always visible as a gap.
@@ -30,6 +30,13 @@ import zmq
 
 from pipeline.config.models import PublisherConfig
 from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.publishing.curve import (
+    CurveKeyError,
+    load_allowed_clients,
+    load_server_keys,
+    make_curve_server,
+    start_authenticator,
+)
 from pipeline.protocol import (
     ProtocolError,
     encode_heartbeat,
@@ -53,8 +60,10 @@ class ZmqPublisher:
         budget_ms: float,
         class_names: Sequence[str],
         include_detections: bool = True,
+        authenticator: Any = None,
     ):
         self._socket = socket
+        self._authenticator = authenticator  # CURVE's ZAP handler, stopped after the socket closes
         self._prefix = topic_prefix
         self._budget_ms = budget_ms
         self._class_names = tuple(class_names)
@@ -75,26 +84,34 @@ class ZmqPublisher:
         context: zmq.Context,
         budget_ms: float,
         class_names: Sequence[str],
-        nodrop: bool = False,
+        nodrop: bool | None = None,
     ) -> "ZmqPublisher":
         """Create the socket on `context`, bind it to `cfg.endpoint`; PublisherError if that fails.
 
         The socket is an XPUB: to subscribers it is exactly a PUB, and it also tells us
         when a subscription arrives, so start-up can wait for the first gateway
         (`wait_for_subscriber`) instead of losing the first verdicts to the slow joiner.
+        `nodrop` overrides `cfg.nodrop`. With `cfg.curve` the socket is a CURVE server and
+        a ZAP authenticator on `context` admits only the configured client keys.
         """
         socket = context.socket(zmq.XPUB)
         socket.setsockopt(zmq.LINGER, cfg.linger_ms)  # bounds close(): queued messages wait at most this
         socket.setsockopt(zmq.SNDHWM, cfg.sndhwm)
         socket.setsockopt(zmq.IMMEDIATE, 0)
-        if nodrop:
+        if cfg.nodrop if nodrop is None else nodrop:
             socket.setsockopt(zmq.XPUB_NODROP, 1)
+        authenticator = None
         try:
+            authenticator = _secure(socket, cfg, context) if cfg.curve is not None else None
             socket.bind(cfg.endpoint)
-        except zmq.ZMQError as err:
+        except (zmq.ZMQError, CurveKeyError) as err:
             socket.close(linger=0)
+            if authenticator is not None:
+                authenticator.stop()
+            if isinstance(err, CurveKeyError):
+                raise PublisherError(f"publisher.curve: {err}") from None
             raise PublisherError(f"cannot bind publisher to {cfg.endpoint!r}: {err.strerror}") from err
-        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections)
+        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections, authenticator)
 
     @property
     def endpoint(self) -> str:
@@ -157,6 +174,8 @@ class ZmqPublisher:
         if not self._closed:
             self._closed = True
             self._socket.close()
+            if self._authenticator is not None:
+                self._authenticator.stop()
 
     # ------------------------------------------------------------------ internals
 
@@ -186,6 +205,16 @@ class ZmqPublisher:
         for cid, info in cameras.items():
             info["last_seq"] = self._last_seq.get(cid, -1)
         return {**status, "cameras": cameras}
+
+
+def _secure(socket: zmq.Socket, cfg: PublisherConfig, context: zmq.Context):
+    """Load the keys (CurveKeyError names the file at fault) and make `socket` a CURVE server."""
+    assert cfg.curve is not None
+    keys = load_server_keys(cfg.curve)
+    allowed = load_allowed_clients(cfg.curve.allowed_clients)
+    authenticator = start_authenticator(context, allowed)
+    make_curve_server(socket, keys)
+    return authenticator
 
 
 def _as_error(job: Job) -> Job:
