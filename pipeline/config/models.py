@@ -46,29 +46,61 @@ class ReplaySourceConfig(Strict):
 
 
 class OpenCVSourceConfig(Strict):
-    """A USB (V4L2), RTSP, HTTP-MJPEG or file stream read through OpenCV/FFmpeg."""
+    """A USB (V4L2), RTSP, HTTP-MJPEG or file stream read through OpenCV/FFmpeg (docs/CAMERAS.md)."""
 
     kind: Literal["opencv"]
-    uri: str  # device index ("0"), /dev/videoN, rtsp://..., http://..., or a file path
+    uri: str = Field(min_length=1)  # device index ("0"), /dev/videoN, rtsp://..., http://..., or a file path
     open_timeout_ms: int = Field(3000, ge=100)
     read_timeout_ms: int = Field(2000, ge=100)
     reconnect_initial_s: float = Field(0.2, gt=0)
     reconnect_max_s: float = Field(5.0, gt=0)
-    decode_threads: int = Field(1, ge=0)
+    decode_threads: int = Field(1, ge=0)  # FFmpeg decoder threads; 1 is the low-latency choice, 0 = auto
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "OpenCVSourceConfig":
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+GENICAM_PIXEL_FORMATS = ("Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8", "RGB8", "BGR8")
 
 
 class GenICamSourceConfig(Strict):
-    """A GigE Vision / USB3 Vision camera through Aravis, opened by serial, IP or user id."""
+    """A GigE Vision / USB3 Vision camera through Aravis (docs/CAMERAS.md).
+
+    Opened by `address` (unicast, no broadcast). `serial` / `user_id` alongside an address
+    are checked after opening, so a swapped camera is refused; without an address they are
+    looked up by Aravis discovery, which broadcasts on every interface and is therefore
+    only done when `discovery: true` says so."""
 
     kind: Literal["genicam"]
-    device: str  # serial number, IP address or user id; never discovery
+    address: str | None = None  # IP address of a GigE Vision camera
+    serial: str | None = None
+    user_id: str | None = None
+    discovery: bool = False
     exposure_us: float | None = Field(None, gt=0)
     gain_db: float | None = None
-    pixel_format: Literal["Mono8", "BayerRG8", "RGB8", "BGR8"] = "Mono8"
-    roi: tuple[int, int, int, int] | None = None  # x, y, width, height
-    packet_size: int | None = Field(None, ge=576, le=9000)
+    pixel_format: Literal[GENICAM_PIXEL_FORMATS] = "Mono8"  # type: ignore[valid-type]
+    roi: tuple[int, int, int, int] | None = None  # x, y, width, height; None = the sensor's full frame
+    packet_size: int | None = Field(None, ge=576, le=9000)  # GigE only; None keeps the camera's
     trigger: Literal["free_run", "software", "line0", "line1", "line2"] = "free_run"
     buffer_count: int = Field(8, ge=2, le=64)
+    frame_counter_part_ids: bool = False  # part_id = the camera's frame counter when no trigger message names one
+    reconnect_initial_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _opened_without_broadcast(self) -> "GenICamSourceConfig":
+        if not (self.address or self.serial or self.user_id):
+            raise ValueError("name the camera: address (IP), serial or user_id")
+        if self.address is None and not self.discovery:
+            raise ValueError("without an address the camera can only be found by discovery, which broadcasts "
+                             "on every network interface: give `address`, or set `discovery: true`")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
 
 
 SourceConfig = Annotated[
@@ -84,8 +116,11 @@ class CameraConfig(Strict):
     height: int = Field(480, ge=16, le=16384)
     fps: float = Field(30.0, gt=0, le=1000)
     mm_per_px: float | None = Field(None, gt=0)
-    stall_timeout_s: float = Field(2.0, gt=0)
-    trigger_endpoint: str | None = None  # ZeroMQ PULL endpoint for part ids (see PROTOCOL.md)
+    stall_timeout_s: float = Field(2.0, gt=0)  # STALLED when connected but silent this long
+    # ZeroMQ PULL endpoint the PLC gateway PUSHes part ids to (docs/PROTOCOL.md, "Part ids").
+    trigger_endpoint: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://.+")
+    # An announced part with no image after this long gets a NOT_INSPECTED verdict.
+    trigger_timeout_s: float = Field(0.5, gt=0, le=60)
 
 
 # --------------------------------------------------------------------------- model
