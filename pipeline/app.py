@@ -90,7 +90,8 @@ class Pipeline:
         return [
             PreprocessStage(parts.transform, pool, q["preprocess"], q["infer"], t, upstreams=len(self.captures)),
             InferStage(backend, parts.decoder, q["infer"], q["decide"], t, cfg.budget_ms, cfg.model.max_batch,
-                       cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT),
+                       cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT,
+                       on_backend_error=cfg.model.on_backend_error),
             DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
             PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms,
                          tap=parts.archive.offer if parts.archive is not None else None),
@@ -145,11 +146,12 @@ class Pipeline:
 
     def _route_around(self, stage: Stage) -> None:
         log.error("stage %s did not finish (%s); settling its jobs as ERROR", stage.name, stage.stats.state)
+        held = stage.abandon()  # the jobs it holds, not only those queued for it
         if stage is self.stages[-1]:
-            left = [i for i in stage.inbox.drain() if isinstance(i, Job)]
+            left = held + [i for i in stage.inbox.drain() if isinstance(i, Job)]
             log.error("publisher unavailable: %d verdict(s) could not be published", len(left))
             return
-        for item in stage.inbox.drain():
+        for item in [*held, *stage.inbox.drain()]:
             if isinstance(item, Job):
                 settled = item if item.settled else item.settle(
                     Outcome.ERROR, ReasonCode.SHUTDOWN, f"stage {stage.name} {stage.stats.state}", stage.name)

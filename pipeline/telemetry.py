@@ -39,6 +39,7 @@ class StageStats:
     errors: int = 0
     last_progress_ns: int = field(default_factory=time.monotonic_ns)
     busy: bool = False  # True while handling an item: a stuck stage stays busy
+    failing: bool = False  # its last attempt failed (e.g. the backend raised): health DEGRADED
 
     def progressed(self) -> None:
         self.last_progress_ns = time.monotonic_ns()
@@ -110,11 +111,18 @@ class Telemetry:
         self.health = Health.ERROR
         self.crashed.set()
 
+    def record_failure(self, stage: str, message: str) -> None:
+        """A failure that must stop the pipeline with exit code 1, though no thread crashed."""
+        self.errors.append(f"stage {stage}: {message}")
+        self.health = Health.ERROR
+        self.crashed.set()
+
     def current_health(self) -> Health:
         if self.health in (Health.ERROR, Health.STOPPING, Health.STARTING):
             return self.health
         bad_camera = any(c.state in ("DOWN", "STALLED") for c in self.cameras.values())
-        return Health.DEGRADED if bad_camera else Health.OK
+        failing = any(s.failing for s in self.stages.values())
+        return Health.DEGRADED if bad_camera or failing else Health.OK
 
     def fps(self) -> float:
         elapsed_s = (time.monotonic_ns() - self.started_ns) / 1e9

@@ -9,6 +9,11 @@ stage:
   the thread ends (cooperative, bounded shutdown: every wait has a timeout).
 An exception outside job handling is a crash: it is recorded in telemetry (health
 ERROR) and the composition root routes the stage's remaining jobs around it.
+
+The jobs a stage has taken from its inbox but not yet passed on are "in hand". When a
+stage hangs (or crashes) the composition root takes them back with `abandon()` and
+settles them itself; from then on the stage passes nothing on, so a stage that wakes up
+late can never publish a second verdict for the same frame.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ class Stage:
         self.stats = telemetry.stage(self.name)
         self.thread = threading.Thread(target=self.run, name=f"stage-{self.name}", daemon=True)
         self._ends_seen = 0
+        self._hand_lock = threading.Lock()
+        self._in_hand: dict[int, Job] = {}  # id(job) -> job taken from the inbox, not yet passed on
+        self._abandoned = False
 
     # ------------------------------------------------------------------ subclass API
     def handle(self, jobs: list[Job]) -> Sequence[Job]:
@@ -79,7 +87,27 @@ class Stage:
             log.exception("stage %s crashed", self.name)
             self.telemetry.record_crash(self.name, exc)
 
+    def abandon(self) -> list[Job]:
+        """Take back the jobs in hand; after this the stage passes nothing more on."""
+        with self._hand_lock:
+            held, self._in_hand = list(self._in_hand.values()), {}
+            self._abandoned = True
+        return held
+
+    def _take(self, items: list) -> None:
+        with self._hand_lock:
+            if not self._abandoned:
+                self._in_hand = {id(item): item for item in items if isinstance(item, Job)}
+
+    def _pass_on(self, taken: Job, result: Job) -> None:
+        with self._hand_lock:
+            if id(taken) not in self._in_hand:
+                return  # abandoned: the composition root has already settled it
+            self.emit(result)
+            del self._in_hand[id(taken)]
+
     def _process(self, items: list) -> None:
+        self._take(items)
         jobs: list[Job] = []
         for item in items:
             if isinstance(item, EndOfStream):
@@ -87,7 +115,7 @@ class Stage:
             elif item.settled:
                 self._flush(jobs)
                 jobs = []
-                self.emit(item)
+                self._pass_on(item, item)
             else:
                 jobs.append(item)
         self._flush(jobs)
@@ -104,8 +132,8 @@ class Stage:
         finally:
             self.stats.busy = False
         self.stats.processed += len(jobs)
-        for job in done:
-            self.emit(job)
+        for taken, job in zip(jobs, done):
+            self._pass_on(taken, job)
 
     def _fail(self, jobs: list[Job], exc: Exception) -> list[Job]:
         # Exceptions may name their own reason (BadFrame -> bad_frame, BadModelOutput ->

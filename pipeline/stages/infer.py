@@ -5,15 +5,22 @@ comes first; each job keeps its own capture time), skipping jobs already past th
 deadline (NOT_INSPECTED `expired`: no point spending the accelerator on a part whose
 verdict would be late anyway), releasing input slots once the backend has consumed them,
 and decoding the raw output per image, so a malformed output fails only its own frame.
+
+Also owns the backend-failure policy (`model.on_backend_error`): a batch whose backend
+call raises becomes ERROR verdicts (by the base loop); after `max_consecutive` failed
+batches in a row the stage either asks the pipeline to stop with exit code 1 (`exit`)
+or keeps going, health DEGRADED, until a batch succeeds again (`continue`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable
 
 import numpy as np
 
+from pipeline.config.models import BackendErrorPolicy
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
@@ -21,12 +28,15 @@ from pipeline.telemetry import Telemetry
 
 Decoder = Callable[[np.ndarray, Geometry], Detections]  # one image's raw output -> detections
 
+log = logging.getLogger(__name__)
+
 
 class InferStage(Stage):
     name = "infer"
 
     def __init__(self, backend, decoder: Decoder, inbox: StageQueue, outbox: StageQueue, telemetry: Telemetry,
-                 budget_ms: float, max_batch: int = 1, max_wait_us: int = 0, skip_expired: bool = True):
+                 budget_ms: float, max_batch: int = 1, max_wait_us: int = 0, skip_expired: bool = True,
+                 on_backend_error: BackendErrorPolicy = BackendErrorPolicy()):
         super().__init__(inbox, outbox, telemetry)
         self.backend = backend
         self.decoder = decoder
@@ -35,6 +45,8 @@ class InferStage(Stage):
         self.max_wait_s = max_wait_us / 1e6
         self.skip_expired = skip_expired
         self._batch: np.ndarray | None = None  # allocated once, on first use
+        self.error_policy = on_backend_error
+        self.failed_in_row = 0  # backend calls that raised since the last one that worked
 
     def handle(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic_ns()
@@ -49,10 +61,29 @@ class InferStage(Stage):
 
     def _run(self, jobs: list[Job]) -> np.ndarray:
         try:
-            return self.backend.infer(self._stack(jobs))
+            output = self.backend.infer(self._stack(jobs))
+        except Exception as exc:
+            self._backend_failed(exc)
+            raise  # the base loop settles exactly these jobs as ERROR
         finally:
             for job in jobs:  # the backend has consumed (or failed on) the inputs
                 job.tensor.release()
+        if self.failed_in_row:
+            log.warning("inference backend recovered after %d failed batch(es)", self.failed_in_row)
+            self.failed_in_row, self.stats.failing = 0, False
+        return output
+
+    def _backend_failed(self, exc: Exception) -> None:
+        self.failed_in_row += 1
+        self.stats.failing = True
+        if self.failed_in_row != self.error_policy.max_consecutive:
+            return
+        what = f"inference backend failed {self.failed_in_row} batches in a row (last: {type(exc).__name__}: {exc})"[:300]
+        if self.error_policy.action == "exit":
+            log.error("%s; stopping (model.on_backend_error.action: exit)", what)
+            self.telemetry.record_failure(self.name, what)
+        else:
+            log.error("%s; going on (model.on_backend_error.action: continue)", what)
 
     def _stack(self, jobs: list[Job]) -> np.ndarray:
         if len(jobs) == 1:
