@@ -50,6 +50,12 @@ class Parts:
     context: zmq.Context | None = None
     extra_closers: list = field(default_factory=list)
     archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
+    slot_pool: object | None = None  # model-input slots; None: host arrays (see slot_count)
+
+
+def slot_count(config: PipelineConfig) -> int:
+    """Input slots a pool needs: a full infer queue, a batch in flight and one being filled."""
+    return config.queues.infer.size + 2 * config.model.max_batch + 2
 
 
 class Pipeline:
@@ -84,7 +90,7 @@ class Pipeline:
         cfg, q, parts, t = self.config, self.queues, self.parts, self.telemetry
         backend = parts.backend
         w, h = backend.input_size
-        pool = HostSlotPool((3, h, w), backend.input_dtype, cfg.queues.infer.size + 2 * cfg.model.max_batch + 2)
+        pool = parts.slot_pool or HostSlotPool((3, h, w), backend.input_dtype, slot_count(cfg))
         rules = RuleBook(cfg.rules, backend.class_names)
         mm = {c.id: c.mm_per_px for c in cfg.cameras}
         return [

@@ -4,6 +4,8 @@ Owns choosing and constructing the `InferenceBackend` for a `ModelConfig`. Each 
 imported only when chosen, so `tensorrt`/`pycuda` (and ONNX Runtime itself) are never
 imported by `import pipeline.backends`. Backend "auto" picks TensorRT when it imports and
 a GPU is present, else ONNX Runtime on CUDA when that provider is installed, else CPU.
+ONNX Runtime on CUDA means the zero-copy IO-binding backend (`onnxruntime-cuda`) when
+pycuda imports, else the plain session on the CUDA provider with host buffers.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 # Config backend name -> "module:Class", imported lazily by `backend_class`.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "pipeline.backends.onnxruntime_backend:OnnxRuntimeBackend",
+    "onnxruntime-cuda": "pipeline.backends.onnxruntime_cuda:OnnxRuntimeCudaBackend",
     "tensorrt": "pipeline.backends.tensorrt_backend:TensorRTBackend",
 }
 
@@ -40,8 +43,11 @@ def backend_class(name: str) -> type:
 
 def create_backend(cfg: ModelConfig) -> InferenceBackend:
     """Open the model with the configured (or, for "auto", the best available) backend."""
-    if BackendKind(cfg.backend) is not BackendKind.AUTO:
-        return backend_class(BackendKind(cfg.backend).value).from_config(cfg)
+    kind = BackendKind(cfg.backend)
+    if kind is BackendKind.ONNXRUNTIME and cfg.providers[:1] == ("CUDAExecutionProvider",):
+        return _onnxruntime_on_cuda(cfg)
+    if kind is not BackendKind.AUTO:
+        return backend_class(kind.value).from_config(cfg)
     if _tensorrt_usable():
         try:
             backend = backend_class("tensorrt").from_config(cfg)
@@ -58,7 +64,7 @@ def _auto_onnxruntime(cfg: ModelConfig) -> InferenceBackend:
     cls = backend_class("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         try:
-            backend = cls.from_config(cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)}))
+            backend = _onnxruntime_on_cuda(cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)}))
             log.info("backend auto: chose %s", backend.name)
             return backend
         except ModelError as exc:
@@ -66,6 +72,16 @@ def _auto_onnxruntime(cfg: ModelConfig) -> InferenceBackend:
     backend = cls.from_config(cfg.model_copy(update={"providers": ("CPUExecutionProvider",)}))
     log.info("backend auto: chose %s", backend.name)
     return backend
+
+
+def _onnxruntime_on_cuda(cfg: ModelConfig) -> InferenceBackend:
+    """The zero-copy IO-binding backend, or the host-buffer session when pycuda is missing."""
+    try:
+        cls = backend_class("onnxruntime-cuda")
+    except ModelError as exc:
+        log.warning("ONNX Runtime on CUDA without IO binding (host copies each frame): %s", exc)
+        return backend_class("onnxruntime").from_config(cfg)
+    return cls.from_config(cfg)
 
 
 def _tensorrt_usable() -> bool:

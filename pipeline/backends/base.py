@@ -1,8 +1,9 @@
 """The `InferenceBackend` protocol every model runtime implements, and `ModelError`.
 
 Owns the contract between the infer stage and a runtime (ONNX Runtime, TensorRT): a
-host batch (N, 3, h, w) in `input_dtype` goes in, the raw model output comes back as a
-host numpy array; decoding it is `pipeline.backends.yolo_decode`'s job. Backends are
+host batch (N, 3, h, w) in `input_dtype` (or the batch's slot arrays, which may live on
+the GPU) goes in, the raw model output comes back as a host numpy array; decoding it
+is `pipeline.backends.yolo_decode`'s job. Backends are
 built by `pipeline.backends.create_backend` from a `ModelConfig`.
 """
 
@@ -29,6 +30,12 @@ class InferenceBackend(Protocol):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""
+        ...
+
+    def infer_tensors(self, tensors: list) -> np.ndarray:
+        """Run one batch given as the input slots' arrays: host (3, h, w) arrays for a CPU
+        backend, `DeviceTensor`s for a GPU-resident one (no host copy). The returned
+        array may be a view the next call overwrites."""
         ...
 
     def warmup(self, runs: int) -> None:

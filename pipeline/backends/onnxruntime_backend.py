@@ -2,8 +2,10 @@
 
 Owns opening an ONNX file with the configured providers and options, validating its
 signature (`pipeline.backends.model_info`), and running host batches through plain
-`session.run`. What crosses the boundary: numpy arrays in and out; the session is
-owned by the backend and dropped by `close()`.
+`session.run`. What crosses the boundary: numpy arrays in and out (`infer_tensors`
+takes the infer stage's slot arrays and stacks them into one preallocated batch); the
+session is owned by the backend and dropped by `close()`. The GPU-resident variant with
+IO binding is `pipeline.backends.onnxruntime_cuda`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class OnnxRuntimeBackend:
         self.input_dtype = ort_input_dtype(session)
         self.class_names = tuple(class_names)
         self.max_batch = int(max_batch)
+        self._stacked: np.ndarray | None = None  # batch buffer for max_batch > 1, allocated once
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "OnnxRuntimeBackend":
@@ -58,6 +61,19 @@ class OnnxRuntimeBackend:
             raise RuntimeError(f"{self.name} backend is closed")
         self._check_batch(batch)
         return self._session.run(self._output_names, {self._input_name: batch})[0]
+
+    def infer_tensors(self, tensors: list[np.ndarray]) -> np.ndarray:
+        """Run the slot arrays (3, h, w) of one batch: a view for batch 1, else one copy each."""
+        if len(tensors) == 1:
+            return self.infer(tensors[0][None])
+        if self._stacked is None:
+            w, h = self.input_size
+            self._stacked = np.empty((self.max_batch, 3, h, w), self.input_dtype)
+        if len(tensors) > self.max_batch:
+            raise ValueError(f"{len(tensors)} inputs, expected 1..{self.max_batch}")
+        for i, tensor in enumerate(tensors):
+            self._stacked[i] = tensor
+        return self.infer(self._stacked[: len(tensors)])
 
     def _check_batch(self, batch: np.ndarray) -> None:
         w, h = self.input_size
@@ -117,7 +133,10 @@ def provider_list(cfg: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
 
 def provider_options(provider: str, cfg: ModelConfig) -> dict[str, Any]:
     if provider == "CUDAExecutionProvider":
-        return {"device_id": cfg.device_id, "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search}
+        options = {"device_id": cfg.device_id, "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search}
+        if cfg.cuda_graph:  # only usable with fixed IO addresses: pipeline.backends.onnxruntime_cuda
+            options["enable_cuda_graph"] = "1"
+        return options
     if provider == "TensorrtExecutionProvider":
         return {"device_id": cfg.device_id}
     return {}

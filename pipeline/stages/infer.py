@@ -61,7 +61,7 @@ class InferStage(Stage):
 
     def _run(self, jobs: list[Job]) -> np.ndarray:
         try:
-            output = self.backend.infer(self._stack(jobs))
+            output = self._infer(jobs)
         except Exception as exc:
             self._backend_failed(exc)
             raise  # the base loop settles exactly these jobs as ERROR
@@ -84,6 +84,14 @@ class InferStage(Stage):
             self.telemetry.record_failure(self.name, what)
         else:
             log.error("%s; going on (model.on_backend_error.action: continue)", what)
+
+    def _infer(self, jobs: list[Job]) -> np.ndarray:
+        infer_tensors = getattr(self.backend, "infer_tensors", None)
+        if infer_tensors is not None:
+            # The backend takes the slots as they are: host arrays, or device buffers the
+            # GPU kernel wrote, which then never come back to the host.
+            return infer_tensors([job.tensor.array for job in jobs])
+        return self.backend.infer(self._stack(jobs))
 
     def _stack(self, jobs: list[Job]) -> np.ndarray:
         if len(jobs) == 1:

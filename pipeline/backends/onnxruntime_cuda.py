@@ -1,0 +1,192 @@
+"""`InferenceBackend` on ONNX Runtime's CUDA provider, zero-copy through IO binding.
+
+Owns the GPU-resident ONNX Runtime path: the session's input is bound straight to the
+device slot the GPU letterbox kernel wrote (batch 1: no copy at all; batch N: N
+device-to-device copies into one preallocated batch buffer), the output is bound to a
+preallocated device buffer and copied once into a pinned host array, which is what the
+decoder reads. With `model.cuda_graph` the input and output addresses never change, so
+ONNX Runtime can capture the whole run as one CUDA graph; smaller batches are then
+padded to `max_batch`.
+
+What crosses the boundary: `infer_tensors` takes the slots' `DeviceTensor`s (host arrays
+also work, for tests and warm-up, through `infer`) and returns a host numpy view that
+stays valid until the next call. All device memory is allocated in `from_config` and
+freed in `close()`; the `CudaDevice` (primary context) is shared with the preprocess
+stage and released by whoever opened it (`close` does, when it owns it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+import pycuda.driver as cuda
+
+from pipeline.backends.base import ModelError
+from pipeline.backends.model_info import check_input, input_dtype, resolve_class_names
+from pipeline.backends.onnxruntime_backend import open_session, ort_input_dtype, signature
+from pipeline.config.models import ModelConfig
+from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
+from pipeline.gpu.device_buffers import DeviceTensor, pinned_array
+
+log = logging.getLogger(__name__)
+
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class OnnxRuntimeCudaBackend:
+    """A validated CUDA-provider session with IO binding; see the module docstring."""
+
+    accepts_device_input = True  # the assembly pairs it with the GPU letterbox kernel
+
+    def __init__(self, session: ort.InferenceSession, device: CudaDevice, class_names: tuple[str, ...],
+                 input_size: tuple[int, int], max_batch: int, output_tail: tuple[int, ...],
+                 cuda_graph: bool = False, owns_device: bool = True):
+        self._session: ort.InferenceSession | None = session
+        self.device = device
+        self._owns_device = owns_device
+        self._input_name = session.get_inputs()[0].name
+        self._output_name = session.get_outputs()[0].name
+        self.cuda_graph = cuda_graph
+        self.name = "onnxruntime:CUDAExecutionProvider" + (":graph" if cuda_graph else "")
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_dtype = ort_input_dtype(session)
+        self.class_names = tuple(class_names)
+        self.max_batch = int(max_batch)
+        w, h = self.input_size
+        out_dtype = _ORT_DTYPES.get(session.get_outputs()[0].type, np.float32)
+        with device.active():
+            self._stream = cuda_call("creating the inference copy stream", cuda.Stream)
+            self._batch = DeviceTensor.allocate((self.max_batch, 3, h, w), self.input_dtype)
+            self._output = DeviceTensor.allocate((self.max_batch, *output_tail), out_dtype)
+            self._host_output = pinned_array((self.max_batch, *output_tail), out_dtype)
+        self._binding = session.io_binding()
+        if cuda_graph:  # a captured graph replays fixed addresses: bind once, forever
+            self._bind(self._batch.ptr, self.max_batch)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, device: CudaDevice | None = None) -> "OnnxRuntimeCudaBackend":
+        """Open `cfg.path` on CUDA device `cfg.device_id`; ModelError if that is not possible."""
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ModelError(f"{cfg.path}: this onnxruntime has no CUDAExecutionProvider "
+                             f"(install onnxruntime-gpu: pip install '.[gpu]')")
+        cuda_cfg = cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)})
+        owns = device is None
+        try:
+            device = device or CudaDevice.open(cfg.device_id)
+        except CudaError as exc:
+            raise ModelError(f"{cfg.path}: {exc}") from None
+        try:
+            return cls._open(cuda_cfg, device, owns)
+        except BaseException:
+            if owns:
+                device.close()
+            raise
+
+    @classmethod
+    def _open(cls, cfg: ModelConfig, device: CudaDevice, owns: bool) -> "OnnxRuntimeCudaBackend":
+        if cfg.cuda_graph and cfg.max_batch > 1:
+            log.info("cuda_graph: batches smaller than max_batch %d are padded to it", cfg.max_batch)
+        session = open_session(cfg)
+        sig = signature(session, cfg.path)
+        check_input(sig, cfg.input_size, cfg.max_batch)
+        input_dtype(sig)
+        names = resolve_class_names(sig, cfg.class_names, session.get_modelmeta().custom_metadata_map)
+        tail = output_tail(cfg, session)
+        return cls(session, device, names, cfg.input_size, cfg.max_batch, tail, cfg.cuda_graph, owns)
+
+    # ------------------------------------------------------------------ running
+    def infer_tensors(self, tensors: Sequence[DeviceTensor]) -> np.ndarray:
+        """Run one batch of device slots; a host view of the raw output, valid until the next call."""
+        n = len(tensors)
+        self._check_tensors(tensors)
+        with self.device.active():
+            if n == 1 and not self.cuda_graph:
+                ptr = tensors[0].ptr  # zero-copy: the kernel's output slot is the model input
+            else:
+                self._gather(tensors)
+                ptr = self._batch.ptr
+            return self._run(ptr, self.max_batch if self.cuda_graph else n)[:n]
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run a host batch (warm-up, tests): one H2D copy into the batch buffer, then as above."""
+        n = batch.shape[0]
+        w, h = self.input_size
+        if batch.shape[1:] != (3, h, w) or not 1 <= n <= self.max_batch or batch.dtype != self.input_dtype:
+            raise ValueError(f"batch {batch.shape} {batch.dtype} does not fit (1..{self.max_batch}, 3, {h}, {w}) "
+                             f"{np.dtype(self.input_dtype)}")
+        with self.device.active():
+            cuda_call("copying a batch to the GPU", cuda.memcpy_htod, self._batch.allocation,
+                      np.ascontiguousarray(batch))
+            return self._run(self._batch.ptr, self.max_batch if self.cuda_graph else n)[:n]
+
+    def _check_tensors(self, tensors: Sequence[DeviceTensor]) -> None:
+        w, h = self.input_size
+        want = ((3, h, w), np.dtype(self.input_dtype))
+        if not 1 <= len(tensors) <= self.max_batch:
+            raise ValueError(f"{len(tensors)} inputs, expected 1..{self.max_batch}")
+        for t in tensors:
+            if not isinstance(t, DeviceTensor) or (t.shape, t.dtype) != want:
+                got = f"{t.shape} {t.dtype}" if isinstance(t, DeviceTensor) else type(t).__name__
+                raise ValueError(f"input {got} is not a {want[0]} {want[1]} DeviceTensor")
+
+    def _gather(self, tensors: Sequence[DeviceTensor]) -> None:
+        for i, t in enumerate(tensors):
+            cuda_call("gathering a batch on the GPU", cuda.memcpy_dtod_async,
+                      self._batch.ptr + i * t.nbytes, t.ptr, t.nbytes, self._stream)
+        cuda_call("gathering a batch on the GPU", self._stream.synchronize)
+
+    def _run(self, input_ptr: int, rows: int) -> np.ndarray:
+        if self._session is None:
+            raise RuntimeError(f"{self.name} backend is closed")
+        if not self.cuda_graph:
+            self._bind(input_ptr, rows)
+        self._session.run_with_iobinding(self._binding)  # returns once ORT's stream is synchronised
+        host = self._host_output[:rows]
+        cuda_call("copying the model output to the host", cuda.memcpy_dtoh, host, self._output.allocation)
+        return host
+
+    def _bind(self, input_ptr: int, rows: int) -> None:
+        w, h = self.input_size
+        device_id = self.device.device_id
+        self._binding.bind_input(self._input_name, "cuda", device_id, self.input_dtype, [rows, 3, h, w], input_ptr)
+        self._binding.bind_output(self._output_name, "cuda", device_id, self._output.dtype,
+                                  [rows, *self._output.shape[1:]], self._output.ptr)
+
+    def warmup(self, runs: int) -> None:
+        """Batches of 1 and max_batch (with a CUDA graph, the first runs capture it)."""
+        w, h = self.input_size
+        for _ in range(max(runs, 2 if self.cuda_graph else runs)):
+            for n in sorted({1, self.max_batch}):
+                self.infer(np.zeros((n, 3, h, w), self.input_dtype))
+
+    def close(self) -> None:
+        """Free the device buffers and drop the session; idempotent."""
+        if self._session is None:
+            return
+        self._session = None
+        self._binding = None
+        with self.device.active():
+            self._batch.free()
+            self._output.free()
+            self._host_output.base.free()
+        if self._owns_device:
+            self.device.close()
+
+
+def output_tail(cfg: ModelConfig, session: ort.InferenceSession) -> tuple[int, ...]:
+    """The first output's shape after the batch axis, for this input size.
+
+    Symbolic axes (e.g. the anchor count) are resolved by one run of a CPU session, at
+    start-up only: a CUDA-graph session must not be run with host buffers.
+    """
+    declared = session.get_outputs()[0].shape[1:]
+    if all(isinstance(d, int) and d > 0 for d in declared):
+        return tuple(declared)
+    w, h = cfg.input_size
+    probe = ort.InferenceSession(str(cfg.path), providers=["CPUExecutionProvider"])
+    dtype = ort_input_dtype(probe)
+    out = probe.run(None, {probe.get_inputs()[0].name: np.zeros((1, 3, h, w), dtype)})[0]
+    return tuple(out.shape[1:])

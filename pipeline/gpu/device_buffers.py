@@ -1,0 +1,98 @@
+"""Device memory allocated once at start-up: model-input slots and pinned host arrays.
+
+Owns `DeviceTensor` (a device allocation with a shape and dtype: what a GPU backend
+binds as its input), `DeviceSlotPool` (the GPU twin of `pipeline.buffers.HostSlotPool`)
+and `PinnedArray` (page-locked host memory, for fast asynchronous copies).
+
+Ownership, as for the host pool: the preprocess stage acquires a slot and the GPU
+letterbox kernel writes the model input into it; the slot travels with the job; the
+infer stage releases it once the backend has consumed it (or `Job.settle` does, for a
+job settled early). The kernel's stream is synchronised before the slot leaves the
+preprocess stage, so whoever holds a slot may read it on any stream. The pool frees its
+device memory in `close()`, called once by whoever built it, after the stages stopped;
+nothing is freed in `__del__`.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+
+import numpy as np
+import pycuda.driver as cuda
+
+from pipeline.gpu.cuda import CudaDevice, cuda_call
+from pipeline.messages import TensorSlot
+
+
+@dataclass(frozen=True)
+class DeviceTensor:
+    """A C-contiguous array in device memory."""
+
+    allocation: "cuda.DeviceAllocation"
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def ptr(self) -> int:
+        return int(self.allocation)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @classmethod
+    def allocate(cls, shape: tuple[int, ...], dtype: np.dtype | type) -> "DeviceTensor":
+        dtype = np.dtype(dtype)
+        nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
+        allocation = cuda_call(f"allocating {nbytes} bytes of device memory", cuda.mem_alloc, nbytes)
+        return cls(allocation, tuple(int(s) for s in shape), dtype)
+
+    def to_host(self) -> np.ndarray:
+        """A synchronous copy to a new host array (tests and diagnostics, not the hot path)."""
+        out = np.empty(self.shape, self.dtype)
+        cuda_call("copying a device tensor to the host", cuda.memcpy_dtoh, out, self.allocation)
+        return out
+
+    def free(self) -> None:
+        self.allocation.free()
+
+
+def pinned_array(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """A page-locked host array (freed when the last reference goes, by pycuda's allocator)."""
+    return cuda_call("allocating pinned host memory", cuda.pagelocked_empty, shape, dtype)
+
+
+class DeviceSlotPool:
+    """`count` device tensors of `shape`/`dtype`, allocated once, lent as `TensorSlot`s."""
+
+    def __init__(self, device: CudaDevice, shape: tuple[int, ...], dtype: np.dtype | type, count: int):
+        self.device = device
+        self.shape = tuple(shape)
+        self.count = count
+        self._free: queue.SimpleQueue[TensorSlot] = queue.SimpleQueue()
+        self._tensors: list[DeviceTensor] = []
+        with device.active():
+            for _ in range(count):
+                tensor = DeviceTensor.allocate(self.shape, dtype)
+                self._tensors.append(tensor)
+                self._free.put(TensorSlot(tensor, self._free.put))
+
+    def acquire(self, timeout_s: float) -> TensorSlot | None:
+        """A free slot, or None if none was returned within `timeout_s`."""
+        try:
+            return self._free.get(timeout=timeout_s).lend()
+        except queue.Empty:
+            return None
+
+    @property
+    def available(self) -> int:
+        return self._free.qsize()
+
+    def close(self) -> None:
+        """Free every device buffer; idempotent. Call once the stages have stopped."""
+        tensors, self._tensors = self._tensors, []
+        if tensors:
+            with self.device.active():
+                for tensor in tensors:
+                    tensor.free()
