@@ -1,0 +1,241 @@
+"""Soak test: run the real pipeline for a long time and watch for leaks and drift.
+
+Owns sampling the daemon's own process (RSS, open file descriptors, OS threads, from
+/proc, so Linux only) and what an independent subscriber sees (end-to-end latency per
+interval, verdicts per second, sequence gaps), judging the run against the reliability
+targets, and writing the results: `soak.csv` (one row per sample), `soak.json` (the
+verdict on each target) and `soak.png` (the plot docs/RELIABILITY.md shows).
+
+What crosses the boundary: a `PipelineConfig` and timings come in; a `SoakReport` and
+the three files go out. The pipeline under test is the real one (`build_parts`); the
+subscriber is an ordinary SUB socket on its own thread, so CURVE configs are not
+supported here. Memory held per sample is a few numbers, never per-frame data, so the
+soak itself does not grow the RSS it measures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from pipeline.app import Pipeline
+from pipeline.assembly import build_parts
+from pipeline.config.models import PipelineConfig
+from pipeline.protocol import ProtocolError, decode
+
+TARGET_RSS_MB_PER_H = 5.0
+TARGET_P99_DRIFT = 0.10
+DRIFT_WINDOW_S = 60.0  # p99 drift compares the first and the last minute after warm-up
+
+
+@dataclass(frozen=True)
+class Sample:
+    t_s: float
+    rss_mb: float
+    fds: int
+    threads: int
+    p50_ms: float
+    p99_ms: float
+    verdicts_per_s: float
+    verdicts: int
+    gaps: int
+
+
+@dataclass
+class SoakReport:
+    duration_s: float
+    warmup_s: float
+    samples: int
+    verdicts: int
+    gaps: int
+    rss_mb_per_h: float
+    fd_growth: int
+    thread_growth: int
+    p99_first_ms: float
+    p99_last_ms: float
+    p99_drift: float
+    passed: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(self.passed.values())
+
+
+def process_sample() -> tuple[float, int, int]:
+    """(resident MB, open fds, OS threads) of this process."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    threads = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                   if line.startswith("Threads:"))
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, len(os.listdir("/proc/self/fd")), threads
+
+
+class Listener:
+    """An independent subscriber: latency of each verdict, and seq gaps per camera."""
+
+    def __init__(self, endpoint: str):
+        self._context = zmq.Context()
+        self._sock = self._context.socket(zmq.SUB)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.RCVTIMEO, 100)
+        self._sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sock.connect(endpoint)
+        self._lock = threading.Lock()
+        self._latencies: list[float] = []  # since the last `take`; bounded by one interval
+        self._next_seq: dict[str, int] = {}
+        self.verdicts = 0
+        self.gaps = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="soak-listener", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                _, payload = self._sock.recv_multipart()
+                msg = decode(payload)
+            except (zmq.Again, ValueError, ProtocolError):
+                continue
+            if msg["type"] == "verdict":
+                self._verdict(msg)
+
+    def _verdict(self, msg: dict) -> None:
+        camera, seq = msg["camera_id"], msg["seq"]
+        with self._lock:
+            expected = self._next_seq.get(camera, seq)
+            self.gaps += seq != expected
+            self._next_seq[camera] = seq + 1
+            self.verdicts += 1
+            self._latencies.append(msg["latency_ms"]["total"])
+
+    def take(self) -> list[float]:
+        with self._lock:
+            taken, self._latencies = self._latencies, []
+        return taken
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+        self._context.term()
+
+
+def run_soak(config: PipelineConfig, duration_s: float, interval_s: float, warmup_s: float,
+             progress: Callable[[Sample], None] | None = None,
+             stop: threading.Event | None = None) -> tuple[list[Sample], SoakReport]:
+    """Run the pipeline for `duration_s`, sampling every `interval_s`; early stop on `stop`."""
+    stop = stop or threading.Event()
+    listener = Listener(config.publisher.endpoint)
+    pipeline = Pipeline(config, build_parts(config))
+    samples: list[Sample] = []
+    try:
+        pipeline.start()
+        start = time.monotonic()
+        while not stop.wait(interval_s) and not pipeline.telemetry.crashed.is_set():
+            samples.append(_sample(time.monotonic() - start, listener, interval_s))
+            if progress is not None:
+                progress(samples[-1])
+            if samples[-1].t_s >= duration_s:
+                break
+    finally:
+        pipeline.shutdown()
+        listener.close()
+    return samples, analyse(samples, warmup_s)
+
+
+def _sample(t_s: float, listener: Listener, interval_s: float) -> Sample:
+    rss, fds, threads = process_sample()
+    latencies = listener.take()
+    p50, p99 = np.percentile(latencies, (50, 99)) if latencies else (float("nan"), float("nan"))
+    return Sample(round(t_s, 2), round(rss, 2), fds, threads, round(float(p50), 3), round(float(p99), 3),
+                  round(len(latencies) / interval_s, 2), listener.verdicts, listener.gaps)
+
+
+def analyse(samples: list[Sample], warmup_s: float) -> SoakReport:
+    """Judge the samples after warm-up against the targets."""
+    post = [s for s in samples if s.t_s >= warmup_s] or samples
+    t = np.array([s.t_s for s in post])
+    rss = np.array([s.rss_mb for s in post])
+    slope_per_s = float(np.polyfit(t, rss, 1)[0]) if len(post) >= 2 and np.ptp(t) > 0 else 0.0
+    first, last = _window_p99(post, first=True), _window_p99(post, first=False)
+    drift = (last - first) / first if first > 0 else float("nan")
+    report = SoakReport(
+        duration_s=samples[-1].t_s if samples else 0.0, warmup_s=warmup_s, samples=len(samples),
+        verdicts=samples[-1].verdicts if samples else 0, gaps=samples[-1].gaps if samples else 0,
+        rss_mb_per_h=round(slope_per_s * 3600, 3),
+        fd_growth=post[-1].fds - post[0].fds if post else 0,
+        thread_growth=post[-1].threads - post[0].threads if post else 0,
+        p99_first_ms=round(first, 3), p99_last_ms=round(last, 3), p99_drift=round(drift, 4))
+    report.passed = {
+        f"rss growth <= {TARGET_RSS_MB_PER_H:g} MB/h": report.rss_mb_per_h <= TARGET_RSS_MB_PER_H,
+        "no fd growth": report.fd_growth <= 0,
+        "no thread growth": report.thread_growth <= 0,
+        f"p99 drift < {TARGET_P99_DRIFT:.0%}": bool(drift < TARGET_P99_DRIFT),
+        "no seq gaps": report.gaps == 0,
+    }
+    return report
+
+
+def _window_p99(post: list[Sample], first: bool) -> float:
+    """Median of the per-interval p99s over the first (or last) DRIFT_WINDOW_S after warm-up."""
+    if not post:
+        return float("nan")
+    edge = post[0].t_s + DRIFT_WINDOW_S if first else post[-1].t_s - DRIFT_WINDOW_S
+    chosen = [s.p99_ms for s in post if (s.t_s <= edge if first else s.t_s >= edge) and s.p99_ms == s.p99_ms]
+    return float(np.median(chosen)) if chosen else float("nan")
+
+
+def write_results(out_dir: Path, samples: list[Sample], report: SoakReport, meta: dict) -> list[Path]:
+    """soak.csv, soak.json and (when matplotlib is installed) soak.png in `out_dir`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = out_dir / "soak.csv", out_dir / "soak.json"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(Sample.__dataclass_fields__))
+        writer.writeheader()
+        writer.writerows(asdict(s) for s in samples)
+    json_path.write_text(json.dumps({**meta, **asdict(report), "ok": report.ok}, indent=2) + "\n")
+    written = [csv_path, json_path]
+    try:
+        import matplotlib
+    except ImportError:  # the optional `soak` extra
+        return written
+    matplotlib.use("Agg")  # files only: no display on a line PC or in CI
+    written.append(plot(samples, report, out_dir / "soak.png"))
+    return written
+
+
+def plot(samples: list[Sample], report: SoakReport, path: Path) -> Path:
+    """Four panels over time: RSS, fds and threads, latency p50/p99, verdicts per second."""
+    import matplotlib.pyplot as plt
+
+    t = [s.t_s / 60 for s in samples]
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    panels = [
+        (axes[0], [("RSS (MB)", [s.rss_mb for s in samples])], f"RSS, {report.rss_mb_per_h:+.2f} MB/h after warm-up"),
+        (axes[1], [("open fds", [s.fds for s in samples]), ("OS threads", [s.threads for s in samples])],
+         f"fds {report.fd_growth:+d}, threads {report.thread_growth:+d} after warm-up"),
+        (axes[2], [("p50 (ms)", [s.p50_ms for s in samples]), ("p99 (ms)", [s.p99_ms for s in samples])],
+         f"end-to-end latency, p99 drift {report.p99_drift:+.1%}"),
+        (axes[3], [("verdicts/s", [s.verdicts_per_s for s in samples])], f"{report.verdicts} verdicts, {report.gaps} gaps"),
+    ]
+    for ax, series, title in panels:
+        for label, values in series:
+            ax.plot(t, values, label=label)
+        ax.axvline(report.warmup_s / 60, color="grey", linestyle=":", label="end of warm-up")
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="best", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("minutes")
+    fig.suptitle("pipeline soak: " + ("all targets met" if report.ok else "TARGET MISSED"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
