@@ -1,0 +1,64 @@
+"""What the bench records per published verdict, and the tap that records it.
+
+Owns the record format shared by every system measured (pipeline, naive loop,
+Ultralytics): camera id, outcome, late flag, capture time, the stage marks and the
+publish time, all `time.monotonic_ns()`. Recording is one tuple append per verdict (no
+arithmetic, no lock beyond the GIL's), so measuring does not move what it measures;
+`report` turns the records into numbers afterwards.
+
+`TapPublisher` wraps the real `ZmqPublisher`: the publish stage calls it exactly as it
+would call the publisher, the verdict is sent first, then the record is taken, so
+"publish" means the message was handed to ZeroMQ.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.messages import Job
+
+# (camera_id, outcome value, late, t_capture_ns, marks, t_publish_ns, camera_ts_ns)
+Record = tuple[str, str, bool, int, tuple[tuple[str, int], ...], int, "int | None"]
+
+
+@dataclass
+class Recorder:
+    """Verdicts of frames captured inside [start_ns, end_ns); the window excludes warm-up."""
+
+    start_ns: int = 2**63 - 1  # nothing is recorded before `open_window`
+    end_ns: int = 2**63 - 1
+    records: list[Record] = field(default_factory=list)
+    missed: int = 0  # frames due in the window that a loop never got to (no verdict)
+
+    def open_window(self, duration_s: float) -> None:
+        now = time.monotonic_ns()
+        self.end_ns = now + int(duration_s * 1e9)  # end first: the publish thread reads both
+        self.start_ns = now
+
+    def record(self, job: Job, t_publish_ns: int) -> None:
+        frame = job.frame
+        if self.start_ns <= frame.t_capture_ns < self.end_ns:
+            self.records.append((frame.camera_id, job.verdict.outcome.value, job.verdict.late, frame.t_capture_ns,
+                                 job.marks, t_publish_ns, frame.camera_ts_ns))
+
+    @property
+    def window_s(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+class TapPublisher:
+    """Delegates to the real publisher, then records the published job."""
+
+    def __init__(self, publisher: Any, recorder: Recorder):
+        self._publisher = publisher
+        self._recorder = recorder
+
+    def publish_verdict(self, job: Job) -> int:
+        seq = self._publisher.publish_verdict(job)
+        self._recorder.record(job, time.monotonic_ns())
+        return seq
+
+    def __getattr__(self, name: str) -> Any:  # heartbeat, dropped, close, ...: the real one's
+        return getattr(self._publisher, name)

@@ -1,0 +1,83 @@
+"""`pipeline bench` end to end: the real pipeline, the naive loop and the batch sweep on
+pre-rendered frames, the JSON and the PNG. Smoke-sized (well under a second of recorded
+time per system); performance is measured by running the bench, never asserted here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.bench.frames import PrerenderedSource
+from pipeline.cli import main
+from pipeline.sources.synthetic import SyntheticSource
+from tests.pipeline_helpers import write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+SYSTEM_KEYS = {"fps", "p50_ms", "p90_ms", "p99_ms", "p99_9_ms", "max_ms", "frames", "not_inspected",
+               "not_inspected_rate", "budget_miss_rate", "stages_ms", "gpu_memory_mib", "backend"}
+
+
+@pytest.fixture
+def bench_config(tmp_path, free_tcp_endpoint):
+    return write_config(tmp_path / "bench.yaml", free_tcp_endpoint, cameras=1, budget_ms=1000)
+
+
+def test_bench_compares_with_the_naive_loop_and_writes_json_and_png(tmp_path, bench_config, capsys):
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = main(["bench", str(bench_config), "--duration", "0.6", "--warmup", "0.2", "--cameras", "2",
+                 "--rate", "15", "--compare", "--ring", "2", "--json", str(out_json), "--png", str(out_png)])
+    assert code == 0
+    report = json.loads(out_json.read_text())
+    for system in ("pipeline", "naive"):
+        assert SYSTEM_KEYS <= report[system].keys()
+        assert report[system]["frames"] > 0 and report[system]["p99_ms"] > 0
+    assert {"preprocess", "infer", "decide", "publish"} <= report["pipeline"]["stages_ms"].keys()
+    assert report["meta"]["cameras"] == 2 and report["meta"]["date"]
+    assert ("ultralytics" in report) != ("ultralytics" in report["skipped"])
+    assert set(report["ratios"]["naive"]) == {"throughput_x", "p99_lower_x"}
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "pipeline" in table and "naive" in table and "pipeline vs naive" in table
+
+
+def test_batch_sweep_gathers_frames_of_several_cameras_into_one_batch(tmp_path, bench_config):
+    """Flat out, three cameras keep the infer queue full: batches fill up across cameras."""
+    out_json = tmp_path / "sweep.json"
+    code = main(["bench", str(bench_config), "--duration", "0.6", "--warmup", "0.2", "--cameras", "3",
+                 "--ring", "2", "--batch-sweep", "1,4", "--json", str(out_json)])
+    assert code == 0
+    rows = {row["max_batch"]: row for row in json.loads(out_json.read_text())["batch_sweep"]}
+    assert rows[1]["batch_sizes"].keys() == {"1"} and rows[1]["frames"] > 0
+    assert rows[4]["mean_batch"] > 1 and rows[4]["mixed_camera_batches"] > 0
+    assert max(int(size) for size in rows[4]["batch_sizes"]) <= 4
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-sweep", "1,x"], "comma-separated integers"),
+    (["--batch-sweep", "0,2"], "1..64"),
+    (["--rate", "-5"], "positive number"),
+])
+def test_bad_options_are_named(bench_config, capsys, argv, message):
+    with pytest.raises(SystemExit) as exited:
+        main(["bench", str(bench_config), *argv])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error_not_a_traceback(tmp_path, free_tcp_endpoint, capsys):
+    config = write_config(tmp_path / "bad.yaml", free_tcp_endpoint, model={"path": str(tmp_path / "none.onnx")})
+    assert main(["bench", str(config), "--duration", "0.2"]) == 2
+    assert "none.onnx" in capsys.readouterr().err
+
+
+def test_prerendered_source_replays_its_ring_and_stamps_due_times():
+    frames = [SyntheticSource(64, 48, seed=3).render(k) for k in range(2)]
+    flat = PrerenderedSource(frames, fps=None)
+    flat.open()
+    assert [flat.read(0.1).image is f.image for f in frames * 2] == [True] * 4
+    paced = PrerenderedSource(frames, fps=1000)
+    paced.open()
+    stamps = [paced.read(0.5).camera_ts_ns for _ in range(3)]
+    assert stamps[1] - stamps[0] == stamps[2] - stamps[1] == 1_000_000
