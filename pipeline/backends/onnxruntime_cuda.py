@@ -62,6 +62,7 @@ class OnnxRuntimeCudaBackend:
             self._batch = DeviceTensor.allocate((self.max_batch, 3, h, w), self.input_dtype)
             self._output = DeviceTensor.allocate((self.max_batch, *output_tail), out_dtype)
             self._host_output = pinned_array((self.max_batch, *output_tail), out_dtype)
+        self._host_batch: np.ndarray | None = None  # only for host slots with max_batch > 1
         self._binding = session.io_binding()
         if cuda_graph:  # a captured graph replays fixed addresses: bind once, forever
             self._bind(self._batch.ptr, self.max_batch)
@@ -101,6 +102,8 @@ class OnnxRuntimeCudaBackend:
     def infer_tensors(self, tensors: Sequence[DeviceTensor]) -> np.ndarray:
         """Run one batch of device slots; a host view of the raw output, valid until the next call."""
         n = len(tensors)
+        if n and isinstance(tensors[0], np.ndarray):  # host slots (model.preprocess: cpu)
+            return self._infer_host_slots(tensors)
         self._check_tensors(tensors)
         with self.device.active():
             if n == 1 and not self.cuda_graph:
@@ -109,6 +112,15 @@ class OnnxRuntimeCudaBackend:
                 self._gather(tensors)
                 ptr = self._batch.ptr
             return self._run(ptr, self.max_batch if self.cuda_graph else n)[:n]
+
+    def _infer_host_slots(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
+        if len(tensors) == 1:
+            return self.infer(tensors[0][None])
+        if self._host_batch is None:
+            self._host_batch = pinned_array(self._batch.shape, self.input_dtype)
+        for i, tensor in enumerate(tensors[: self.max_batch]):
+            self._host_batch[i] = tensor
+        return self.infer(self._host_batch[: len(tensors)])
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run a host batch (warm-up, tests): one H2D copy into the batch buffer, then as above."""
