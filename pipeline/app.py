@@ -51,6 +51,7 @@ class Parts:
     extra_closers: list = field(default_factory=list)
     archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
     slot_pool: object | None = None  # model-input slots; None: host arrays (see slot_count)
+    triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
 
 
 def slot_count(config: PipelineConfig) -> int:
@@ -84,7 +85,8 @@ class Pipeline:
     def _capture(self, camera_id: str, max_frames: int | None) -> CaptureStage:
         cam = next(c for c in self.config.cameras if c.id == camera_id)
         return CaptureStage(camera_id, self.parts.sources[camera_id], self.queues["preprocess"], self.telemetry,
-                            self.stop_event, max_frames, cam.stall_timeout_s)
+                            self.stop_event, max_frames, cam.stall_timeout_s,
+                            self.parts.triggers.get(camera_id), cam.trigger_timeout_s)
 
     def _make_stages(self) -> list[Stage]:
         cfg, q, parts, t = self.config, self.queues, self.parts, self.telemetry

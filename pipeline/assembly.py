@@ -23,6 +23,7 @@ from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
 from pipeline.rules import RuleBook
 from pipeline.sources import create_source
 from pipeline.sources.base import SourceError
+from pipeline.sources.triggers import TriggerInbox
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,32 @@ def build_parts(config: PipelineConfig) -> Parts:
             raise StartupError(str(exc)) from None
         if not publisher.wait_for_subscriber(config.publisher.await_subscriber_ms / 1000):
             log.info("no subscriber yet on %s; starting anyway", config.publisher.endpoint)
+        triggers = open_trigger_inboxes(config, context)
+        for inbox in triggers.values():
+            undo.callback(inbox.close)
         parts = Parts(sources, backend, Letterboxer(backend.input_size),
                       make_decoder(config.model, len(backend.class_names)), publisher, context)
+        parts.triggers = triggers
+        parts.extra_closers.extend(inbox.close for inbox in triggers.values())
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
         log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))
         return parts
+
+
+def open_trigger_inboxes(config: PipelineConfig, context: zmq.Context) -> dict[str, TriggerInbox]:
+    """Bind each camera's trigger input; the capture stage starts and stops its thread."""
+    inboxes: dict[str, TriggerInbox] = {}
+    for cam in config.cameras:
+        if cam.trigger_endpoint is None:
+            continue
+        try:
+            inboxes[cam.id] = TriggerInbox.from_config(cam, context)
+        except zmq.ZMQError as exc:
+            for inbox in inboxes.values():
+                inbox.close()
+            raise StartupError(f"camera {cam.id}: cannot bind trigger_endpoint {cam.trigger_endpoint}: {exc}") from None
+    return inboxes
 
 
 def _open_source(cam):

@@ -53,6 +53,11 @@ class CameraStats:
     verdicts_published: int = 0
     last_seq: int = -1
     last_frame_ns: int = 0
+    reconnects: int = 0  # links re-established after a loss (sources that reconnect by themselves)
+    parts_announced: int = 0  # part ids received on the trigger input
+    parts_missed: int = 0  # announced parts settled without an image (missed_trigger, source_down, shutdown)
+    triggers_rejected: int = 0  # malformed trigger messages
+    frames_skipped: int = 0  # free-running frames no announced part claimed
 
 
 class LatencyWindow:
@@ -137,7 +142,10 @@ class Telemetry:
             "backend": self.backend,
             "cameras": {
                 c.camera_id: {"state": c.state, "frames_captured": c.frames_captured,
-                              "verdicts_published": c.verdicts_published, "last_seq": c.last_seq}
+                              "verdicts_published": c.verdicts_published, "last_seq": c.last_seq,
+                              "reconnects": c.reconnects, "parts_announced": c.parts_announced,
+                              "parts_missed": c.parts_missed, "triggers_rejected": c.triggers_rejected,
+                              "frames_skipped": c.frames_skipped}
                 for c in self.cameras.values()
             },
             "counts": dict(self.counts),

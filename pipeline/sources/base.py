@@ -53,6 +53,22 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class CameraSource(FrameSource, Protocol):
+    """A FrameSource for a real camera, which keeps its own link up (reconnects by itself).
+
+    `link_state` is CONNECTING, STREAMING or DOWN as the source sees its link; the capture
+    stage adds STALLED (linked but silent). `free_running` sources deliver frames by
+    themselves; the others deliver one per trigger. `fire_trigger` sends a software trigger
+    and returns False when the source has none or is not connected; it may be called from
+    another thread than `read`."""
+
+    link_state: CameraState
+    free_running: bool
+
+    def fire_trigger(self) -> bool: ...
+
+
 def lost_frame(message: str, part_id: str | None = None) -> SourceError:
     """A SourceError for a frame the source knows existed but cannot deliver (a corrupt
     file, a trigger that produced no image): the capture stage gives it an ERROR verdict."""

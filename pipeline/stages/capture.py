@@ -6,6 +6,18 @@ check of every image. A frame the source knows it lost, or an unusable image, st
 becomes a job, settled as ERROR (`bad_frame`), so it gets its verdict like any other.
 Stops when the stop event is set, after `max_frames`, or at the end of a replay; then
 sends EndOfStream downstream.
+
+Part ids: with a trigger inbox (pipeline.sources.triggers), each frame claims the oldest
+part the PLC announced before it; a free-running camera's frames that no part claims
+are skipped (counted, not inspected: they show no announced part). An announced part
+with no frame within `trigger_timeout_s` still gets its verdict, NOT_INSPECTED with
+reason `missed_trigger` (camera streaming) or `source_down` (camera down or stalled),
+and parts still waiting at shutdown get `shutdown`. Without an inbox, the source's own
+part id (e.g. a camera frame counter) is used.
+
+Camera state: a `CameraSource` reports its link (CONNECTING/STREAMING/DOWN); this stage
+adds STALLED: a free-running camera silent for `stall_timeout_s`, or a triggered camera
+that let a trigger go unanswered.
 """
 
 from __future__ import annotations
@@ -18,18 +30,26 @@ import numpy as np
 
 from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
-from pipeline.sources.base import CameraState, FrameSource, SourceEnded, SourceError, SourceFrame
+from pipeline.sources.base import (CameraSource, CameraState, FrameSource, SourceEnded, SourceError, SourceFrame,
+                                   lost_frame)
+from pipeline.sources.triggers import TriggerInbox
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 0.05
 ERROR_BACKOFF_S = 0.1
+# A source whose read() raises something other than SourceError (a driver bug) has lost
+# the frame it was reading: that frame gets an ERROR verdict. This many in a row, and the
+# camera is treated as down instead, so a broken driver cannot flood the line with verdicts.
+RAISES_BEFORE_DOWN = 3
+_SKIP = object()  # a free-running frame that no announced part claimed
 
 
 class CaptureStage:
     def __init__(self, camera_id: str, source: FrameSource, outbox: StageQueue, telemetry: Telemetry,
-                 stop: threading.Event, max_frames: int | None = None, stall_timeout_s: float = 2.0):
+                 stop: threading.Event, max_frames: int | None = None, stall_timeout_s: float = 2.0,
+                 triggers: TriggerInbox | None = None, trigger_timeout_s: float = 0.5):
         self.camera_id = camera_id
         self.name = f"capture.{camera_id}"
         self.source = source
@@ -42,13 +62,20 @@ class CaptureStage:
         self.telemetry = telemetry
         self.thread = threading.Thread(target=self.run, name=self.name, daemon=True)
         self._next_id = 0
+        self._raised_in_row = 0
+        self.link = source if isinstance(source, CameraSource) else None
+        self.free_running = self.link is None or self.link.free_running
+        self.triggers = triggers
+        self.trigger_timeout_ns = int(trigger_timeout_s * 1e9)
+        self._quiet_since_ns = time.monotonic_ns()
 
     def start(self) -> None:
         self.thread.start()
 
     def run(self) -> None:
         self.stats.state = "running"
-        self.camera.last_frame_ns = time.monotonic_ns()
+        self.camera.last_frame_ns = self._quiet_since_ns = time.monotonic_ns()
+        self._start_triggers()
         try:
             while not self.stop.is_set() and not self._reached_limit():
                 self._capture_once()
@@ -60,6 +87,7 @@ class CaptureStage:
             log.exception("capture of camera %s crashed", self.camera_id)
             self.telemetry.record_crash(self.name, exc)
         finally:
+            self._settle_waiting_parts()
             self._close_source()
             self.outbox.put(EndOfStream(self.name))
 
@@ -68,26 +96,104 @@ class CaptureStage:
 
     def _capture_once(self) -> None:
         self.stats.progressed()  # each pass is progress, frame or not: a hung read() is not
+        self._settle_overdue_parts()
         try:
             got = self.source.read(READ_TIMEOUT_S)
         except SourceError as exc:
             self._on_source_error(exc)
             return
+        except Exception as exc:  # noqa: BLE001 - a buggy source must not kill the camera thread
+            self._on_unexpected_raise(exc)
+            return
+        self._raised_in_row = 0
         now = time.monotonic_ns()
         if got is None:
-            if now - self.camera.last_frame_ns > self.stall_timeout_ns and self.camera.state == CameraState.STREAMING.value:
-                self._set_state(CameraState.STALLED)
+            self._follow_link(now)
             return
-        self.camera.last_frame_ns = now
+        self.camera.last_frame_ns = self._quiet_since_ns = now
         self._set_state(CameraState.STREAMING)
-        self.outbox.put(self._job(got, now))
+        if not isinstance(got, SourceFrame):  # a source breaking its protocol still gets a verdict
+            got = SourceFrame(got)  # type: ignore[arg-type]  # image_problem names what it was
+        part_id = self._part_for(got, now)
+        if part_id is _SKIP:
+            self.camera.frames_skipped += 1
+            return
+        self.outbox.put(self._job(got, now, part_id))
 
-    def _job(self, got: SourceFrame, t_capture_ns: int) -> Job:
+    def _follow_link(self, now: int) -> None:
+        """Camera state while no frame comes: the source's link, else silence -> STALLED."""
+        link = self.link.link_state if self.link is not None else CameraState.STREAMING
+        if link is not CameraState.STREAMING:
+            self._quiet_since_ns = now  # the stall clock starts when the link is back
+            self._set_state(link)
+        elif not self.free_running and self.camera.state in ("CONNECTING", "DOWN"):
+            self._set_state(CameraState.STREAMING)  # connected, waiting for triggers
+        elif (self.free_running and now - self._quiet_since_ns > self.stall_timeout_ns
+              and self.camera.state == CameraState.STREAMING.value):
+            self._set_state(CameraState.STALLED)
+        if self.link is not None:
+            self.camera.reconnects = getattr(self.link, "reconnects", 0)
+
+    def _part_for(self, got: SourceFrame, now: int) -> object:
+        if self.triggers is None:
+            return got.part_id
+        part_id = self.triggers.ledger.claim(now)
+        if part_id is not None:
+            return part_id
+        return _SKIP if self.free_running else got.part_id
+
+    # ------------------------------------------------------------------ announced parts
+    def _start_triggers(self) -> None:
+        if self.triggers is None:
+            return
+        if self.link is not None and not self.free_running:
+            self.triggers.on_announce = self.link.fire_trigger
+        self.triggers.start(self.stop)
+
+    def _settle_overdue_parts(self) -> None:
+        if self.triggers is None:
+            return
+        ledger = self.triggers.ledger
+        self.camera.parts_announced = ledger.announced
+        self.camera.triggers_rejected = self.triggers.rejected
+        missed = ledger.overdue(time.monotonic_ns() - self.trigger_timeout_ns)
+        if not missed:
+            return
+        up = self.camera.state == CameraState.STREAMING.value
+        code = ReasonCode.MISSED_TRIGGER if up else ReasonCode.SOURCE_DOWN
+        detail = (f"no image within {self.trigger_timeout_ns / 1e9:g} s of the announcement" if up
+                  else f"camera {self.camera.state} while the part was expected")
+        for part_id in missed:
+            self._settle_part(part_id, code, detail)
+        if up and not self.free_running:
+            self._set_state(CameraState.STALLED)  # connected, but it did not answer a trigger
+
+    def _settle_waiting_parts(self) -> None:
+        if self.triggers is None:
+            return
+        self.triggers.close()
+        for part_id in self.triggers.ledger.take_all():
+            self._settle_part(part_id, ReasonCode.SHUTDOWN, "the pipeline stopped before its image came")
+
+    def _settle_part(self, part_id: str, code: ReasonCode, detail: str) -> None:
+        frame = Frame(self.camera_id, self._take_id(), None, time.monotonic_ns(), time.time_ns(), part_id=part_id)
+        self.camera.parts_missed += 1
+        self.outbox.put(Job(frame).settle(Outcome.NOT_INSPECTED, code, detail, "capture"))
+
+    def _job(self, got: SourceFrame, t_capture_ns: int, part_id: object) -> Job:
         frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, time.time_ns(),
-                      part_id=got.part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth)
+                      part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth)
         job = Job(frame).mark("capture")
         problem = image_problem(got.image)
         return job.settle(Outcome.ERROR, ReasonCode.BAD_FRAME, problem, "capture") if problem else job
+
+    def _on_unexpected_raise(self, exc: Exception) -> None:
+        self._raised_in_row += 1
+        message = f"source raised {type(exc).__name__}: {exc}"[:300]
+        if self._raised_in_row <= RAISES_BEFORE_DOWN:
+            self._on_source_error(lost_frame(message))
+        else:
+            self._on_source_error(SourceError(message))
 
     def _take_id(self) -> int:
         frame_id = self._next_id
@@ -101,7 +207,10 @@ class CaptureStage:
         if getattr(exc, "frame_lost", False):
             # The source knows a frame existed but cannot deliver it: it still gets a verdict.
             now = time.monotonic_ns()
-            frame = Frame(self.camera_id, self._take_id(), None, now, time.time_ns(), part_id=getattr(exc, "part_id", None))
+            part_id = getattr(exc, "part_id", None)
+            if self.triggers is not None:  # the lost image was the oldest announced part's
+                part_id = self.triggers.ledger.claim(now) or part_id
+            frame = Frame(self.camera_id, self._take_id(), None, now, time.time_ns(), part_id=part_id)
             self.outbox.put(Job(frame).settle(Outcome.ERROR, ReasonCode.BAD_FRAME, str(exc)[:300], "capture"))
             return
         if self.camera.state != CameraState.DOWN.value:

@@ -1,0 +1,249 @@
+"""GigE Vision / USB3 Vision cameras through Aravis (GObject introspection, `gi`).
+
+Why Aravis and not `harvesters` + a GenTL producer: Aravis is packaged by Debian
+(`gir1.2-aravis-0.8`), speaks GigE Vision itself (no vendor producer to install), and
+ships a fake GigE Vision camera that talks the real protocol on loopback, so the tests
+exercise the real control and stream channels, software triggers included; the GenTL
+simulator in the `genicam` wheel has no trigger features.
+
+Owns one `Aravis.Camera`, its stream and the stream's driver buffers. `read()` pops a
+filled buffer, copies and converts the image (pipeline.sources.pixel_formats), and
+pushes the buffer back before returning, so a slow consumer never starves the camera.
+The camera's timestamp travels as `camera_ts_ns` beside the capture stage's host time.
+
+The camera is opened by address (unicast); discovery, which broadcasts on every network
+interface, is used only when the config sets `discovery: true`. Every setting the
+config names is written at each (re)connect, trigger mode included, because a camera
+keeps register values from its previous client. An Aravis stream never recovers after
+its camera restarts, so a lost control channel (`control-lost`) or a dead stream closes
+everything and the next `read()` reconnects after an exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import gi
+
+gi.require_version("Aravis", "0.8")
+from gi.repository import Aravis, GLib  # noqa: E402  (after require_version)
+
+from pipeline.config.models import CameraConfig, GenICamSourceConfig  # noqa: E402
+from pipeline.sources.backoff import Backoff  # noqa: E402
+from pipeline.sources.base import CameraState, SourceError, SourceFrame, lost_frame  # noqa: E402
+from pipeline.sources.pixel_formats import PixelFormatError, to_pipeline_image  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+TRIGGER_SOURCES = {"software": "Software", "line0": "Line0", "line1": "Line1", "line2": "Line2"}
+
+
+class CameraRefused(SourceError):
+    """The camera answered but does not fit the config (serial, pixel format, ROI): a
+    configuration fault that reconnecting cannot fix."""
+
+
+class GenICamSource:
+    """A `CameraSource` over one Aravis camera."""
+
+    def __init__(self, settings: GenICamSourceConfig, fps: float, backoff: Backoff, name: str = "camera"):
+        self.settings = settings
+        self.fps = fps
+        self.name = name
+        self.free_running = settings.trigger == "free_run"
+        self.link_state = CameraState.CONNECTING
+        self.reconnects = 0
+        self._backoff = backoff
+        self._camera = None
+        self._stream = None
+        self._control_lost = False
+        self._retry_at = 0.0
+        self._connected_before = False
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig) -> "GenICamSource":
+        src = camera.source
+        if not isinstance(src, GenICamSourceConfig):
+            raise TypeError(f"camera {camera.id}: expected a genicam source, got {src.kind!r}")
+        return cls(src, camera.fps, Backoff(src.reconnect_initial_s, src.reconnect_max_s), camera.id)
+
+    # ------------------------------------------------------------------ FrameSource
+    def open(self) -> None:
+        """Connect now. A camera that refuses the config is an error; one that cannot be
+        reached is not: it is DOWN and `read()` keeps trying."""
+        try:
+            self._connect()
+        except CameraRefused:
+            raise
+        except SourceError as exc:
+            log.warning("camera %s: %s; will keep trying", self.name, exc)
+            self._went_down()
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        if self._stream is None:
+            return self._reconnect_when_due(timeout_s)
+        if self._control_lost:
+            self._went_down()
+            raise SourceError(f"camera {self._where()}: control channel lost")
+        buffer = self._stream.timeout_pop_buffer(max(1, int(timeout_s * 1e6)))
+        if buffer is None:
+            return None
+        try:
+            return self._frame_from(buffer)
+        finally:
+            self._stream.push_buffer(buffer)  # the driver gets its buffer back before any stage runs
+
+    def close(self) -> None:
+        camera, self._camera, self._stream = self._camera, None, None
+        if camera is None:
+            return
+        try:
+            camera.stop_acquisition()
+        except GLib.Error as exc:  # the camera may be gone already
+            log.debug("camera %s: stop_acquisition: %s", self.name, exc.message)
+
+    def fire_trigger(self) -> bool:
+        camera = self._camera
+        if camera is None or self.settings.trigger != "software":
+            return False
+        try:
+            camera.software_trigger()
+        except GLib.Error as exc:
+            log.warning("camera %s: software trigger failed: %s", self.name, exc.message)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ frames
+    def _frame_from(self, buffer) -> SourceFrame:
+        status = buffer.get_status()
+        frame_counter = buffer.get_frame_id()
+        part_id = str(frame_counter) if self.settings.frame_counter_part_ids else None
+        if status != Aravis.BufferStatus.SUCCESS:
+            raise lost_frame(f"camera {self._where()}: frame {frame_counter} incomplete ({status.value_nick})", part_id)
+        try:
+            image = to_pipeline_image(buffer.get_data(), self.settings.pixel_format,
+                                      buffer.get_image_width(), buffer.get_image_height())
+        except PixelFormatError as exc:
+            raise lost_frame(f"camera {self._where()}: frame {frame_counter}: {exc}", part_id) from None
+        return SourceFrame(image, camera_ts_ns=buffer.get_timestamp() or None, part_id=part_id)
+
+    # ------------------------------------------------------------------ connection
+    def _reconnect_when_due(self, timeout_s: float) -> None:
+        wait_s = self._retry_at - time.monotonic()
+        if wait_s > 0:
+            time.sleep(min(wait_s, timeout_s))  # the capture loop's own poll interval bounds this
+            return None
+        try:
+            self._connect()
+        except SourceError as exc:
+            self._went_down()
+            if self._backoff.failures == 1 or self._backoff.failures % 20 == 0:
+                log.warning("camera %s: reconnect failed (attempt %d): %s", self.name, self._backoff.failures, exc)
+        return None
+
+    def _went_down(self) -> None:
+        self.close()
+        self.link_state = CameraState.DOWN
+        self._retry_at = time.monotonic() + self._backoff.next_delay()
+
+    def _connect(self) -> None:
+        self.link_state = CameraState.CONNECTING if not self._connected_before else self.link_state
+        try:
+            camera = Aravis.Camera.new(self._device_id())
+        except GLib.Error as exc:
+            raise SourceError(f"cannot open camera {self._where()}: {exc.message}") from None
+        try:
+            self._check_identity(camera)
+            self._configure(camera)
+            stream = self._start_stream(camera)
+        except GLib.Error as exc:
+            _stop_quietly(camera)
+            raise SourceError(f"camera {self._where()}: {exc.message}") from None
+        except SourceError:
+            _stop_quietly(camera)
+            raise
+        self._camera, self._stream, self._control_lost = camera, stream, False
+        self._backoff.reset()
+        if self._connected_before:
+            self.reconnects += 1
+            log.warning("camera %s: reconnected to %s", self.name, self._where())
+        self._connected_before = True
+        self.link_state = CameraState.STREAMING
+
+    def _device_id(self) -> str:
+        s = self.settings
+        return s.address or s.serial or s.user_id  # type: ignore[return-value]  # the config requires one
+
+    def _where(self) -> str:
+        s = self.settings
+        return " ".join(f"{k}={v}" for k, v in (("address", s.address), ("serial", s.serial),
+                                                ("user_id", s.user_id)) if v)
+
+    def _check_identity(self, camera) -> None:
+        s = self.settings
+        for key, expected, actual in (("serial", s.serial, camera.get_device_serial_number),
+                                      ("user_id", s.user_id, _user_id_of(camera))):
+            if expected is not None and actual() != expected:
+                raise CameraRefused(f"camera at {s.address or self._device_id()} has {key} {actual()!r}, "
+                                    f"the config expects {expected!r}: check the cabling or the config")
+
+    def _configure(self, camera) -> None:
+        s = self.settings
+        formats = camera.dup_available_pixel_formats_as_strings()
+        if s.pixel_format not in formats:
+            raise CameraRefused(f"camera {self._where()} has no pixel format {s.pixel_format}; it offers {formats}")
+        camera.set_pixel_format_from_string(s.pixel_format)
+        if s.roi is not None:
+            self._set_roi(camera, s.roi)
+        if s.packet_size is not None and camera.is_gv_device():
+            camera.gv_set_packet_size(s.packet_size)
+        if s.exposure_us is not None:
+            camera.set_exposure_time(s.exposure_us)
+        if s.gain_db is not None:
+            camera.set_gain(s.gain_db)
+        if camera.is_frame_rate_available():
+            camera.set_frame_rate(self.fps)  # before the trigger: Aravis may switch triggers off here
+        if self.free_running:
+            camera.clear_triggers()
+        else:
+            camera.set_trigger(TRIGGER_SOURCES[s.trigger])
+
+    def _set_roi(self, camera, roi: tuple[int, int, int, int]) -> None:
+        x, y, w, h = roi
+        _, max_w = camera.get_width_bounds()
+        _, max_h = camera.get_height_bounds()
+        if x + w > max_w or y + h > max_h:
+            raise CameraRefused(f"roi {list(roi)} does not fit the sensor of camera {self._where()} ({max_w}x{max_h})")
+        camera.set_region(x, y, w, h)
+
+    def _start_stream(self, camera):
+        stream = camera.create_stream(None, None)
+        if stream is None:
+            raise SourceError(f"camera {self._where()}: cannot create a stream")
+        payload = camera.get_payload()
+        for _ in range(self.settings.buffer_count):
+            stream.push_buffer(Aravis.Buffer.new_allocate(payload))
+        device = camera.get_device()
+        device.connect("control-lost", self._on_control_lost)
+        camera.start_acquisition()
+        return stream
+
+    def _on_control_lost(self, _device) -> None:
+        # Runs on an Aravis thread: only raise the flag, `read()` acts on it.
+        self._control_lost = True
+
+
+def _user_id_of(camera):
+    def read() -> str | None:
+        device = camera.get_device()
+        node = device.get_feature("DeviceUserID")
+        return device.get_string_feature_value("DeviceUserID") if node is not None else None
+    return read
+
+
+def _stop_quietly(camera) -> None:
+    try:
+        camera.stop_acquisition()
+    except GLib.Error:
+        pass

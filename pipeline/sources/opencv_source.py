@@ -1,0 +1,200 @@
+"""USB (V4L2), RTSP, HTTP-MJPEG and video-file cameras through OpenCV's VideoCapture.
+
+Owns one `cv2.VideoCapture` and the grab thread that is its only user. The thread reads
+continuously, so a free-running stream never backs up inside FFmpeg: `read()` hands out
+the newest decoded frame (older ones are counted in `frames_dropped`). A video file is
+the exception: its frames are handed out one by one, none skipped, and its end raises
+`SourceEnded`.
+
+A VideoCapture never recovers by itself after its peer dies or freezes, so on any failed
+grab the thread releases it and opens a new one, waiting an exponential backoff between
+attempts; `link_state` says where that stands (CONNECTING, STREAMING, DOWN). Open and
+read timeouts are set explicitly (FFmpeg's default is 30 s) so a frozen peer is noticed.
+
+What crosses the boundary: `SourceFrame`s whose image is a new HxWx3 BGR uint8 array the
+receiver owns, with the stream's own timestamp (`CAP_PROP_POS_MSEC`) as `camera_ts_ns`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+
+import cv2
+
+from pipeline.config.models import CameraConfig, OpenCVSourceConfig
+from pipeline.sources.backoff import Backoff
+from pipeline.sources.base import CameraState, SourceEnded, SourceError, SourceFrame
+
+log = logging.getLogger(__name__)
+
+NETWORK_SCHEMES = re.compile(r"^(rtsps?|https?|udp|tcp|rtmp|srt)://", re.IGNORECASE)
+# FFmpeg reads its per-open options from this process-wide variable: opens that set it
+# take this lock so two cameras opening at once do not see each other's options.
+_FFMPEG_OPTIONS_LOCK = threading.Lock()
+
+
+class OpenCVSource:
+    """A `CameraSource` over a VideoCapture, with its own grab thread."""
+
+    free_running = True
+
+    def __init__(self, uri: str, backoff: Backoff, *, open_timeout_ms: int = 3000, read_timeout_ms: int = 2000,
+                 decode_threads: int = 1, rtsp_transport: str = "tcp", size: tuple[int, int] | None = None,
+                 fps: float | None = None, name: str = "camera"):
+        self.uri = uri
+        self.name = name
+        self.is_file = not (uri.isdigit() or uri.startswith("/dev/video") or NETWORK_SCHEMES.match(uri))
+        self.link_state = CameraState.CONNECTING
+        self.frames_dropped = 0
+        self.reconnects = 0
+        self._connected_before = False
+        self._backoff = backoff
+        self._open_params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                             read_timeout_ms, cv2.CAP_PROP_N_THREADS, decode_threads]
+        self._rtsp_transport = rtsp_transport
+        self._size, self._fps = size, fps
+        self._cond = threading.Condition()
+        self._latest: SourceFrame | None = None
+        self._seq = self._taken = 0
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._grab_loop, name=f"grab.{name}", daemon=True)
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig) -> "OpenCVSource":
+        src = camera.source
+        if not isinstance(src, OpenCVSourceConfig):
+            raise TypeError(f"camera {camera.id}: expected an opencv source, got {src.kind!r}")
+        return cls(src.uri, Backoff(src.reconnect_initial_s, src.reconnect_max_s),
+                   open_timeout_ms=src.open_timeout_ms, read_timeout_ms=src.read_timeout_ms,
+                   decode_threads=src.decode_threads, rtsp_transport=src.rtsp_transport,
+                   size=(camera.width, camera.height), fps=camera.fps, name=camera.id)
+
+    # ------------------------------------------------------------------ FrameSource
+    def open(self) -> None:
+        """Start the grab thread. A missing video file is an error now; a stream or device
+        that cannot be opened yet is not: the thread keeps trying (link_state DOWN)."""
+        if self.is_file and not Path(self.uri).is_file():
+            raise SourceError(f"video file not found: {self.uri}")
+        if self._thread.ident is None:
+            self._thread.start()
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._seq != self._taken or self._ended, timeout_s):
+                return None
+            if self._seq == self._taken:
+                raise SourceEnded(f"end of video file {self.uri}")
+            self.frames_dropped += self._seq - self._taken - 1
+            self._taken = self._seq
+            self._cond.notify_all()  # a file's grab thread waits for its frame to be taken
+            return self._latest
+
+    def close(self) -> None:
+        """Stop the grab thread. It may be inside a blocking FFmpeg call (at most the open or
+        read timeout); it releases the capture itself when that returns, so do not wait."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(0.5)
+
+    def fire_trigger(self) -> bool:
+        return False  # streams have no trigger input: parts are matched to the next frame
+
+    # ------------------------------------------------------------------ grab thread
+    def _grab_loop(self) -> None:
+        capture: cv2.VideoCapture | None = None
+        try:
+            while not self._stop.is_set() and not self._ended:
+                if capture is None:
+                    capture = self._connect()
+                    continue
+                if not self._grab_one(capture):
+                    capture.release()
+                    capture = None
+        finally:
+            if capture is not None:
+                capture.release()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _connect(self) -> cv2.VideoCapture | None:
+        capture = self._open_capture()
+        if capture is not None:
+            if self._connected_before:
+                self.reconnects += 1
+                log.warning("camera %s: reconnected to %s", self.name, self.uri)
+            self._backoff.reset()
+            self._connected_before = True
+            self.link_state = CameraState.STREAMING
+            return capture
+        delay = self._backoff.next_delay()
+        if self._backoff.failures == 1 or self._backoff.failures % 20 == 0:  # never a log line per attempt
+            log.warning("camera %s: cannot open %s (attempt %d), retrying in %.1f s",
+                        self.name, self.uri, self._backoff.failures, delay)
+        self.link_state = CameraState.DOWN
+        self._stop.wait(delay)
+        return None
+
+    def _grab_one(self, capture: cv2.VideoCapture) -> bool:
+        """Grab and decode one frame; False when the link is lost (or the file ended)."""
+        ok = capture.grab()
+        image = capture.retrieve()[1] if ok else None
+        if image is None or image.size == 0:
+            if self.is_file:
+                with self._cond:
+                    self._ended = True
+                    self._cond.notify_all()
+                return True
+            log.warning("camera %s: no frame from %s within the read timeout or the stream ended; reconnecting",
+                        self.name, self.uri)
+            self.link_state = CameraState.DOWN
+            return False
+        stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+        self._hand_over(SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None))
+        return True
+
+    def _hand_over(self, frame: SourceFrame) -> None:
+        with self._cond:
+            if self.is_file:  # a file is not live: wait until the previous frame was taken
+                self._cond.wait_for(lambda: self._seq == self._taken or self._stop.is_set())
+            self._latest = frame
+            self._seq += 1
+            self._cond.notify_all()
+
+    def _open_capture(self) -> cv2.VideoCapture | None:
+        if self.uri.isdigit() or self.uri.startswith("/dev/video"):
+            return self._open_device()
+        with _FFMPEG_OPTIONS_LOCK:
+            previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = f"rtsp_transport;{self._rtsp_transport}"
+            try:
+                capture = cv2.VideoCapture(self.uri, cv2.CAP_FFMPEG, self._open_params)
+            finally:
+                if previous is None:
+                    del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
+                else:
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+        return capture if capture.isOpened() else _released(capture)
+
+    def _open_device(self) -> cv2.VideoCapture | None:
+        device: int | str = int(self.uri) if self.uri.isdigit() else self.uri
+        capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        if not capture.isOpened():
+            return _released(capture)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the driver keeps one frame: the newest
+        if self._size is not None:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, self._size[0])
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self._size[1])
+        if self._fps is not None:
+            capture.set(cv2.CAP_PROP_FPS, self._fps)
+        return capture
+
+
+def _released(capture: cv2.VideoCapture) -> None:
+    capture.release()
+    return None
