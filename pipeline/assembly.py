@@ -14,6 +14,7 @@ import logging
 import zmq
 
 from pipeline.app import Parts, StartupError
+from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import create_backend
 from pipeline.backends.base import ModelError
 from pipeline.backends.yolo_decode import decode, to_detections
@@ -58,6 +59,8 @@ def build_parts(config: PipelineConfig) -> Parts:
         undo.callback(backend.close)
         check_rules(config, backend.class_names)
         backend.warmup(config.model.warmup_runs)
+        transform, slot_pool, close_preprocess = open_preprocess(config, backend)
+        undo.callback(close_preprocess)
         sources = {}
         for cam in config.cameras:
             sources[cam.id] = _open_source(cam)
@@ -73,14 +76,56 @@ def build_parts(config: PipelineConfig) -> Parts:
         triggers = open_trigger_inboxes(config, context)
         for inbox in triggers.values():
             undo.callback(inbox.close)
-        parts = Parts(sources, backend, Letterboxer(backend.input_size),
-                      make_decoder(config.model, len(backend.class_names)), publisher, context)
+        archive = open_archive(config, backend.class_names)
+        if archive is not None:
+            undo.callback(archive.close)
+        parts = Parts(sources, backend, transform,
+                      make_decoder(config.model, len(backend.class_names)), publisher, context,
+                      extra_closers=[archive.close] if archive is not None else [], archive=archive,
+                      slot_pool=slot_pool)
+        parts.extra_closers.append(close_preprocess)
         parts.triggers = triggers
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
         log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))
         return parts
+
+
+def open_preprocess(config: PipelineConfig, backend):
+    """(transform, slot pool or None, closer): the fused CUDA kernel writing device slots
+    when the backend takes device buffers (unless model.preprocess is cpu), else OpenCV."""
+    on_gpu = getattr(backend, "accepts_device_input", False)
+    mode = config.model.preprocess
+    if mode == "gpu" and not on_gpu:
+        raise StartupError(f"model.preprocess: gpu needs a GPU-resident backend, but {backend.name} takes host "
+                           f"arrays; use backend tensorrt, or onnxruntime with providers [CUDAExecutionProvider] "
+                           f"and pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
+    if mode == "cpu" or not on_gpu:
+        return Letterboxer(backend.input_size), None, lambda: None
+    from pipeline.app import slot_count
+    from pipeline.gpu.cuda import CudaError
+    from pipeline.gpu.preprocessing import GpuPreprocess
+
+    try:
+        gpu = GpuPreprocess.open(config.model.device_id, backend.input_size, backend.input_dtype, slot_count(config))
+    except CudaError as exc:
+        raise StartupError(f"model.preprocess: GPU preprocessing unavailable: {exc}") from None
+    log.info("preprocess: fused CUDA letterbox on %s", gpu.device.describe())
+    return gpu.transform, gpu.pool, gpu.close
+
+
+def open_archive(config: PipelineConfig, class_names: tuple[str, ...]) -> FailedPartArchive | None:
+    if not config.archive.enabled:
+        return None
+    try:
+        archive = FailedPartArchive.from_config(config.archive, config, class_names)
+    except ArchiveError as exc:
+        raise StartupError(str(exc)) from None
+    archive.start()
+    log.info("archiving %s frames under %s (quota %g MB)", "/".join(config.archive.save), config.archive.path,
+             config.archive.quota_mb)
+    return archive
 
 
 def open_trigger_inboxes(config: PipelineConfig, context: zmq.Context) -> dict[str, TriggerInbox]:

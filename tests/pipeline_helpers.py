@@ -31,7 +31,7 @@ def config_dict(endpoint: str, cameras: int = 1, fps: float = 30.0, realtime: bo
                                          "defect_probability": 0.5}, "fps": fps} for i in range(cameras)]
     data = {"cameras": cams, "model": {"path": str(DEMO_MODEL), "input_size": 320, "threads": 1},
             "publisher": {"endpoint": endpoint, "heartbeat_ms": 200, "linger_ms": 200, "await_subscriber_ms": 3000},
-            "budget_ms": 1000}
+            "budget_ms": 1000, "http": {"port": 0}}  # port 0: tests never collide on the metrics port
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key] = {**data[key], **value}

@@ -16,7 +16,12 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from pipeline.config import load_config
+    from pipeline.logging_setup import configure_logging
     from pipeline.runner import run_pipeline
 
-    return run_pipeline(load_config(args.config), frames=args.frames, duration_s=args.duration)
+    config = load_config(args.config)
+    configure_logging(config.logging, args.log_level)  # the --log-level flag, when given, wins
+    return run_pipeline(config, frames=args.frames, duration_s=args.duration, config_path=Path(args.config))
