@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Train the demo defect detector and export it to ONNX (developer tool; never in CI).
 
-Renders train/validation splits from the synthetic camera (seeds 1 and 2 by default;
-seed 3 stays held out for `pipeline eval`), trains `DemoDetector`, keeps the checkpoint
-with the best validation score and exports it:
+Renders train/validation splits from the synthetic camera (by default 40 frames of each
+of the seeds 100..399 for training, 100 frames of each of the seeds 20..29 for
+validation; seeds below 20 stay held out for `pipeline eval`), trains `DemoDetector`,
+keeps the checkpoint with the best validation score and exports it:
 
     python tools/train_demo_model.py --out .cache/demo_model            # train + export
     python tools/train_demo_model.py --export-only CKPT --out engines    # re-export a checkpoint
 
 Writes OUT/NAME.pt (weights + architecture), OUT/NAME.onnx, OUT/NAME.log and
 OUT/NAME.json (validation report of the kept checkpoint). Uses CUDA when available;
-on a CPU it works too, only slowly (use fewer --train-frames).
+on a CPU it works too, only slowly (use fewer seeds and frames per seed).
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=320, help="model input side (multiple of 32)")
     p.add_argument("--width", default="16,24,48,64,96", help="channels of the five backbone stages")
     p.add_argument("--neck", type=int, default=48)
-    p.add_argument("--train-seed", type=int, default=1)
-    p.add_argument("--val-seed", type=int, default=2)
-    p.add_argument("--train-frames", type=int, default=12000)
-    p.add_argument("--val-frames", type=int, default=1000)
+    p.add_argument("--train-seeds", type=seed_range, default=(100, 300), metavar="FIRST:END")
+    p.add_argument("--train-frames-per-seed", type=int, default=40)
+    p.add_argument("--val-seeds", type=seed_range, default=(20, 10), metavar="FIRST:END")
+    p.add_argument("--val-frames-per-seed", type=int, default=100)
     p.add_argument("--defect-probability", type=float, default=0.5)
     p.add_argument("--max-defects", type=int, default=3)
     p.add_argument("--epochs", type=int, default=60)
@@ -54,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "demo_dataset")
     p.add_argument("--export-only", type=Path, metavar="CKPT", help="export CKPT to OUT/NAME.onnx and exit")
     return p.parse_args(argv)
+
+
+def seed_range(text: str) -> tuple[int, int]:
+    """"100:400" -> (100, 300): the first seed and how many."""
+    first, _, end = text.partition(":")
+    if not end or int(end) <= int(first):
+        raise argparse.ArgumentTypeError(f"expected FIRST:END with END > FIRST, got {text!r}")
+    return int(first), int(end) - int(first)
 
 
 def build_model(arch: dict) -> DemoDetector:
@@ -81,19 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         progress = Progress(log_file)
         progress.line(f"{args.name}: {arch}, {params} parameters, {flops / 1e9:.3f} GFLOPs, device {device}")
         t0 = time.monotonic()
-        train = load_or_render(Recipe(args.train_seed, args.train_frames, args.size, args.defect_probability,
-                                      args.max_defects), args.cache)
-        val = load_or_render(Recipe(args.val_seed, args.val_frames, args.size, args.defect_probability,
-                                    args.max_defects), args.cache)
-        progress.line(f"data: {len(train)} train (seed {args.train_seed}), {len(val)} val (seed {args.val_seed}) "
-                      f"in {time.monotonic() - t0:.1f}s")
+        common = (args.size, args.defect_probability, args.max_defects)
+        train = load_or_render(Recipe(*args.train_seeds, args.train_frames_per_seed, *common), args.cache)
+        val = load_or_render(Recipe(*args.val_seeds, args.val_frames_per_seed, *common), args.cache)
+        progress.line(f"data: {len(train)} train (seeds {args.train_seeds}), {len(val)} val "
+                      f"(seeds {args.val_seeds}) in {time.monotonic() - t0:.1f}s")
         cfg = TrainConfig(epochs=args.epochs, batch=args.batch, lr=args.lr, time_budget_s=args.time_budget_s,
                           min_area_px2=args.min_area_px2)
-        state, report = Trainer(model, train, val, cfg, device, progress).fit()
+        ckpt = args.out / f"{args.name}.pt"
+
+        def keep(state: dict, report: dict) -> None:  # saved at once: a cut-off run still leaves its best
+            torch.save({"arch": arch, "state_dict": state, "args": {k: str(v) for k, v in vars(args).items()}}, ckpt)
+            summary = {"params": params, "flops": flops, **report}
+            (args.out / f"{args.name}.json").write_text(json.dumps(summary, indent=1))
+
+        report = Trainer(model, train, val, cfg, device, progress, on_best=keep).fit()
         progress.line(f"kept the checkpoint of epoch {report['epoch']}")
-    ckpt = args.out / f"{args.name}.pt"
-    torch.save({"arch": arch, "state_dict": state, "args": {k: str(v) for k, v in vars(args).items()}}, ckpt)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"params": params, "flops": flops, **report}, indent=1))
     print(export_checkpoint(ckpt, args.out, args.name))
     return 0
 

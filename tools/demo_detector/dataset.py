@@ -1,13 +1,19 @@
 """Labelled datasets rendered by the project's synthetic camera.
 
-Owns the dataset recipe: frame k of a split is `SyntheticSource(seed).render(k)` at the
-demo camera's 640x480, letterboxed by the pipeline's own `Letterboxer`, so training sees
-exactly the tensors inference sees (RGB, /255, CHW, pad 114). Images are kept as uint8
-CHW (the letterbox output times 255 is exact), boxes as xyxy in model-input pixels.
+Owns the dataset recipe: a split is frames 0..F-1 of `SyntheticSource(seed).render(k)`
+for each seed of a range, at the demo camera's 640x480, letterboxed by the pipeline's own
+`Letterboxer`, so training sees exactly the tensors inference sees (RGB, /255, CHW, pad
+114). Images are kept as uint8 CHW (the letterbox output times 255 is exact), boxes as
+xyxy in model-input pixels.
+
+Why many seeds: a source builds its belt, metal and noise textures once from its seed,
+so every frame of one seed shares one texture instance. Trained on a single seed, the
+model learnt that instance (it fired on streaks of another seed's brushed metal); a few
+hundred seeds with a few dozen frames each teach it the texture *family* instead.
 
 A split is a `Split` of arrays: `images` (N, 3, S, S) uint8, `boxes` (N, M, 4) float32
 and `classes` (N, M) int64 padded with -1 to the most defects of any frame. Rendering is
-spread over processes: every frame depends only on (seed, k), so chunks are independent.
+spread over processes, one seed at a time: every frame depends only on (seed, k).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ SOURCE_SIZE = (640, 480)  # the demo camera (configs/demo.yaml)
 
 @dataclass(frozen=True)
 class Recipe:
-    seed: int
-    frames: int
+    first_seed: int
+    seeds: int  # seeds first_seed .. first_seed + seeds - 1
+    frames_per_seed: int
     size: int  # model input side
     defect_probability: float = 0.5
     max_defects: int = 3
@@ -44,31 +51,28 @@ class Split:
 
 
 def render_split(recipe: Recipe, workers: int | None = None) -> Split:
-    workers = workers or os.cpu_count() or 1
-    bounds = np.linspace(0, recipe.frames, min(workers * 4, recipe.frames) + 1).astype(int)
-    chunks = [(recipe, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    with ProcessPoolExecutor(workers) as pool:
-        parts = list(pool.map(_render_chunk, chunks))
+    seeds = [(recipe, recipe.first_seed + i) for i in range(recipe.seeds)]
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        parts = list(pool.map(_render_seed, seeds))
     return _concat(parts)
 
 
-def _render_chunk(args: tuple[Recipe, int, int]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+def _render_seed(args: tuple[Recipe, int]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
     from pipeline.imaging.letterbox import Letterboxer
     from pipeline.sources.synthetic import SyntheticSource
 
-    recipe, start, stop = args
+    recipe, seed = args
     w, h = SOURCE_SIZE
-    source = SyntheticSource(w, h, 30.0, recipe.seed, recipe.defect_probability, recipe.max_defects,
-                             CLASSES, realtime=False)
+    source = SyntheticSource(w, h, 30.0, seed, recipe.defect_probability, recipe.max_defects, CLASSES, realtime=False)
     letterbox = Letterboxer((recipe.size, recipe.size))
     tensor = np.empty((3, recipe.size, recipe.size), np.float32)
-    images = np.empty((stop - start, 3, recipe.size, recipe.size), np.uint8)
+    images = np.empty((recipe.frames_per_seed, 3, recipe.size, recipe.size), np.uint8)
     boxes, classes = [], []
-    for i, k in enumerate(range(start, stop)):
+    for k in range(recipe.frames_per_seed):
         frame = source.render(k)
         g = letterbox(frame.image, tensor)
         np.rint(tensor * 255.0, out=tensor)
-        images[i] = tensor
+        images[k] = tensor
         boxes.append(frame.truth.boxes * g.scale + np.array([g.pad_x, g.pad_y] * 2, np.float32))
         classes.append(frame.truth.class_ids)
     return images, boxes, classes
@@ -89,7 +93,9 @@ def _concat(parts: list) -> Split:
 
 def load_or_render(recipe: Recipe, cache: Path) -> Split:
     """The split of `recipe`, from `cache` when rendered before (same recipe, same file)."""
-    path = cache / f"s{recipe.size}_seed{recipe.seed}_n{recipe.frames}_p{recipe.defect_probability:g}_m{recipe.max_defects}.npz"
+    r = recipe
+    path = cache / (f"s{r.size}_seeds{r.first_seed}+{r.seeds}_f{r.frames_per_seed}"
+                    f"_p{r.defect_probability:g}_m{r.max_defects}.npz")
     if path.exists():
         with np.load(path) as data:
             return Split(data["images"], data["boxes"], data["classes"])

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,8 +60,11 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, model: DemoDetector, train: Split, val: Split, cfg: TrainConfig, device: str, progress: Progress):
-        self.model, self.cfg, self.device, self.progress = model.to(device), cfg, device, progress
+    def __init__(self, model: DemoDetector, train: Split, val: Split, cfg: TrainConfig, device: str,
+                 progress: Progress, on_best: Callable[[dict, dict], None]):
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels
+        model = model.to(device, memory_format=torch.channels_last)
+        self.model, self.cfg, self.device, self.progress = model, cfg, device, progress
         self.ema = copy.deepcopy(self.model).eval()
         self.train_data = _to_device(train, device)
         self.val = val
@@ -71,11 +75,13 @@ class Trainer:
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
         self.amp = device.startswith("cuda")
         self.step_no = 0
-        self.best: tuple[float, dict | None, dict | None] = (-1.0, None, None)
+        self.on_best = on_best  # (state_dict on the CPU, validation report) of each new best
+        self.best: tuple[float, dict] = (-1.0, {})
 
     # ------------------------------------------------------------------ one step
     def _loss(self, images, boxes, classes):
         x, boxes = augment(images, boxes, classes >= 0)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", torch.bfloat16, enabled=self.amp):
             raw_box, logits = self.model(x)
         pred = cxcywh_to_xyxy(decode_cxcywh(raw_box.float(), self.points, self.strides))
@@ -97,12 +103,14 @@ class Trainer:
             g["lr"] = self.cfg.lr * max(f, 0.02)
 
     # ------------------------------------------------------------------ the loop
-    def fit(self) -> tuple[dict, dict]:
+    def fit(self) -> dict:
+        """Train; returns the validation report of the best checkpoint (given to on_best)."""
         images, boxes, classes = self.train_data
         n, bs = len(images), self.cfg.batch
         steps = n // bs
-        epochs, started = self.cfg.epochs, time.monotonic()
-        for epoch in range(1, epochs + 1):
+        epochs, epoch, started = self.cfg.epochs, 0, time.monotonic()
+        while epoch < epochs:  # not a range: the time budget may shorten it after epoch 1
+            epoch += 1
             t0, sums = time.monotonic(), torch.zeros(4, device=self.device)
             self.model.train()
             order = torch.randperm(n, device=self.device)
@@ -127,7 +135,7 @@ class Trainer:
             if epoch % self.cfg.val_every == 0 or epoch == epochs:
                 text += " | " + self._validate(epoch)
             self.progress.line(text)
-        return self.best[1], self.best[2]
+        return self.best[1]
 
     def _fit_budget(self, epoch_s: float) -> int:
         fit = max(2, int(self.cfg.time_budget_s / (epoch_s * 1.08)))  # 8% for validation
@@ -142,8 +150,8 @@ class Trainer:
         p = report["parts"]
         score = min(recalls) + p["defective_fail_rate"] + p["good_pass_rate"]
         if score > self.best[0]:
-            state = {k: v.detach().cpu().clone() for k, v in self.ema.state_dict().items()}
-            self.best = (score, state, {"epoch": epoch, **report})
+            self.best = (score, {"epoch": epoch, **report})
+            self.on_best({k: v.detach().cpu().clone() for k, v in self.ema.state_dict().items()}, self.best[1])
         per_class = " ".join(f"{n} P{c['precision']:.3f}/R{c['recall']:.3f}" for n, c in report["classes"].items())
         return f"val {per_class} | FAIL|defective {p['defective_fail_rate']:.3f} PASS|good {p['good_pass_rate']:.3f}"
 
