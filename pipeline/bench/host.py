@@ -30,13 +30,22 @@ def _smi(*query: str) -> list[list[str]]:
 
 
 def gpu_memory_mib(pid: int | None = None) -> float | None:
-    """MiB of GPU memory held by `pid` (this process), or None where it cannot be known."""
+    """MiB of GPU memory held by `pid` (this process), or None where it cannot be known.
+
+    In a container nvidia-smi may list no processes (another PID namespace); then the
+    device's whole used memory is the best answer, and on a dedicated bench machine it
+    is this process's."""
     pid = os.getpid() if pid is None else pid
     rows = _smi("--query-compute-apps=pid,used_memory")
-    if not rows:
-        return None
-    used = [float(mib) for p, mib in rows if p == str(pid) and mib.replace(".", "", 1).isdigit()]
-    return sum(used) if used else 0.0
+    mine = [float(mib) for p, mib in rows if p == str(pid) and _is_number(mib)]
+    if mine:
+        return sum(mine)
+    used = [float(row[0]) for row in _smi("--query-gpu=memory.used") if row and _is_number(row[0])]
+    return sum(used) if used else None
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(".", "", 1).isdigit()
 
 
 def _cpu_model() -> str:

@@ -6,8 +6,8 @@ Owns the definitions behind every published figure:
   but NOT_INSPECTED); `fps`: inspected frames per second of window;
 - a stage's latency: its mark minus the previous mark, so it includes the wait in the
   queue in front of it ("publish": the tap's time minus the decide mark);
-- budget miss: a verdict flagged late or slower than `budget_ms`, over all frames
-  (a frame with no verdict at all counts as missed);
+- budget miss: a frame without an inspected verdict within `budget_ms` (flagged late,
+  slower than the budget, NOT_INSPECTED, or never reached by a loop), over all frames;
 - ratios: pipeline vs each other system, throughput (x faster) and p99 (x lower).
 """
 
@@ -56,7 +56,7 @@ def summarise(name: str, result: RunResult, budget_ms: float) -> tuple[dict, dic
     e2e = lat.get("end_to_end", np.zeros(0))
     not_inspected = sum(r[1] == NOT_INSPECTED for r in records) + rec.missed
     frames = len(records) + rec.missed
-    late = sum(r[2] or (r[5] - r[3]) / 1e6 > budget_ms for r in records) + rec.missed
+    late = sum(r[1] == NOT_INSPECTED or r[2] or (r[5] - r[3]) / 1e6 > budget_ms for r in records) + rec.missed
     summary = {
         "system": name, "backend": result.backend, "frames": frames, "inspected": len(e2e),
         "not_inspected": not_inspected, "not_inspected_rate": _rate(not_inspected, frames),
