@@ -87,6 +87,16 @@ class VerdictCollector:
             end.wait(0.05)
         return False
 
+    def wait_for_heartbeat(self, timeout_s: float, matching=lambda hb: True) -> dict | None:
+        """The first heartbeat (from now on) for which `matching(heartbeat)` is true, or None."""
+        seen, end = len(self.heartbeats), threading.Event()
+        for _ in range(int(timeout_s / 0.05)):
+            for heartbeat in self.heartbeats[seen:]:
+                if matching(heartbeat):
+                    return heartbeat
+            end.wait(0.05)
+        return None
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)

@@ -6,12 +6,12 @@ announced parts that no frame has claimed yet. The message format is documented 
 docs/PROTOCOL.md ("Part ids"): one frame, a JSON object
 `{"camera": "cam0", "part_id": "A7-004211"}` (`camera` optional; must match).
 
-The inbox thread records each announcement with its arrival time and, for a camera in
-software-trigger mode, fires the trigger at once (`on_announce`). The capture stage then
-claims the oldest announced part for each frame, and asks for the parts that waited
-longer than the trigger timeout: those get a NOT_INSPECTED verdict, so a part whose
-image never came is reported, never forgotten. Malformed messages are counted and
-logged (never per message), and never stop the inbox.
+The inbox thread records each announcement with its arrival time; for a camera in
+software-trigger mode the ledger fires the trigger (one part in flight at a time). The
+capture stage then claims the oldest announced part for each frame, and asks for the
+parts that waited longer than the trigger timeout: those get a NOT_INSPECTED verdict,
+so a part whose image never came is reported, never forgotten. Malformed messages are
+counted and logged (never per message), and never stop the inbox.
 """
 
 from __future__ import annotations
@@ -60,38 +60,53 @@ def parse_trigger(payload: bytes, camera_id: str) -> str:
 
 class PartLedger:
     """Announced parts in arrival order, waiting for their frame. Thread-safe: the inbox
-    thread announces, the capture thread claims and expires."""
+    thread announces, the capture thread claims and expires.
+
+    With `fire` set (a software-triggered camera) the ledger also triggers the camera, one
+    part at a time: the oldest waiting part is triggered, and the next one only once that
+    part got its frame or expired. So a trigger the camera drops costs exactly that part
+    (missed_trigger), instead of shifting every later part id by one frame."""
 
     def __init__(self, max_pending: int = MAX_PENDING):
-        self._pending: deque[tuple[str, int]] = deque()
+        self._pending: deque[list] = deque()  # [part_id, t_announced_ns, t_fired_ns or None]
         self._lock = threading.Lock()
         self._max_pending = max_pending
+        self.fire: Callable[[], bool] | None = None
         self.announced = 0
         self.claimed = 0
-        self.overflowed: list[str] = []  # announced beyond max_pending: missed at once
+        self._overflowed: list[str] = []  # announced beyond max_pending: missed at once
 
     def announce(self, part_id: str, t_ns: int) -> None:
         with self._lock:
             self.announced += 1
-            self._pending.append((part_id, t_ns))
+            self._pending.append([part_id, t_ns, None])
             if len(self._pending) > self._max_pending:
-                self.overflowed.append(self._pending.popleft()[0])
+                self._overflowed.append(self._pending.popleft()[0])
+        self._fire_oldest()
 
     def claim(self, frame_t_ns: int) -> str | None:
-        """The oldest part announced at or before `frame_t_ns`, now taken; None if none."""
+        """The part a frame captured at `frame_t_ns` shows, now taken; None if none: the
+        oldest part announced (or, with `fire`, triggered) before that frame."""
         with self._lock:
-            if self._pending and self._pending[0][1] <= frame_t_ns:
-                self.claimed += 1
-                return self._pending.popleft()[0]
-        return None
+            if not self._pending:
+                return None
+            part_id, announced_ns, fired_ns = self._pending[0]
+            since = announced_ns if self.fire is None else fired_ns
+            if since is None or since > frame_t_ns:
+                return None
+            self._pending.popleft()
+            self.claimed += 1
+        self._fire_oldest()
+        return part_id
 
     def overdue(self, announced_before_ns: int) -> list[str]:
         """Take every part announced before `announced_before_ns` (their frame never came)."""
         with self._lock:
-            late = self.overflowed
-            self.overflowed = []
+            late, self._overflowed = self._overflowed, []
             while self._pending and self._pending[0][1] < announced_before_ns:
                 late.append(self._pending.popleft()[0])
+        if late:
+            self._fire_oldest()
         return late
 
     def take_all(self) -> list[str]:
@@ -100,6 +115,13 @@ class PartLedger:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def _fire_oldest(self) -> None:
+        with self._lock:
+            if self.fire is None or not self._pending or self._pending[0][2] is not None:
+                return
+            self._pending[0][2] = time.monotonic_ns()  # marked before firing: its frame comes after
+        self.fire()  # outside the lock: a camera register write takes a network round trip
 
 
 class TriggerInbox:
@@ -112,7 +134,6 @@ class TriggerInbox:
         self.ledger = ledger or PartLedger()
         self.rejected = 0
         self.last_rejection = ""
-        self.on_announce: Callable[[], object] | None = None  # e.g. the source's software trigger
         self._clock_ns = clock_ns or time.monotonic_ns
         self._stops: tuple[threading.Event, ...] = ()
         self._thread = threading.Thread(target=self._run, name=f"triggers.{camera_id}", daemon=True)
@@ -163,5 +184,3 @@ class TriggerInbox:
                             self.camera_id, self.rejected, self.last_rejection)
             return
         self.ledger.announce(part_id, t_ns)
-        if self.on_announce is not None:
-            self.on_announce()

@@ -147,7 +147,7 @@ class CaptureStage:
         if self.triggers is None:
             return
         if self.link is not None and not self.free_running:
-            self.triggers.on_announce = self.link.fire_trigger
+            self.triggers.ledger.fire = self.link.fire_trigger  # one part in flight at a time
         self.triggers.start(self.stop)
 
     def _settle_overdue_parts(self) -> None:
