@@ -96,6 +96,7 @@ class CaptureStage:
 
     def _capture_once(self) -> None:
         self.stats.progressed()  # each pass is progress, frame or not: a hung read() is not
+        self._sync_counters()
         self._settle_overdue_parts()
         try:
             got = self.source.read(READ_TIMEOUT_S)
@@ -131,8 +132,6 @@ class CaptureStage:
         elif (self.free_running and now - self._quiet_since_ns > self.stall_timeout_ns
               and self.camera.state == CameraState.STREAMING.value):
             self._set_state(CameraState.STALLED)
-        if self.link is not None:
-            self.camera.reconnects = getattr(self.link, "reconnects", 0)
 
     def _part_for(self, got: SourceFrame, now: int) -> object:
         if self.triggers is None:
@@ -150,13 +149,17 @@ class CaptureStage:
             self.triggers.ledger.fire = self.link.fire_trigger  # one part in flight at a time
         self.triggers.start(self.stop)
 
+    def _sync_counters(self) -> None:
+        if self.link is not None:
+            self.camera.reconnects = getattr(self.link, "reconnects", 0)
+        if self.triggers is not None:
+            self.camera.parts_announced = self.triggers.ledger.announced
+            self.camera.triggers_rejected = self.triggers.rejected
+
     def _settle_overdue_parts(self) -> None:
         if self.triggers is None:
             return
-        ledger = self.triggers.ledger
-        self.camera.parts_announced = ledger.announced
-        self.camera.triggers_rejected = self.triggers.rejected
-        missed = ledger.overdue(time.monotonic_ns() - self.trigger_timeout_ns)
+        missed = self.triggers.ledger.overdue(time.monotonic_ns() - self.trigger_timeout_ns)
         if not missed:
             return
         up = self.camera.state == CameraState.STREAMING.value

@@ -1,0 +1,194 @@
+"""The OpenCV/FFmpeg source against real peers on loopback: an HTTP-MJPEG server, a video
+file, and an RTSP server (gst-rtsp-server) that is killed mid-run and started again while
+the real pipeline keeps running: the camera goes DOWN in the heartbeat, the parts
+announced meanwhile get NOT_INSPECTED verdicts, and frames flow again on their own."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from pipeline.app import Pipeline
+from pipeline.assembly import build_parts
+from pipeline.config import parse_config
+from pipeline.config.models import CameraConfig
+from pipeline.sources.base import CameraState, SourceEnded, SourceError
+from pipeline.sources.opencv_source import OpenCVSource
+from tests.peers import Peer
+from tests.pipeline_helpers import VerdictCollector, config_dict
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def opencv_source(uri: str, **source) -> OpenCVSource:
+    settings = {"kind": "opencv", "uri": uri, "open_timeout_ms": 1000, "read_timeout_ms": 1000,
+                "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **source}
+    return OpenCVSource.from_config(CameraConfig.model_validate({"id": "cv0", "source": settings}))
+
+
+def read_frames(source: OpenCVSource, count: int, timeout_s: float = 10.0) -> list:
+    frames, end = [], time.monotonic() + timeout_s
+    while len(frames) < count and time.monotonic() < end:
+        got = source.read(0.2)
+        if got is not None:
+            frames.append(got)
+    return frames
+
+
+@pytest.mark.camera
+def test_http_mjpeg_stream_gives_the_newest_bgr_frames():
+    port = free_port()
+    with Peer("mjpeg", str(port)):
+        source = opencv_source(f"http://127.0.0.1:{port}/stream.mjpg")
+        try:
+            source.open()
+            frames = read_frames(source, 3)
+            assert source.link_state is CameraState.STREAMING
+            time.sleep(0.3)  # a slow consumer: the grab thread keeps only the newest frame
+            frames += read_frames(source, 1)
+        finally:
+            source.close()
+    assert [f.image.shape for f in frames] == [(240, 320, 3)] * 4
+    assert source.frames_dropped >= 1
+
+
+def test_video_file_is_read_frame_by_frame_to_its_end(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for level in range(0, 240, 20):  # 12 frames of rising brightness
+        writer.write(np.full((48, 64, 3), level, np.uint8))
+    writer.release()
+    source = opencv_source(str(path))
+    source.open()
+    try:
+        time.sleep(0.2)  # however slow the reader, a file loses no frame
+        frames = read_frames(source, 12)
+        with pytest.raises(SourceEnded):
+            while True:
+                assert source.read(1.0) is not None
+    finally:
+        source.close()
+    levels = [float(f.image.mean()) for f in frames]
+    assert len(frames) == 12 and levels == sorted(levels) and source.frames_dropped == 0
+
+
+def test_a_missing_video_file_is_an_error_naming_it(tmp_path):
+    with pytest.raises(SourceError, match="missing.mp4"):
+        opencv_source(str(tmp_path / "missing.mp4")).open()
+
+
+def test_an_unreachable_stream_is_down_and_keeps_retrying():
+    source = opencv_source(f"rtsp://127.0.0.1:{free_port()}/cam")
+    source.open()  # a daemon starts with its camera down rather than not at all
+    try:
+        assert source.read(1.5) is None
+        assert source.link_state is CameraState.DOWN
+    finally:
+        source.close()
+
+
+# --------------------------------------------------------------------------- RTSP, whole pipeline
+
+
+class PartFeeder:
+    """A PLC gateway: announces a part every `interval_s` on the camera's trigger input."""
+
+    def __init__(self, endpoint: str, interval_s: float = 0.1):
+        self.context = zmq.Context()
+        self.push = self.context.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(endpoint)
+        self.sent: list[str] = []
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            part_id = f"R-{len(self.sent):04d}"
+            self.push.send_json({"camera": "rtsp0", "part_id": part_id})
+            self.sent.append(part_id)
+
+    def __enter__(self) -> "PartFeeder":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.push.close()
+        self.context.term()
+
+
+def rtsp_config(endpoint: str, rtsp_port: int, trigger_endpoint: str):
+    data = config_dict(endpoint)
+    data["cameras"] = [{"id": "rtsp0", "width": 320, "height": 240, "stall_timeout_s": 2.0,
+                        "trigger_endpoint": trigger_endpoint, "trigger_timeout_s": 0.5,
+                        "source": {"kind": "opencv", "uri": f"rtsp://127.0.0.1:{rtsp_port}/cam",
+                                   "open_timeout_ms": 1000, "read_timeout_ms": 1000,
+                                   "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5}}]
+    return parse_config(json.dumps(data))
+
+
+def camera_state(state: str):
+    return lambda hb: hb["cameras"]["rtsp0"]["state"] == state
+
+
+def inspected_since(collector: VerdictCollector, count: int, start: int, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["rtsp0"][start:]) >= count:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.camera
+@pytest.mark.timeout(90)
+def test_rtsp_server_killed_and_restarted_while_the_pipeline_runs(free_tcp_endpoint, tmp_path):
+    port = free_port()
+    server = Peer("rtsp", str(port)).start()
+    collector = VerdictCollector(free_tcp_endpoint)
+    config = rtsp_config(free_tcp_endpoint, port, f"ipc://{tmp_path}/triggers")
+    pipeline = Pipeline(config, build_parts(config))
+    telemetry = pipeline.telemetry
+    try:
+        pipeline.start()
+        assert collector.wait_for_heartbeat(10, camera_state("STREAMING"))
+        with PartFeeder(f"ipc://{tmp_path}/triggers") as plc:
+            assert inspected_since(collector, 5, 0, timeout_s=10), "parts inspected from the live stream"
+            server.stop(kill=True)
+            killed_at = len(collector.verdicts["rtsp0"])
+            assert collector.wait_for_heartbeat(2.0 + 1.0, camera_state("DOWN")), "DOWN within the stall timeout"
+            assert collector.wait_for({"rtsp0": killed_at + 5}, timeout_s=10), "parts announced while down get verdicts"
+            server = Peer("rtsp", str(port)).start()
+            restarted_at = len(collector.verdicts["rtsp0"])
+            assert inspected_since(collector, 5, restarted_at, timeout_s=15), "frames flow again, same pipeline"
+        code, pipeline = pipeline.shutdown(timeout_s=5), None  # parts still waiting get `shutdown` verdicts
+        assert code == 0
+        assert collector.wait_for({"rtsp0": len(plc.sent)}, timeout_s=5)
+    finally:
+        if pipeline is not None:
+            pipeline.shutdown(timeout_s=5)
+        server.stop()
+        collector.close()
+    verdicts = collector.verdicts["rtsp0"]
+    assert sorted(v["part_id"] for v in verdicts) == plc.sent, "each announced part exactly one verdict"
+    missed = [v for v in verdicts[killed_at:restarted_at] if v["verdict"] == "NOT_INSPECTED"]
+    assert len(missed) >= 5
+    assert {v["reasons"][0]["code"] for v in missed} <= {"source_down", "missed_trigger"}
+    assert "source_down" in {v["reasons"][0]["code"] for v in missed}
+    assert telemetry.cameras["rtsp0"].reconnects >= 1
