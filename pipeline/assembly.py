@@ -71,6 +71,7 @@ def build_parts(config: PipelineConfig) -> Parts:
             publisher = ZmqPublisher.from_config(config.publisher, context, config.budget_ms, backend.class_names)
         except PublisherError as exc:
             raise StartupError(str(exc)) from None
+        undo.callback(publisher.close)  # before context.term runs, or term waits forever on its socket
         if not publisher.wait_for_subscriber(config.publisher.await_subscriber_ms / 1000):
             log.info("no subscriber yet on %s; starting anyway", config.publisher.endpoint)
         triggers = open_trigger_inboxes(config, context)
