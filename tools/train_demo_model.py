@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train the demo defect detector and export it to ONNX (developer tool; never in CI).
 
-Renders train/validation splits from the synthetic camera (by default 40 frames of each
-of the seeds 100..399 for training, 100 frames of each of the seeds 20..29 for
+Renders train/validation splits from the synthetic camera (by default 30 frames of each
+of the seeds 100..599 for training, 100 frames of each of the seeds 20..29 for
 validation; seeds below 20 stay held out for `pipeline eval`), trains `DemoDetector`,
 keeps the checkpoint with the best validation score and exports it:
 
@@ -38,11 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / ".cache" / "demo_model")
     p.add_argument("--name", default="demo")
-    p.add_argument("--size", type=int, default=320, help="model input side (multiple of 32)")
-    p.add_argument("--width", default="16,24,48,64,96", help="channels of the five backbone stages")
-    p.add_argument("--neck", type=int, default=48)
-    p.add_argument("--train-seeds", type=seed_range, default=(100, 300), metavar="FIRST:END")
-    p.add_argument("--train-frames-per-seed", type=int, default=40)
+    p.add_argument("--size", type=int, default=416, help="model input side (multiple of 32)")
+    p.add_argument("--width", default="16,16,40,56,80", help="channels of the five backbone stages")
+    p.add_argument("--neck", type=int, default=40)
+    p.add_argument("--train-seeds", type=seed_range, default=(100, 500), metavar="FIRST:END")
+    p.add_argument("--train-frames-per-seed", type=int, default=30)
     p.add_argument("--val-seeds", type=seed_range, default=(20, 10), metavar="FIRST:END")
     p.add_argument("--val-frames-per-seed", type=int, default=100)
     p.add_argument("--defect-probability", type=float, default=0.5)
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--time-budget-s", type=float, default=420.0, help="cap on training time (epochs shrink to fit)")
+    p.add_argument("--time-budget-s", type=float, default=360.0, help="cap on training time (epochs shrink to fit)")
     p.add_argument("--min-area-px2", type=float, default=40.0, help="the demo rules' min_area_px2 (source px)")
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "demo_dataset")
     p.add_argument("--export-only", type=Path, metavar="CKPT", help="export CKPT to OUT/NAME.onnx and exit")
