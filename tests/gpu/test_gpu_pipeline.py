@@ -1,0 +1,44 @@
+"""The whole pipeline on the GPU (fused letterbox kernel -> ONNX Runtime CUDA with IO
+binding -> rules -> ZeroMQ), checked by an independent subscriber."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.app import Pipeline
+from pipeline.assembly import build_parts
+from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
+
+pytestmark = pytest.mark.timeout(180)
+GPU_MODEL = {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": 2, "max_wait_us": 500}
+
+
+def test_gpu_pipeline_gives_every_frame_exactly_one_verdict(device, cuda_provider, free_tcp_endpoint):
+    frames = 40
+    collector = VerdictCollector(free_tcp_endpoint)
+    try:
+        config = make_config(free_tcp_endpoint, cameras=2, fps=60, model=GPU_MODEL)
+        parts = build_parts(config)
+        assert type(parts.slot_pool).__name__ == "DeviceSlotPool"
+        pipeline = Pipeline(config, parts, max_frames=frames)
+        pipeline.start()
+        for capture in pipeline.captures:
+            capture.thread.join(60)
+        assert pipeline.shutdown(timeout_s=10) == 0
+        assert collector.wait_for({"cam0": frames, "cam1": frames}, timeout_s=10)
+    finally:
+        collector.close()
+    for cam in ("cam0", "cam1"):
+        verdicts = collector.verdicts[cam]
+        assert_exactly_once(verdicts, frames)
+        inspected = [v for v in verdicts if v["verdict"] in ("PASS", "FAIL")]
+        assert len(inspected) >= frames // 2
+    assert collector.heartbeats[-1]["backend"].startswith("onnxruntime:CUDAExecutionProvider")
+
+
+def test_preprocess_gpu_with_a_host_backend_is_a_clear_startup_error(free_tcp_endpoint):
+    from pipeline.app import StartupError
+
+    config = make_config(free_tcp_endpoint, model={"preprocess": "gpu"})
+    with pytest.raises(StartupError, match="model.preprocess: gpu needs a GPU-resident backend"):
+        build_parts(config)
