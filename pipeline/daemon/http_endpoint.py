@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +29,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     registry = None
     monitor: HealthMonitor
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,8 +70,9 @@ class HttpEndpoint:
 
     @classmethod
     def from_config(cls, config: HttpConfig, registry, monitor: HealthMonitor) -> "HttpEndpoint":
+        server_class = _Server6 if ":" in config.host else _Server  # an IPv6 literal such as ::1
         try:
-            server = _Server((config.host, config.port), _Handler)
+            server = server_class((config.host, config.port), _Handler)
         except OSError as exc:
             raise StartupError(f"http: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}; "
                                "set http.port to a free port, or http.enabled: false") from None
@@ -76,7 +82,7 @@ class HttpEndpoint:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def start(self) -> None:
         self._thread.start()
