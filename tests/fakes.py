@@ -1,0 +1,109 @@
+"""The one place for hand-written fakes, and only at true edges of the pipeline.
+
+Each fake *wraps* a real part and injects one kind of fault on chosen calls; everything
+else goes to the real thing. So a test that uses `FaultySource(real synthetic source)`
+still renders real frames, and `FaultyBackend(real ONNX Runtime backend)` still runs the
+real model on every call it does not break. Calls are counted from 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Collection
+
+import numpy as np
+
+from pipeline.sources.base import SourceFrame, lost_frame
+
+# What FaultySource can do to the k-th frame its real source delivers.
+SOURCE_FAULTS = ("raise", "lost", "timeout", "none_image", "float_image", "rgba_image", "tiny_image", "not_a_frame")
+
+
+class FaultySource:
+    """A real FrameSource whose k-th delivered frame is replaced by `faults[k]`.
+
+    - raise: read() raises RuntimeError (a driver bug)
+    - lost: read() raises the protocol's lost-frame SourceError
+    - timeout: read() returns None (no frame arrived in time; not a frame at all)
+    - none_image / float_image / rgba_image / tiny_image: a SourceFrame with a bad image
+    - not_a_frame: a bare ndarray instead of a SourceFrame (a source breaking its protocol)
+    """
+
+    def __init__(self, inner: Any, faults: dict[int, str]):
+        unknown = set(faults.values()) - set(SOURCE_FAULTS)
+        assert not unknown, f"unknown faults {unknown}"
+        self.inner = inner
+        self.faults = dict(faults)
+        self.delivered = 0  # frames the real source delivered so far
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def read(self, timeout_s: float):
+        got = self.inner.read(timeout_s)
+        if got is None:
+            return None
+        fault = self.faults.get(self.delivered)
+        self.delivered += 1
+        return got if fault is None else _inject(fault, got)
+
+
+def _inject(fault: str, got: SourceFrame):
+    image = got.image
+    if fault == "raise":
+        raise RuntimeError("injected: driver returned a corrupt buffer")
+    if fault == "lost":
+        raise lost_frame("injected: trigger fired but no image arrived")
+    if fault == "timeout":
+        return None
+    bad = {
+        "none_image": None,
+        "float_image": image.astype(np.float32),
+        "rgba_image": np.dstack([image, image[..., :1]]) if image.ndim == 3 else image[..., None].repeat(4, 2),
+        "tiny_image": image[:1, :1],
+        "not_a_frame": image,
+    }[fault]
+    return bad if fault == "not_a_frame" else SourceFrame(bad, got.camera_ts_ns, got.part_id, got.truth)
+
+
+class FaultyBackend:
+    """A real InferenceBackend that misbehaves on chosen `infer` calls.
+
+    - raise_on: those calls raise RuntimeError (a lost device, a CUDA error)
+    - poison_on: those calls return the real output with `poison` (NaN/inf) written into it
+    - hang_on: those calls block until `release` is set, then run normally
+    Every other call, and every other attribute, is the real backend's.
+    """
+
+    def __init__(self, inner: Any, raise_on: Collection[int] = (), poison_on: Collection[int] = (),
+                 poison: float = float("nan"), hang_on: Collection[int] = ()):
+        self.inner = inner
+        self.raise_on, self.poison_on, self.hang_on = set(raise_on), set(poison_on), set(hang_on)
+        self.poison = poison
+        self.calls = 0
+        self.hanging = threading.Event()  # set while a call is blocked
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:  # name, input_size, class_names, warmup, close...
+        return getattr(self.inner, name)
+
+    def infer_tensors(self, tensors: list) -> np.ndarray:
+        """The path the infer stage prefers: through the same faults as `infer`."""
+        return self.infer(np.stack(tensors))
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        call = self.calls
+        self.calls += 1
+        if call in self.raise_on:
+            raise RuntimeError(f"injected: CUDA error 700 (illegal address) on call {call}")
+        if call in self.hang_on:
+            self.hanging.set()
+            self.release.wait(60)
+        output = self.inner.infer(batch)
+        if call in self.poison_on:
+            output = np.array(output, copy=True)
+            output.reshape(-1)[:: max(1, output.size // 7)] = self.poison
+        return output
