@@ -15,7 +15,6 @@ Owns the order of the service lifecycle and nothing of the pipeline itself:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ class DaemonService:
         self.metrics: PipelineMetrics | None = None
         self.http: HttpEndpoint | None = None
         self.reloader: RuleReloader | None = None
-        self.reload_requested = threading.Event()
+        self._reload_pending = False  # a plain flag: a signal handler must not take a lock
         self.pipeline = None
         self._ready_sent = False
         self._withholding = False
@@ -68,7 +67,7 @@ class DaemonService:
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the work happens in the next `tick()`."""
-        self.reload_requested.set()
+        self._reload_pending = True
 
     def tick(self) -> None:
         report = self.monitor.check()
@@ -81,8 +80,8 @@ class DaemonService:
         if now >= self._next_status:
             self._next_status = now + STATUS_INTERVAL_S
             self.notifier.status(self.status_text(report.reason if not report.healthy else ""))
-        if self.reload_requested.is_set():
-            self.reload_requested.clear()
+        if self._reload_pending:
+            self._reload_pending = False
             self._reload()
 
     def _watchdog(self, report, now: float) -> None:
