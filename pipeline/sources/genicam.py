@@ -95,13 +95,15 @@ class GenICamSource:
             self._stream.push_buffer(buffer)  # the driver gets its buffer back before any stage runs
 
     def close(self) -> None:
-        camera, self._camera, self._stream = self._camera, None, None
+        camera = self._camera
         if camera is None:
             return
         try:
-            camera.stop_acquisition()
+            camera.stop_acquisition()  # before the stream and its buffers go
         except GLib.Error as exc:  # the camera may be gone already
             log.debug("camera %s: stop_acquisition: %s", self.name, exc.message)
+        self._stream = None
+        self._camera = None
 
     def fire_trigger(self) -> bool:
         camera = self._camera
