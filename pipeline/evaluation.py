@@ -7,14 +7,18 @@ tap, or handed in by a training script's own loop) go in; a plain dict comes out
 one `pipeline eval --json` writes.
 
 `evaluate` runs the REAL pipeline (`build_parts` + `Pipeline`, real threads, queues,
-model and PUB socket) with a tap wrapped around the publisher, but with three overrides
-that make it a measurement of the model and the rules rather than of timing:
+model and PUB socket) with a tap wrapped around the publisher, but with overrides that
+make it a measurement of the model and the rules rather than of timing:
   * synthetic sources render flat out (`realtime: false`), so evaluation is fast;
   * every queue blocks (with a long timeout) instead of shedding, so no frame is lost
     to overload: a shed frame would be NOT_INSPECTED and say nothing about the model;
-  * the late policy is `report`, so a frame that waited in a full queue keeps the
-    verdict its detections earned instead of becoming FAIL (`deadline`) or being
-    skipped as expired. Latency is what `pipeline run` measures, not `eval`.
+  * the late policy is `report` and the budget the longest allowed, so a frame that
+    waited in a full queue keeps the verdict its detections earned instead of becoming
+    FAIL (`deadline`) or being skipped as expired. Latency is what `pipeline run`
+    measures, not `eval`;
+  * side effects stay out of the way of a daemon that may be running beside it: the PUB
+    socket binds a free loopback port and waits for no subscriber, the failed-part
+    archive is off, and cameras take no part-id triggers (frames come free-running).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 
 IOU_MATCH = 0.5
 EVAL_BLOCK_TIMEOUT_MS = 60_000  # "block" means block: only a hung stage would reach this
+EVAL_BUDGET_MS = 60_000.0  # the schema's maximum: in eval no verdict is late
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -175,12 +180,16 @@ def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConf
             raise ValueError(f"camera {cam.id} has a {cam.source.kind!r} source: eval needs synthetic "
                              "cameras, whose frames carry their ground truth")
         changes = {"realtime": False} if seed is None else {"realtime": False, "seed": seed + i}
-        cameras.append(cam.model_copy(update={"source": cam.source.model_copy(update=changes)}))
+        source = cam.source.model_copy(update=changes)
+        cameras.append(cam.model_copy(update={"source": source, "trigger_endpoint": None}))
     blocking = QueueConfig(overflow=Overflow.BLOCK, block_timeout_ms=EVAL_BLOCK_TIMEOUT_MS)
     queues = config.queues.model_copy(update={
         name: blocking.model_copy(update={"size": getattr(config.queues, name).size})
         for name in ("preprocess", "infer", "decide")})
-    return config.model_copy(update={"cameras": tuple(cameras), "queues": queues, "late_policy": LatePolicy.REPORT})
+    publisher = config.publisher.model_copy(update={"endpoint": "tcp://127.0.0.1:*", "await_subscriber_ms": 0})
+    archive = config.archive.model_copy(update={"enabled": False})
+    return config.model_copy(update={"cameras": tuple(cameras), "queues": queues, "late_policy": LatePolicy.REPORT,
+                                     "budget_ms": EVAL_BUDGET_MS, "publisher": publisher, "archive": archive})
 
 
 def evaluate(config: PipelineConfig, frames: int, seed: int | None = None, on_job=None) -> dict:
