@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--calib-limit", type=positive_int, default=256, help="use at most this many images")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
     p.add_argument("-o", "--output", type=Path, help="default: <model>-fp16.onnx / <model>-int8.onnx beside it")
-    p.add_argument("--input-size", type=positive_int, default=640, help="square model input side (default 640)")
+    p.add_argument("--input-size", type=positive_int, help="square model input side (default: the model's, else 640)")
     p.add_argument("--val", type=Path, help="folder of validation images (no labels: FP32 is the reference); "
                                             "default: synthetic camera frames with ground truth")
     p.add_argument("--val-frames", type=positive_int, default=100, help="synthetic validation frames")
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = "fp16" if args.fp16 else "int8"
     output = args.output or args.model.with_name(f"{args.model.stem}-{suffix}.onnx")
     staging = output.with_name(f".{output.name}.partial")
-    size = (args.input_size, args.input_size)
+    size = (args.input_size, args.input_size) if args.input_size else _model_size(args.model)
     try:
         _convert(args, precision, staging, size)
         data = (accuracy_gate.ValidationSet.folder(args.val) if args.val
@@ -90,6 +90,15 @@ def _input_name(model: Path) -> str:
     import onnxruntime as ort
 
     return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+
+def _model_size(model: Path) -> tuple[int, int]:
+    """The model's fixed input width and height, or 640x640 for a dynamic one."""
+    import onnxruntime as ort
+
+    shape = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape
+    h, w = shape[2:4] if len(shape) == 4 else (None, None)
+    return (w, h) if isinstance(w, int) and isinstance(h, int) else (640, 640)
 
 
 def _calibration_progress(done: int, total: int) -> None:

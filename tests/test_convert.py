@@ -1,0 +1,120 @@
+"""`pipeline convert`: FP16 / Q/DQ INT8 models and the accuracy gate, on ONNX Runtime CPU."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.cli import main
+from pipeline.convert.accuracy_gate import ValidationSet, average_precision, run_gate
+from pipeline.convert.calibration import ImageFolderReader
+from pipeline.imaging.letterbox import Letterboxer
+from pipeline.messages import Detections
+from pipeline.sources.synthetic import SyntheticSource
+from tests.pipeline_helpers import DEMO_MODEL
+
+_DIMS = onnx.load(str(DEMO_MODEL), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+SIDE = _DIMS[3].dim_value or 320  # the model's own input size when it has a fixed one
+
+
+def dets(boxes, scores, classes) -> Detections:
+    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                      np.asarray(classes, np.int64))
+
+
+def test_average_precision_of_perfect_half_and_misranked_predictions():
+    truth = [dets([[0, 0, 10, 10], [20, 20, 30, 30]], [1, 1], [0, 0])]
+    assert average_precision([dets([[0, 0, 10, 10], [20, 20, 30, 30]], [0.9, 0.8], [0, 0])], truth, 1) == 1.0
+    assert average_precision([dets([[0, 0, 10, 10]], [0.9], [0])], truth, 1) == pytest.approx(0.5)
+    # A false positive ranked first: precision 1/2 then 2/3; the envelope makes both steps 2/3.
+    misranked = dets([[50, 50, 60, 60], [0, 0, 10, 10], [20, 20, 30, 30]], [0.95, 0.9, 0.8], [0, 0, 0])
+    assert average_precision([misranked], truth, 1) == pytest.approx(2 / 3)
+    assert average_precision([dets([[0, 0, 10, 10]], [0.9], [1])], truth, 2) == 0.0  # wrong class
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("calib")
+    source = SyntheticSource(640, 480, seed=11, defect_probability=0.5, realtime=False)
+    for k in range(6):
+        cv2.imwrite(str(folder / f"{k:03d}.png"), source.render(k).image)
+    return folder
+
+
+def test_calibration_reader_letterboxes_like_the_pipeline(image_folder):
+    reader = ImageFolderReader(image_folder, "images", (320, 320))
+    first = reader.get_next()["images"]
+    expected = np.empty((3, 320, 320), np.float32)
+    Letterboxer((320, 320))(cv2.imread(str(reader.files[0])), expected)
+    np.testing.assert_array_equal(first[0], expected)
+    assert sum(1 for _ in iter(reader.get_next, None)) == 5
+    reader.rewind()
+    assert reader.get_next() is not None
+
+
+def test_calibration_reader_names_an_empty_folder(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: no images"):
+        ImageFolderReader(tmp_path, "images", (320, 320))
+
+
+@pytest.mark.timeout(120)
+def test_fp16_keeps_fp32_io_and_class_names_and_passes_the_gate(tmp_path, capsys):
+    out = tmp_path / "model-fp16.onnx"
+    code = main(["convert", str(DEMO_MODEL), "--fp16", "-o", str(out), "--input-size", str(SIDE), "--val-frames", "12"])
+    assert code == 0, capsys.readouterr().err
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["pipeline.precision"] == "fp16"
+    assert meta.get("names") == {p.key: p.value for p in onnx.load(str(DEMO_MODEL)).metadata_props}.get("names")
+    assert "mAP@0.5" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
+def test_int8_is_a_qdq_model_calibrated_on_the_folder(tmp_path, image_folder, capsys):
+    out = tmp_path / "model-int8.onnx"
+    code = main(["convert", str(DEMO_MODEL), "--int8", "--calib", str(image_folder), "-o", str(out),
+                 "--input-size", str(SIDE), "--val-frames", "8", "--max-map-drop", "1", "--min-verdict-agreement", "0"])
+    assert code == 0, capsys.readouterr().err
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "calibration images 6/6" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_a_refused_model_is_not_written(tmp_path, capsys):
+    out = tmp_path / "model-fp16.onnx"
+    # No model can gain a whole unit of mAP: the gate must refuse and leave nothing behind.
+    code = main(["convert", str(DEMO_MODEL), "--fp16", "-o", str(out), "--input-size", str(SIDE), "--val-frames", "4",
+                 "--max-map-drop", "-1"])
+    assert code == 1
+    assert "refused" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_without_calibration_images_is_a_clear_error(tmp_path, capsys):
+    assert main(["convert", str(DEMO_MODEL), "--int8"]) == 2
+    assert "--int8 needs --calib DIR" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_gate_measures_a_real_loss_against_ground_truth(tmp_path):
+    """A model whose weights were damaged loses mAP and verdicts, and the gate sees it."""
+    model = onnx.load(str(DEMO_MODEL))
+    rng = np.random.default_rng(0)
+    for init in model.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 4:
+            w = onnx.numpy_helper.to_array(init)
+            init.CopyFrom(onnx.numpy_helper.from_array(w + rng.normal(0, w.std() * 0.8, w.shape).astype(w.dtype),
+                                                        init.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    data = ValidationSet.synthetic(40)
+    same = run_gate(DEMO_MODEL, DEMO_MODEL, data, (SIDE, SIDE), 0.02, 0.98)
+    assert same.passed and same.map50_fp32 > 0.3 and same.verdict_agreement == 1.0
+    worse = run_gate(DEMO_MODEL, damaged, data, (SIDE, SIDE), 0.02, 0.98)
+    assert not worse.passed and worse.map_drop > 0.02
