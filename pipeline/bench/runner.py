@@ -2,8 +2,9 @@
 
 Owns turning the user's config into the bench's config (the first camera cloned
 `cameras` times with distinct ids and seeds, a private publisher endpoint, no waiting for
-subscribers; flat out, every queue back-pressures instead of shedding, so the run
-measures capacity rather than the shedding policy) and one timed run: warm-up, then a
+subscribers; flat out, every queue back-pressures instead of shedding and late frames
+are still inferred (`late_policy: report`), so the run measures capacity rather than the
+shedding policy; at a rate the config's policies apply unchanged) and one timed run: warm-up, then a
 recording window, then the ordinary bounded shutdown. Everything else (backend, GPU or
 CPU preprocessing, batching, rules, the ZeroMQ publisher) is exactly what `pipeline run`
 builds from the same config.
@@ -22,7 +23,7 @@ from pipeline.assembly import build_parts
 from pipeline.bench.frames import PrerenderedSource, prerender
 from pipeline.bench.host import gpu_memory_mib
 from pipeline.bench.recording import Recorder, TapPublisher
-from pipeline.config.models import Overflow, PipelineConfig
+from pipeline.config.models import LatePolicy, Overflow, PipelineConfig
 from pipeline.sources import create_source
 from pipeline.sources.base import SourceError, SourceFrame
 
@@ -57,9 +58,10 @@ def bench_config(config: PipelineConfig, settings: BenchSettings) -> PipelineCon
     first = data["cameras"][0]
     data["cameras"] = [_clone(first, i, settings.cameras) for i in range(settings.cameras)]
     data["publisher"].update(endpoint=settings.endpoint, await_subscriber_ms=0)
-    if settings.rate_fps is None:
+    if settings.rate_fps is None:  # capacity: nothing shed, nothing skipped as expired
         for name in ("preprocess", "infer", "decide"):
             data["queues"][name].update(overflow=Overflow.BLOCK, block_timeout_ms=FLAT_OUT_BLOCK_MS)
+        data["late_policy"] = LatePolicy.REPORT
     return PipelineConfig.model_validate(data)
 
 

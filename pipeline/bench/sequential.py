@@ -7,9 +7,10 @@ real ZeroMQ PUB socket, repeat. The cameras are served round robin.
 
 Timing follows the pipeline bench's: flat out, a frame is "captured" when the loop is
 ready for it; at a rate, frames fall due on the cameras' fixed schedule whether or not the
-loop is ready, so a loop that cannot keep up builds a backlog and its latency (counted
-from the due time) grows. Frames due in the window that the loop never reached are
-`missed`: with no verdict, the report counts them as NOT_INSPECTED.
+loop is ready, and latency counts from the due time. A loop that falls behind takes the
+newest frame that is due, as a loop reading a camera with `cv2.VideoCapture` does, and
+the frames it skipped are `missed`: with no verdict, the report counts them as
+NOT_INSPECTED (that silent loss is the naive loop's real failure mode).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class SequentialLoop:
         recorder.end_ns = recorder.start_ns + int(self.settings.duration_s * 1e9)
         next_note, k = recorder.start_ns + 1_000_000_000, 0
         while (now := time.monotonic_ns()) < recorder.end_ns:
+            if self.period_ns:  # behind schedule: skip to the newest frame already due
+                k = max(k, (now - start) // self.period_ns)
             due = start + k * self.period_ns if self.period_ns else now
             if due >= recorder.end_ns:
                 break
