@@ -88,12 +88,20 @@ def preprocess(device: CudaDevice, n: int) -> dict:
     return result
 
 
+def model_side(model: Path) -> int:
+    import onnxruntime as ort
+
+    side = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
+    return side if isinstance(side, int) else 640
+
+
 def ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
-    cfg = ModelConfig(path=model, input_size=640, providers=("CUDAExecutionProvider",), **options)
+    side = model_side(model)
+    cfg = ModelConfig(path=model, input_size=side, providers=("CUDAExecutionProvider",), **options)
     backend = OnnxRuntimeCudaBackend.from_config(cfg, device=device)
     backend.warmup(5)
     with device.active():
-        slot = DeviceTensor.allocate((3, 640, 640), backend.input_dtype)
+        slot = DeviceTensor.allocate((3, side, side), backend.input_dtype)
     result = timed(lambda: backend.infer_tensors([slot]), n)
     with device.active():
         slot.free()
@@ -107,6 +115,16 @@ def ort_cpu(model: Path, n: int) -> dict:
     return timed(lambda: backend.infer(batch), n, warmup=3)
 
 
+def gate_on_cuda(fp32: Path, converted: Path) -> dict:
+    from pipeline.convert.accuracy_gate import ValidationSet, run_gate
+
+    side = model_side(fp32)
+    result = run_gate(fp32, converted, ValidationSet.synthetic(200), (side, side), 0.02, 0.98,
+                      providers=("CUDAExecutionProvider",))
+    return {"map50_fp32": result.map50_fp32, "map50_converted": result.map50_converted,
+            "verdict_agreement": result.verdict_agreement, "passed": result.passed, "frames": result.frames}
+
+
 def whole_pipeline(model: Path, frames: int) -> dict:
     from pipeline.app import Pipeline
     from pipeline.assembly import build_parts
@@ -115,7 +133,7 @@ def whole_pipeline(model: Path, frames: int) -> dict:
     endpoint = "tcp://127.0.0.1:5591"
     collector = VerdictCollector(endpoint)
     config = make_config(endpoint, cameras=1, fps=100, model={
-        "path": str(model), "input_size": 640, "providers": ["CUDAExecutionProvider"], "preprocess": "gpu"},
+        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu"},
         budget_ms=30)
     pipeline = Pipeline(config, build_parts(config), max_frames=frames)
     pipeline.start()
@@ -138,6 +156,7 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--extra", action="append", default=[])
+    ap.add_argument("--gate", action="append", default=[], help="NAME=FP32.onnx:CONVERTED.onnx, gate on CUDA")
     ap.add_argument("-n", type=int, default=500)
     args = ap.parse_args()
     device = CudaDevice.open(0)
@@ -158,6 +177,10 @@ def main() -> None:
                                       "exhaustive_cuda_graph": ort_cuda(device, Path(path), args.n,
                                                                         cudnn_conv_algo_search="EXHAUSTIVE",
                                                                         cuda_graph=True)}
+    for item in args.gate:
+        name, paths = item.split("=", 1)
+        fp32, converted = (Path(p) for p in paths.split(":"))
+        report[f"gate_cuda_{name}"] = gate_on_cuda(fp32, converted)
     print(json.dumps(report, indent=1), flush=True)
     device.close()
     report["whole_pipeline_gpu"] = whole_pipeline(args.model, 300)

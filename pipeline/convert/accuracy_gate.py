@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.yolo_decode import decode, to_detections
 from pipeline.config.models import ModelConfig, RulesConfig
-from pipeline.convert.calibration import image_files, load_image
+from pipeline.convert.images import image_files, load_image
 from pipeline.evaluation import match
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.messages import Detections

@@ -13,33 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from pipeline.convert.images import image_files, load_image
 from pipeline.imaging.letterbox import Letterboxer
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-
-def image_files(folder: Path, limit: int | None = None) -> list[Path]:
-    """The folder's images, sorted; ValueError naming the folder when there are none."""
-    if not folder.is_dir():
-        raise ValueError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return files[:limit]
-
-
-def load_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None or image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"{path}: not a readable 8-bit image")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return image
-
 
 class ImageFolderReader(CalibrationDataReader):
     def __init__(self, folder: Path, input_name: str, input_size: tuple[int, int], limit: int | None = None,

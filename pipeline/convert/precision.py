@@ -18,6 +18,10 @@ import onnx
 
 PRECISION_KEY = "pipeline.precision"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+# Only the compute-heavy ops get Q/DQ. The detection head's decode (concat of pixel box
+# coordinates with 0..1 class scores, sigmoid, DFL) stays FP32: one INT8 scale over
+# boxes up to ~640 px would round every score to 0 (seen on the demo model: mAP 0).
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
 class ConversionError(Exception):
@@ -59,7 +63,7 @@ def to_int8(source: Path, target: Path, reader, method: str = "minmax") -> None:
     try:
         quantize_static(str(source), str(target), reader, quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        calibrate_method=methods[method],
+                        calibrate_method=methods[method], op_types_to_quantize=QUANTIZED_OPS,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     except Exception as exc:  # ORT's quantizer raises what its graph passes raise
         raise ConversionError(f"{source}: INT8 quantization failed ({type(exc).__name__}: {exc})") from exc

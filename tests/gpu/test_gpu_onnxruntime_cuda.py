@@ -14,7 +14,15 @@ from pipeline.imaging.letterbox import Letterboxer
 from pipeline.rules import RuleBook
 from pipeline.sources.synthetic import SyntheticSource
 
-SIZE = 320
+
+def _model_side() -> int:
+    import onnxruntime as ort
+
+    side = ort.InferenceSession(str(DEMO_MODEL), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
+    return side if isinstance(side, int) else 320
+
+
+SIZE = _model_side()  # the model's own input size when fixed (the demo model: 416)
 
 
 def model_config(**kw) -> ModelConfig:

@@ -7,17 +7,24 @@ import pytest
 
 from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
-from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
+from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(180)
-GPU_MODEL = {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": 2, "max_wait_us": 500}
+
+
+def gpu_model() -> dict:
+    import onnxruntime as ort
+
+    side = ort.InferenceSession(str(DEMO_MODEL), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
+    return {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": 2, "max_wait_us": 500,
+            "input_size": side if isinstance(side, int) else 320}
 
 
 def test_gpu_pipeline_gives_every_frame_exactly_one_verdict(device, cuda_provider, free_tcp_endpoint):
     frames = 40
     collector = VerdictCollector(free_tcp_endpoint)
     try:
-        config = make_config(free_tcp_endpoint, cameras=2, fps=60, model=GPU_MODEL)
+        config = make_config(free_tcp_endpoint, cameras=2, fps=60, model=gpu_model())
         parts = build_parts(config)
         assert type(parts.slot_pool).__name__ == "DeviceSlotPool"
         pipeline = Pipeline(config, parts, max_frames=frames)
