@@ -42,10 +42,3 @@ def test_gpu_pipeline_gives_every_frame_exactly_one_verdict(device, cuda_provide
         assert len(inspected) >= frames // 2
     assert collector.heartbeats[-1]["backend"].startswith("onnxruntime:CUDAExecutionProvider")
 
-
-def test_preprocess_gpu_with_a_host_backend_is_a_clear_startup_error(free_tcp_endpoint):
-    from pipeline.app import StartupError
-
-    config = make_config(free_tcp_endpoint, model={"preprocess": "gpu"})
-    with pytest.raises(StartupError, match="model.preprocess: gpu needs a GPU-resident backend"):
-        build_parts(config)
