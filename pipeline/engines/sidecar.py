@@ -53,8 +53,8 @@ class EngineSidecar:
     def read(cls, path: Path) -> "EngineSidecar":
         try:
             data = json.loads(path.read_text())
-            data["inputs"] = tuple(TensorSpec(**t) for t in data["inputs"])
-            data["outputs"] = tuple(TensorSpec(**t) for t in data["outputs"])
+            data["inputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["inputs"])
+            data["outputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["outputs"])
             data["class_names"] = tuple(data["class_names"])
             return cls(**data)
         except FileNotFoundError:
