@@ -81,3 +81,10 @@ def test_prerendered_source_replays_its_ring_and_stamps_due_times():
     paced.open()
     stamps = [paced.read(0.5).camera_ts_ns for _ in range(3)]
     assert stamps[1] - stamps[0] == stamps[2] - stamps[1] == 1_000_000
+
+
+def test_a_batch_the_infer_queue_can_never_fill_is_refused(tmp_path, free_tcp_endpoint, capsys):
+    config = write_config(tmp_path / "big.yaml", free_tcp_endpoint, model={"max_batch": 8},
+                          queues={"infer": {"size": 4}})
+    assert main(["bench", str(config), "--duration", "0.2"]) == 2
+    assert "queues.infer.size to at least 7" in capsys.readouterr().err

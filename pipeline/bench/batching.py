@@ -23,14 +23,18 @@ def sweep(config: PipelineConfig, settings: BenchSettings, frames: dict[str, lis
     wait = config.model.max_wait_us if max_wait_us is None else max_wait_us
     for size in sizes:
         progress(f"batch sweep: max_batch {size}, max_wait_us {wait}")
-        cfg = model_variant(config, max_batch=size, max_wait_us=wait)
+        try:
+            cfg = model_variant(config, max_batch=size, max_wait_us=wait)
+        except ValueError as exc:  # pydantic's ValidationError: not a valid config at this size
+            rows.append({"max_batch": size, "max_wait_us": wait, "error": str(exc)})
+            continue
         try:
             result = run_pipeline(cfg, settings, frames, lambda msg, s=size: progress(f"max_batch {s}: {msg}"))
-        except StartupError as exc:
+        except StartupError as exc:  # e.g. a model with a fixed batch dimension
             rows.append({"max_batch": size, "max_wait_us": wait, "error": str(exc)})
             continue
         summary, _ = summarise("pipeline", result, cfg.budget_ms)
-        rows.append(_row(size, wait, summary))
+        rows.append({**_row(size, wait, summary), "infer_queue": cfg.queues.infer.size})
     return rows
 
 

@@ -162,6 +162,9 @@ def format_sweep(rows: list[dict]) -> list[str]:
     lines = [f"batch sweep (max_wait_us {rows[0]['max_wait_us']}): {'max_batch':>9} {'fps':>9} {'p50':>8} "
              f"{'p99':>8} {'NOT_INSP':>9} {'mean batch':>10}"]
     for r in rows:
+        if "error" in r:
+            lines.append(f"{'':<33}{r['max_batch']:>9}  not run: {r['error']}")
+            continue
         lines.append(f"{'':<33}{r['max_batch']:>9} {r['fps']:>9.1f} {_ms(r['p50_ms']):>8} {_ms(r['p99_ms']):>8} "
                      f"{r['not_inspected']:>9} {r['mean_batch']:>10.2f}")
     return lines

@@ -66,9 +66,12 @@ def bench_config(config: PipelineConfig, settings: BenchSettings) -> PipelineCon
 
 
 def model_variant(config: PipelineConfig, **changes) -> PipelineConfig:
-    """`config` with some `model` keys changed, validated like the YAML would be."""
+    """`config` with some `model` keys changed, validated like the YAML would be; the infer
+    queue grows where a larger `max_batch` needs it (it could never fill otherwise)."""
     data = config.model_dump()
     data["model"].update(changes)
+    infer_queue = data["queues"]["infer"]
+    infer_queue["size"] = max(infer_queue["size"], data["model"]["max_batch"] - 1)
     return PipelineConfig.model_validate(data)
 
 

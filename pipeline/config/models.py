@@ -342,6 +342,16 @@ class PipelineConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _batch_fits_infer_queue(self) -> "PipelineConfig":
+        # The infer stage gathers one job in hand plus what waits in its queue, so a batch
+        # larger than queues.infer.size + 1 can never form (measured: docs/BENCHMARKS.md).
+        size, batch = self.queues.infer.size, self.model.max_batch
+        if batch > size + 1:
+            raise ValueError(f"model.max_batch {batch} can never fill: queues.infer.size {size} holds at most "
+                             f"{size} frames beside the one in hand; set queues.infer.size to at least {batch - 1}")
+        return self
+
+    @model_validator(mode="after")
     def _mm_rules_need_scale(self) -> "PipelineConfig":
         uses_mm = any(r.min_area_mm2 for r in [self.rules.default, *self.rules.classes.values()])
         missing = [c.id for c in self.cameras if c.mm_per_px is None]
