@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.gpu
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/gpu/" in str(item.fspath).replace("\\", "/"):
