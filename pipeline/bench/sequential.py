@@ -20,6 +20,7 @@ from typing import Callable
 
 import zmq
 
+from pipeline.bench.host import gpu_memory_mib
 from pipeline.bench.recording import Recorder
 from pipeline.bench.runner import BenchSettings, Progress, RunResult
 from pipeline.config.models import PipelineConfig
@@ -53,10 +54,11 @@ class SequentialLoop:
         recorder = Recorder()
         try:
             self._loop(process, publisher, recorder, progress)
+            gpu_mib = gpu_memory_mib()  # the whole process's: earlier runs' pools may still count
         finally:
             publisher.close()
             context.term()
-        return RunResult(recorder, backend_name)
+        return RunResult(recorder, backend_name, gpu_mib)
 
     def _loop(self, process: Process, publisher: ZmqPublisher, recorder: Recorder, progress: Progress) -> None:
         start = time.monotonic_ns()
@@ -90,7 +92,7 @@ class SequentialLoop:
         decided = time.monotonic_ns()
         if decided - due_ns > self.budget_ns:
             verdict = Verdict(verdict.outcome, verdict.reasons, late=True)
-        frame = Frame(camera, k // len(self.cameras), source.image, due_ns, time.time_ns(), camera_ts_ns=due_ns)
+        frame = Frame(camera, k // len(self.cameras), source.image, due_ns, time.time_ns())  # its lag is 'capture'
         job = Job(frame, (("capture", picked_up), *marks, ("decide", decided)), detections=detections, verdict=verdict)
         publisher.publish_verdict(job)
         recorder.record(job, time.monotonic_ns())
