@@ -1,13 +1,13 @@
 """Runs the real pipeline for the bench: N cloned cameras, pre-rendered frames, a tap.
 
-Owns turning the user's config into the bench's config (the first camera cloned
-`cameras` times with distinct ids and seeds, a private publisher endpoint, no waiting for
-subscribers; flat out, every queue back-pressures instead of shedding and late frames
+Owns turning the user's config into the bench's config and one timed run. The config:
+the first camera cloned `cameras` times with distinct ids and seeds, a private publisher
+endpoint, no waiting for subscribers; at a rate the config's queue and late policies
+apply unchanged; flat out every queue back-pressures instead of shedding and late frames
 are still inferred (`late_policy: report`), so the run measures capacity rather than the
-shedding policy; at a rate the config's policies apply unchanged) and one timed run: warm-up, then a
-recording window, then the ordinary bounded shutdown. Everything else (backend, GPU or
-CPU preprocessing, batching, rules, the ZeroMQ publisher) is exactly what `pipeline run`
-builds from the same config.
+shedding policy. The run: warm-up, a recording window, the ordinary bounded shutdown.
+Everything else (backend, GPU or CPU preprocessing, batching, rules, the ZeroMQ
+publisher) is exactly what `pipeline run` builds from the same config.
 """
 
 from __future__ import annotations
