@@ -114,7 +114,7 @@ class CaptureStage:
         self.camera.last_frame_ns = self._quiet_since_ns = now
         self._set_state(CameraState.STREAMING)
         if not isinstance(got, SourceFrame):  # a source breaking its protocol still gets a verdict
-            got = SourceFrame(got)  # type: ignore[arg-type]  # image_problem names what it was
+            got = SourceFrame(_NotAFrame(type(got).__name__))  # type: ignore[arg-type]
         part_id = self._part_for(got, now)
         if part_id is _SKIP:
             self.camera.frames_skipped += 1
@@ -234,8 +234,17 @@ class CaptureStage:
             log.exception("closing the source of camera %s failed", self.camera_id)
 
 
+class _NotAFrame:
+    """Stands in for the image when read() returned something other than a SourceFrame."""
+
+    def __init__(self, returned: str):
+        self.returned = returned
+
+
 def image_problem(image: object) -> str:
     """Why `image` cannot be inspected, or "" when it is a usable uint8 gray/BGR image."""
+    if isinstance(image, _NotAFrame):
+        return f"source returned {image.returned}, not a SourceFrame"
     if not isinstance(image, np.ndarray):
         return f"source returned {type(image).__name__} instead of an image"
     if image.dtype != np.uint8:
