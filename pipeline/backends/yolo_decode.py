@@ -82,7 +82,12 @@ def _decode_one(pred: np.ndarray, conf: float, iou: float, max_det: int, max_can
         keep = keep[np.argpartition(-best[keep], max_cand - 1)[:max_cand]]
     scores = best[keep].astype(np.float32)
     class_ids = class_scores[:, keep].argmax(axis=0).astype(np.int64)
-    boxes = _xywh_to_xyxy(pred[:4, keep].T)
+    with np.errstate(over="ignore"):
+        boxes = _xywh_to_xyxy(pred[:4, keep].T)
+    if not np.isfinite(boxes).all():
+        # Found by fuzzing: finite cx/w near float32's limit overflow to inf corners, which
+        # would poison NMS (0 * inf) and the published boxes. No sane model emits them.
+        raise BadModelOutput("model output has box coordinates beyond float32 range")
     order = nms_by_class(boxes, scores, class_ids, iou, max_det)
     return boxes[order], scores[order], class_ids[order]
 
