@@ -17,9 +17,10 @@ CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
 class Strict(BaseModel):
-    """Base of every config model: immutable, unknown keys rejected."""
+    """Base of every config model: immutable, unknown keys rejected, and no NaN/inf
+    (YAML's `.nan`/`.inf` would slip past `gt=0` bounds: a timeout of inf never fires)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sources
