@@ -96,6 +96,15 @@ def model_side(model: Path) -> int:
 
 
 def ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
+    from pipeline.backends.base import ModelError
+
+    try:
+        return _ort_cuda(device, model, n, **options)
+    except ModelError as exc:  # e.g. a graph ORT cannot capture: record why, measure the rest
+        return {"error": str(exc)[-300:]}
+
+
+def _ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
     side = model_side(model)
     cfg = ModelConfig(path=model, input_size=side, providers=("CUDAExecutionProvider",), **options)
     backend = OnnxRuntimeCudaBackend.from_config(cfg, device=device)
