@@ -134,7 +134,7 @@ def gate_on_cuda(fp32: Path, converted: Path) -> dict:
             "verdict_agreement": result.verdict_agreement, "passed": result.passed, "frames": result.frames}
 
 
-def whole_pipeline(model: Path, frames: int) -> dict:
+def whole_pipeline(model: Path, frames: int, **model_options) -> dict:
     from pipeline.app import Pipeline
     from pipeline.assembly import build_parts
     from tests.pipeline_helpers import VerdictCollector, make_config
@@ -142,7 +142,7 @@ def whole_pipeline(model: Path, frames: int) -> dict:
     endpoint = "tcp://127.0.0.1:5591"
     collector = VerdictCollector(endpoint)
     config = make_config(endpoint, cameras=1, fps=100, model={
-        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu"},
+        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu", **model_options},
         budget_ms=30)
     pipeline = Pipeline(config, build_parts(config), max_frames=frames)
     pipeline.start()
