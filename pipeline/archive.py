@@ -13,6 +13,8 @@ Per frame, next to each other under `<path>/<camera>/<YYYYMMDD>/`:
   `<stem>.json`           provenance: camera, frame id, part id, times, verdict, reasons,
                           detections, model file and SHA-256, config SHA-256, backend
 Files are written to a temporary name and renamed, so a reader never sees half a file.
+A full disk (ENOSPC/EDQUOT) disables the archive for the rest of the run with one
+warning: frames are no longer queued or named, the pipeline goes on unaffected.
 When the tree exceeds the quota, whole frames are removed oldest first (the newest
 frame is always kept). Existing frames are counted at start-up, so the quota holds
 across restarts. Sources hand each frame a fresh image array, so holding a reference
@@ -22,6 +24,7 @@ until it is written is safe.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -43,6 +46,7 @@ from pipeline.protocol import iso_utc
 
 log = logging.getLogger(__name__)
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 Annotator = Callable[[np.ndarray, Job, tuple[str, ...]], np.ndarray]
 SUFFIXES = (".png", ".annotated.jpg", ".json")
 
@@ -66,6 +70,7 @@ class FailedPartArchive:
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._frames: deque[tuple[Path, int]] = deque()  # (stem, bytes), oldest first
         self.saved = self.skipped = self.errors = self.evicted = self.bytes = 0
+        self.disabled = False  # set once by the writer when the disk is full
 
     @classmethod
     def from_config(cls, cfg: ArchiveConfig, config: PipelineConfig, class_names: tuple[str, ...],
@@ -85,7 +90,7 @@ class FailedPartArchive:
     # ------------------------------------------------------------ publish-thread side
     def offer(self, job: Job) -> Job:
         """Queue `job` if its outcome is archived; return it naming the file. Never blocks."""
-        if job.verdict is None or job.verdict.outcome.value not in self.save:
+        if self.disabled or job.verdict is None or job.verdict.outcome.value not in self.save:
             return job
         try:
             stem = self._stem(job)
@@ -140,6 +145,9 @@ class FailedPartArchive:
             try:
                 size = self._write(stem, job)
             except Exception as exc:  # noqa: BLE001 - a full disk must not stop the writer
+                if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+                    self._disable(stem, exc)
+                    continue
                 self.errors += 1
                 if self.errors <= 3 or self.errors % 100 == 0:
                     log.error("archive: cannot write %s (%d errors so far): %s", stem, self.errors, exc,
@@ -149,6 +157,21 @@ class FailedPartArchive:
             self._frames.append((stem, size))
             self.bytes += size
             self._enforce_quota()
+
+    def _disable(self, stem: Path, exc: OSError) -> None:
+        self.disabled = True
+        self.errors += 1
+        for suffix in SUFFIXES:  # the half-written temporary file of this frame
+            with contextlib.suppress(OSError):
+                (stem.parent / f".{stem.name}{suffix}.tmp").unlink()
+        dropped = 0
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+                dropped += 1
+        self.skipped += dropped
+        log.warning("archive disabled for the rest of this run: %s is full (%s); verdicts are unaffected, "
+                    "%d queued frame(s) not written", self.root, exc.strerror or exc, dropped)
 
     def _write(self, stem: Path, job: Job) -> int:
         stem.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ the pipeline goes on (or stops with exit code 1 where the policy says so).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -272,3 +273,38 @@ def test_sigterm_under_overload_publishes_every_frame_in_flight(tmp_path, free_t
         assert_exactly_once(collector.verdicts[cam], captured)
         shed = [v for v in collector.verdicts[cam] if v["verdict"] == "NOT_INSPECTED"]
         assert shed, "flat-out capture must have been shedding when the signal came"
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real 64 kB tmpfs, so writes fail with ENOSPC the way a full disk does (needs root,
+    which CI has; elsewhere the test is skipped)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_archive_disk_disables_the_archive_once_and_nothing_else(full_disk, free_tcp_endpoint, caplog):
+    frames = 20
+    caplog.set_level(logging.WARNING, logger="pipeline.archive")
+    collector = VerdictCollector(free_tcp_endpoint)
+    try:
+        config = make_config(free_tcp_endpoint, fps=30, archive={
+            "enabled": True, "path": str(full_disk), "save": ["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]})
+        pipeline, code = run_to_end(config, frames, collector)
+    finally:
+        collector.close()
+    assert code == 0
+    verdicts = collector.verdicts["cam0"]
+    assert_exactly_once(verdicts, frames)
+    assert pipeline.parts.archive.disabled
+    warnings = [r for r in caplog.records if "archive disabled" in r.getMessage()]
+    assert len(warnings) == 1 and "full" in warnings[0].getMessage()
+    # Frames offered after the writer gave up are no longer named as archived.
+    assert "archive" not in verdicts[-1]
