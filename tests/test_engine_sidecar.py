@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.sidecar import (EngineSidecar, SidecarError, TensorSpec, default_engine_path, mismatches,
-                                      sha256_file, sidecar_path)
+from pipeline.engines.sidecar import (
+    EngineSidecar,
+    SidecarError,
+    TensorSpec,
+    default_engine_path,
+    mismatches,
+    sha256_file,
+    sidecar_path,
+)
 
 
 def sidecar(**kw) -> EngineSidecar:

@@ -41,7 +41,7 @@ def test_the_tensorrt_modules_are_found():
 @pytest.mark.parametrize("module", TRT_MODULES, ids=lambda p: p.name)
 def test_tensorrt_usage_is_clean(module, api):
     result = subprocess.run([sys.executable, str(DATA / "check_trt_usage.py"), str(module), str(DATA / api)],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -51,6 +51,6 @@ def test_the_checker_catches_removed_api(tmp_path):
     bad.write_text("import tensorrt as trt\nb = trt.Builder(trt.Logger())\nc = b.create_builder_config()\n"
                    "c.max_workspace_size = 1 << 30\nc.set_flag(trt.BuilderFlag.FP16)\n")
     result = subprocess.run([sys.executable, str(DATA / "check_trt_usage.py"), str(bad), str(DATA / "api-11.4.txt")],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "max_workspace_size" in result.stdout and "FP16" in result.stdout

@@ -21,20 +21,19 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pycuda.driver as cuda
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend  # noqa: E402
-from pipeline.config.models import ModelConfig  # noqa: E402
-from pipeline.gpu.cuda import CudaDevice  # noqa: E402
-from pipeline.gpu.device_buffers import DeviceTensor, pinned_array  # noqa: E402
-from pipeline.gpu.letterbox_kernel import GpuLetterboxer  # noqa: E402
-from pipeline.imaging.letterbox import Letterboxer  # noqa: E402
+from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
+from pipeline.config.models import ModelConfig
+from pipeline.gpu.cuda import CudaDevice
+from pipeline.gpu.device_buffers import DeviceTensor
+from pipeline.gpu.letterbox_kernel import GpuLetterboxer
+from pipeline.imaging.letterbox import Letterboxer
 
 
 def stats(samples_s: list[float]) -> dict:

@@ -18,7 +18,12 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.backends.base import ModelError
-from pipeline.backends.model_info import ModelSignature, check_input, input_dtype, resolve_class_names
+from pipeline.backends.model_info import (
+    ModelSignature,
+    check_input,
+    input_dtype,
+    resolve_class_names,
+)
 from pipeline.config.models import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,7 @@ class OnnxRuntimeBackend:
         self._stacked: np.ndarray | None = None  # batch buffer for max_batch > 1, allocated once
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "OnnxRuntimeBackend":
+    def from_config(cls, cfg: ModelConfig) -> OnnxRuntimeBackend:
         """Open `cfg.path` with the configured providers; ModelError if it is unusable."""
         session = open_session(cfg)
         sig = signature(session, cfg.path)

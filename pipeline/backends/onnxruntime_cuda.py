@@ -18,7 +18,7 @@ stage and released by whoever opened it (`close` does, when it owns it).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -26,7 +26,11 @@ import pycuda.driver as cuda
 
 from pipeline.backends.base import ModelError
 from pipeline.backends.model_info import check_input, input_dtype, resolve_class_names
-from pipeline.backends.onnxruntime_backend import open_session, ort_input_dtype, signature
+from pipeline.backends.onnxruntime_backend import (
+    open_session,
+    ort_input_dtype,
+    signature,
+)
 from pipeline.config.models import ModelConfig
 from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.gpu.device_buffers import DeviceTensor, pinned_array
@@ -68,7 +72,7 @@ class OnnxRuntimeCudaBackend:
             self._bind(self._batch.ptr, self.max_batch)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, device: CudaDevice | None = None) -> "OnnxRuntimeCudaBackend":
+    def from_config(cls, cfg: ModelConfig, device: CudaDevice | None = None) -> OnnxRuntimeCudaBackend:
         """Open `cfg.path` on CUDA device `cfg.device_id`; ModelError if that is not possible."""
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelError(f"{cfg.path}: this onnxruntime has no CUDAExecutionProvider "
@@ -87,7 +91,7 @@ class OnnxRuntimeCudaBackend:
             raise
 
     @classmethod
-    def _open(cls, cfg: ModelConfig, device: CudaDevice, owns: bool) -> "OnnxRuntimeCudaBackend":
+    def _open(cls, cfg: ModelConfig, device: CudaDevice, owns: bool) -> OnnxRuntimeCudaBackend:
         if cfg.cuda_graph and cfg.max_batch > 1:
             log.info("cuda_graph: batches smaller than max_batch %d are padded to it", cfg.max_batch)
         session = open_session(cfg)

@@ -17,8 +17,8 @@ run on a GPU here, because TensorRT cannot be installed on our machines.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pycuda.driver as cuda
@@ -26,7 +26,14 @@ import tensorrt as trt
 
 from pipeline.backends.base import ModelError
 from pipeline.config.models import ModelConfig
-from pipeline.engines.sidecar import EngineSidecar, SidecarError, default_engine_path, mismatches, sha256_file, sidecar_path
+from pipeline.engines.sidecar import (
+    EngineSidecar,
+    SidecarError,
+    default_engine_path,
+    mismatches,
+    sha256_file,
+    sidecar_path,
+)
 from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.gpu.device_buffers import DeviceTensor, pinned_array
 
@@ -62,7 +69,7 @@ class TensorRTBackend:
         self._context.set_tensor_address(self._output, self._out.ptr)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "TensorRTBackend":
+    def from_config(cls, cfg: ModelConfig) -> TensorRTBackend:
         engine_path = Path(cfg.engine_path or default_engine_path(Path(cfg.path)))
         try:
             device = CudaDevice.open(cfg.device_id)
@@ -144,7 +151,7 @@ def deserialize(engine_path: Path):
 def checked_sidecar(cfg: ModelConfig, engine_path: Path, device: CudaDevice) -> EngineSidecar:
     """The engine's sidecar once it matches this machine and model; rebuilt or refused otherwise."""
     current = {"tensorrt_version": trt.__version__, "gpu_name": device.name,
-               "compute_capability": "%d.%d" % device.compute_capability}
+               "compute_capability": device.compute_capability_text}
     if Path(cfg.path).is_file():
         current["onnx_sha256"] = sha256_file(Path(cfg.path))
     try:
@@ -171,7 +178,7 @@ def rebuild(cfg: ModelConfig, engine_path: Path, device: CudaDevice, old: Engine
                            opt_batch=cfg.max_batch, precision=old.precision if old else "fp32",
                            workspace_mib=int(build.get("workspace_mib", 2048)))
     names = tuple(cfg.class_names or (old.class_names if old else ()))
-    gpu = (device.name, "%d.%d" % device.compute_capability)
+    gpu = (device.name, device.compute_capability_text)
     try:
         with device.active():
             return build_engine(Path(cfg.path), engine_path, options, names, gpu, report=log.info)

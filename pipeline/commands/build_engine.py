@@ -36,7 +36,11 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from pipeline.engines.builder import BuildOptions, EngineBuildError, build_engine
+        from pipeline.engines.builder import (
+            BuildOptions,
+            EngineBuildError,
+            build_engine,
+        )
     except ImportError as exc:
         return _fail(f"TensorRT is not installed here ({exc}); build engines where TensorRT is "
                      f"(e.g. NVIDIA's TensorRT container, with `pip install '.[gpu]'` for pycuda)")
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with device.active():
             sidecar = build_engine(args.model, engine, options, class_names(args.model),
-                                   (device.name, "%d.%d" % device.compute_capability), report=_progress)
+                                   (device.name, device.compute_capability_text), report=_progress)
     except EngineBuildError as exc:
         return _fail(str(exc))
     finally:

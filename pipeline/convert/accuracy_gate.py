@@ -34,7 +34,7 @@ class ValidationSet:
     truths: list[Detections] | None  # None: use FP32's detections as the truth
 
     @classmethod
-    def synthetic(cls, frames: int, seed: int = 4242, width: int = 640, height: int = 480) -> "ValidationSet":
+    def synthetic(cls, frames: int, seed: int = 4242, width: int = 640, height: int = 480) -> ValidationSet:
         source = SyntheticSource(width, height, seed=seed, defect_probability=0.5, realtime=False)
         images, truths = [], []
         for k in range(frames):
@@ -45,7 +45,7 @@ class ValidationSet:
         return cls(images, truths)
 
     @classmethod
-    def folder(cls, folder: Path, limit: int | None = None) -> "ValidationSet":
+    def folder(cls, folder: Path, limit: int | None = None) -> ValidationSet:
         return cls([load_image(p) for p in image_files(folder, limit)], None)
 
 
@@ -120,12 +120,12 @@ def verdicts(dets: list[Detections], rules: RuleBook) -> list[str]:
 
 
 def run_gate(fp32: Path, converted: Path, data: ValidationSet, input_size: tuple[int, int],
-             max_map_drop: float, min_verdict_agreement: float, rules: RulesConfig = RulesConfig(),
+             max_map_drop: float, min_verdict_agreement: float, rules: RulesConfig | None = None,
              providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> GateResult:
     reference, names = detect(fp32, data.images, input_size, providers)
     candidate, _ = detect(converted, data.images, input_size, providers)
     truths = data.truths if data.truths is not None else [_as_truth(d) for d in reference]
-    book = RuleBook(rules, names)
+    book = RuleBook(rules or RulesConfig(), names)
     ref_v, cand_v = verdicts(reference, book), verdicts(candidate, book)
     agreement = sum(a == b for a, b in zip(ref_v, cand_v)) / max(1, len(ref_v))
     return GateResult(average_precision(reference, truths, len(names)),

@@ -10,14 +10,15 @@ inputs out, one at a time (never the whole set in memory).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from pipeline.convert.images import image_files, load_image
 from pipeline.imaging.letterbox import Letterboxer
+
 
 class ImageFolderReader(CalibrationDataReader):
     def __init__(self, folder: Path, input_name: str, input_size: tuple[int, int], limit: int | None = None,

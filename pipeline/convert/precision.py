@@ -55,7 +55,12 @@ def to_fp16(source: Path, target: Path) -> None:
 
 def to_int8(source: Path, target: Path, reader, method: str = "minmax") -> None:
     """Q/DQ INT8 (symmetric activations and per-channel weights), calibrated by `reader`."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}

@@ -15,13 +15,18 @@ the TensorRT backend only.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import tensorrt as trt
 
-from pipeline.engines.sidecar import EngineSidecar, TensorSpec, sha256_file, sidecar_path
+from pipeline.engines.sidecar import (
+    EngineSidecar,
+    TensorSpec,
+    sha256_file,
+    sidecar_path,
+)
 
 TRT_MAJOR = int(trt.__version__.split(".")[0])
 HARDWARE_COMPATIBILITY = {
@@ -106,7 +111,7 @@ def _network_flags() -> int:
     # passed, and it is looked up by name so that 11.x code never refers to it.
     if TRT_MAJOR >= 11:
         return 0
-    return 1 << int(getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
+    return 1 << int(getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))  # noqa: B009 (see above)
 
 
 def _add_profile(builder, config, input_name: str, options: BuildOptions) -> dict:

@@ -50,7 +50,7 @@ class EngineSidecar:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
-    def read(cls, path: Path) -> "EngineSidecar":
+    def read(cls, path: Path) -> EngineSidecar:
         try:
             data = json.loads(path.read_text())
             data["inputs"] = tuple(TensorSpec(t["name"], tuple(t["shape"]), t["dtype"]) for t in data["inputs"])

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pycuda.driver as cuda
 
@@ -47,7 +48,7 @@ def device_count() -> int:
 class CudaDevice:
     """One GPU (or MIG instance) and its retained primary context."""
 
-    def __init__(self, device: "cuda.Device", context: "cuda.Context", device_id: int):
+    def __init__(self, device: cuda.Device, context: cuda.Context, device_id: int):
         self.device = device
         self.device_id = device_id
         self._context: cuda.Context | None = context
@@ -56,7 +57,7 @@ class CudaDevice:
         self.compute_capability: tuple[int, int] = device.compute_capability()
 
     @classmethod
-    def open(cls, device_id: int = 0) -> "CudaDevice":
+    def open(cls, device_id: int = 0) -> CudaDevice:
         """Retain device `device_id`'s primary context; CudaError if there is no such GPU."""
         cuda_call("initialising the CUDA driver", cuda.init)
         count = cuda_call("counting CUDA devices", cuda.Device.count)
@@ -67,7 +68,7 @@ class CudaDevice:
         return cls(device, context, device_id)
 
     @contextlib.contextmanager
-    def active(self) -> Iterator["CudaDevice"]:
+    def active(self) -> Iterator[CudaDevice]:
         """Make the primary context current on this thread for the block."""
         if self._context is None:
             raise CudaError(f"CUDA device {self.device_id} is closed")
@@ -76,6 +77,11 @@ class CudaDevice:
             yield self
         finally:
             cuda.Context.pop()
+
+    @property
+    def compute_capability_text(self) -> str:
+        """E.g. "9.0", as engine sidecars record it."""
+        return "{}.{}".format(*self.compute_capability)
 
     def describe(self) -> str:
         major, minor = self.compute_capability

@@ -29,7 +29,7 @@ from pipeline.messages import TensorSlot
 class DeviceTensor:
     """A C-contiguous array in device memory."""
 
-    allocation: "cuda.DeviceAllocation"
+    allocation: cuda.DeviceAllocation
     shape: tuple[int, ...]
     dtype: np.dtype
 
@@ -42,7 +42,7 @@ class DeviceTensor:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
     @classmethod
-    def allocate(cls, shape: tuple[int, ...], dtype: np.dtype | type) -> "DeviceTensor":
+    def allocate(cls, shape: tuple[int, ...], dtype: np.dtype | type) -> DeviceTensor:
         dtype = np.dtype(dtype)
         nbytes = max(1, int(np.prod(shape)) * dtype.itemsize)
         allocation = cuda_call(f"allocating {nbytes} bytes of device memory", cuda.mem_alloc, nbytes)

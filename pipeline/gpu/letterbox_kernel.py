@@ -38,7 +38,7 @@ def kernel_source() -> str:
     return resources.files("pipeline.gpu").joinpath("letterbox.cu").read_text()
 
 
-def compiled_kernels(device: CudaDevice) -> dict[np.dtype, "cuda.Function"]:
+def compiled_kernels(device: CudaDevice) -> dict[np.dtype, cuda.Function]:
     """The prepared float32/float16 kernels for `device` (compiled on first use)."""
     with _compile_lock:
         module = _modules.get(device.device_id)
@@ -88,7 +88,7 @@ class GpuLetterboxer:
             cuda_call("running the letterbox kernel", self.stream.synchronize)
         return geometry
 
-    def _kernel_for(self, out: object) -> "cuda.Function":
+    def _kernel_for(self, out: object) -> cuda.Function:
         w, h = self.input_size
         if not isinstance(out, DeviceTensor) or out.shape != (3, h, w) or out.dtype not in self._kernels:
             got = f"{out.shape} {out.dtype}" if isinstance(out, DeviceTensor) else type(out).__name__

@@ -26,7 +26,7 @@ class GpuPreprocess:
     pool: DeviceSlotPool
 
     @classmethod
-    def open(cls, device_id: int, input_size: tuple[int, int], dtype: np.dtype | type, slots: int) -> "GpuPreprocess":
+    def open(cls, device_id: int, input_size: tuple[int, int], dtype: np.dtype | type, slots: int) -> GpuPreprocess:
         """Retain the device, compile (or load) the kernel and allocate `slots` input slots."""
         device = CudaDevice.open(device_id)
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.pipeline_helpers import DEMO_MODEL
 
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.yolo_decode import decode, to_detections
@@ -13,6 +12,7 @@ from pipeline.config.models import ModelConfig, RulesConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.rules import RuleBook
 from pipeline.sources.synthetic import SyntheticSource
+from tests.pipeline_helpers import DEMO_MODEL
 
 
 def _model_side() -> int:

@@ -7,7 +7,12 @@ import pytest
 
 from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
-from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config
+from tests.pipeline_helpers import (
+    DEMO_MODEL,
+    VerdictCollector,
+    assert_exactly_once,
+    make_config,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
