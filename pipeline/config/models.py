@@ -163,7 +163,7 @@ class ModelConfig(Strict):
     cuda_graph: bool = False
     cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "DEFAULT"
     engine_mismatch: Literal["rebuild", "refuse"] = "refuse"
-    # TensorRT plan; None: engines/<model stem>.engine beside the ONNX file's engines/ dir.
+    # TensorRT plan; None: the model path with .engine (engines/demo.onnx -> engines/demo.engine).
     engine_path: Path | None = None
     # Where letterboxing runs: "gpu" (the fused CUDA kernel, needs a GPU-resident backend),
     # "cpu" (OpenCV), or "auto" (gpu whenever the chosen backend takes device buffers).
