@@ -29,7 +29,7 @@ VERDICT_FIELDS = {"schema", "type", "camera_id", "seq", "frame_id", "part_id", "
 def config_dict(endpoint: str, cameras: int = 1, fps: float = 30.0, realtime: bool = True, **top: Any) -> dict:
     cams = [{"id": f"cam{i}", "source": {"kind": "synthetic", "seed": 100 + i, "realtime": realtime,
                                          "defect_probability": 0.5}, "fps": fps} for i in range(cameras)]
-    data = {"cameras": cams, "model": {"path": str(DEMO_MODEL), "input_size": 320, "threads": 1},
+    data = {"cameras": cams, "model": {"path": str(DEMO_MODEL), "input_size": 416, "threads": 1},
             "publisher": {"endpoint": endpoint, "heartbeat_ms": 200, "linger_ms": 200, "await_subscriber_ms": 3000},
             "budget_ms": 1000, "http": {"port": 0}}  # port 0: tests never collide on the metrics port
     for key, value in top.items():
