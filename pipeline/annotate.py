@@ -39,12 +39,15 @@ def _draw_detections(canvas: np.ndarray, job: Job, class_names, scale: float) ->
     det = job.detections
     failing = _failing_boxes(job)
     thickness = max(1, round(2 * scale))
-    for box, score, class_id in zip(det.boxes, det.scores, det.class_ids):
-        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    boxes = [tuple(int(round(float(v))) for v in box) for box in det.boxes]
+    for (x1, y1, x2, y2), box in zip(boxes, det.boxes):  # all boxes first: tags go on top
         colour = _RED if _is_failing(box, failing) else _AMBER
         cv2.rectangle(canvas, (x1 - 1, y1 - 1), (x2 + 1, y2 + 1), colour, thickness, cv2.LINE_AA)
+    taken: list[tuple[int, int, int, int]] = []
+    for (x1, y1, x2, y2), box, score, class_id in zip(boxes, det.boxes, det.scores, det.class_ids):
+        colour = _RED if _is_failing(box, failing) else _AMBER
         name = class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
-        _label(canvas, f"{name} {score:.2f}", (x1 - 1, y1 - 1), colour, scale)
+        _label(canvas, f"{name} {score:.2f}", (x1 - 1, y1 - 1, y2 + 1), colour, scale, taken)
 
 
 def _failing_boxes(job: Job) -> np.ndarray:
@@ -57,15 +60,25 @@ def _is_failing(box: np.ndarray, failing: np.ndarray) -> bool:
     return bool(len(failing)) and bool(np.any(np.all(np.abs(failing - box) < 1e-3, axis=1)))
 
 
-def _label(canvas: np.ndarray, text: str, corner: tuple[int, int], colour, scale: float) -> None:
-    """Text on a filled tag above `corner` (below it when there is no room above)."""
+def _label(canvas: np.ndarray, text: str, anchor: tuple[int, int, int], colour, scale: float,
+           taken: list[tuple[int, int, int, int]]) -> None:
+    """Text on a filled tag above the box (x, top, bottom), or below it when the space
+    above is off the image or holds another tag; `taken` collects the tags drawn."""
     font_scale, thick = 0.5 * scale, max(1, round(scale))
     (w, h), base = cv2.getTextSize(text, _FONT, font_scale, thick)
-    x, y = corner
-    x = min(max(0, x), max(0, canvas.shape[1] - w - 4))
-    top = y - h - base - 4 if y - h - base - 4 >= 0 else y + 2
-    cv2.rectangle(canvas, (x, top), (x + w + 4, top + h + base + 4), colour, -1)
+    tag_w, tag_h = w + 4, h + base + 4
+    x = min(max(0, anchor[0]), max(0, canvas.shape[1] - tag_w))
+    above, below = anchor[1] - tag_h, anchor[2]
+    candidates = [y for y in (above, below, below + tag_h, above - tag_h) if 0 <= y <= canvas.shape[0] - tag_h]
+    free = [y for y in candidates if not any(_overlaps((x, y, x + tag_w, y + tag_h), t) for t in taken)]
+    top = (free or candidates or [max(0, above)])[0]
+    taken.append((x, top, x + tag_w, top + tag_h))
+    cv2.rectangle(canvas, (x, top), (x + tag_w, top + tag_h), colour, -1)
     cv2.putText(canvas, text, (x + 2, top + h + 2), _FONT, font_scale, (0, 0, 0), thick, cv2.LINE_AA)
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _with_banner(canvas: np.ndarray, job: Job, scale: float) -> np.ndarray:
@@ -73,6 +86,9 @@ def _with_banner(canvas: np.ndarray, job: Job, scale: float) -> np.ndarray:
     verdict = job.verdict
     outcome = verdict.outcome if verdict is not None else None
     lines = [_reason_text(r) for r in (verdict.reasons if verdict is not None else ())]
+    if outcome is Outcome.PASS and not lines:
+        below = len(job.detections) if job.detections is not None else 0
+        lines = [f"no defect: {below} detection(s) below the rules" if below else "no defect found"]
     if len(lines) > _MAX_REASON_LINES:
         lines = lines[:_MAX_REASON_LINES - 1] + [f"... and {len(lines) - _MAX_REASON_LINES + 1} more"]
     font_scale, thick = 0.5 * scale, max(1, round(scale))
