@@ -39,7 +39,7 @@ def _draw_detections(canvas: np.ndarray, job: Job, class_names, scale: float) ->
     det = job.detections
     failing = _failing_boxes(job)
     thickness = max(1, round(2 * scale))
-    boxes = [tuple(int(round(float(v))) for v in box) for box in det.boxes]
+    boxes = [tuple(round(float(v)) for v in box) for box in det.boxes]
     for (x1, y1, x2, y2), box in zip(boxes, det.boxes):  # all boxes first: tags go on top
         colour = _RED if _is_failing(box, failing) else _AMBER
         cv2.rectangle(canvas, (x1 - 1, y1 - 1), (x2 + 1, y2 + 1), colour, thickness, cv2.LINE_AA)

@@ -26,14 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # run from a checkout, installed or not
 
-import torch  # noqa: E402
-
-from demo_detector import CLASSES  # noqa: E402
-from demo_detector.bench import measure_latency  # noqa: E402
-from demo_detector.dataset import Recipe, load_or_render  # noqa: E402
-from demo_detector.export import export_onnx  # noqa: E402
-from demo_detector.model import DemoDetector, count_flops  # noqa: E402
-from demo_detector.train import Progress, Trainer, TrainConfig  # noqa: E402
+import torch
+from demo_detector import CLASSES
+from demo_detector.bench import measure_latency
+from demo_detector.dataset import Recipe, load_or_render
+from demo_detector.export import export_onnx
+from demo_detector.model import DemoDetector, count_flops
+from demo_detector.train import Progress, TrainConfig, Trainer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

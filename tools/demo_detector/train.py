@@ -14,8 +14,8 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +24,12 @@ from demo_detector import CLASSES
 from demo_detector.assign import AssignConfig, assign, detection_loss
 from demo_detector.augment import augment
 from demo_detector.dataset import SOURCE_SIZE, Split
-from demo_detector.model import DemoDetector, anchor_points, cxcywh_to_xyxy, decode_cxcywh
+from demo_detector.model import (
+    DemoDetector,
+    anchor_points,
+    cxcywh_to_xyxy,
+    decode_cxcywh,
+)
 
 
 @dataclass(frozen=True)
