@@ -182,6 +182,7 @@ def test_a_hung_stage_loses_no_job_on_shutdown_and_never_publishes_twice(free_tc
         collector.close()
     infer = next(s for s in pipeline.stages if s.name == "infer")
     infer.thread.join(10)
+    assert not infer.thread.is_alive(), "the abandoned stage must end once its call returns"
     assert code == 0
     verdicts = collector.verdicts["cam0"]
     assert_exactly_once(verdicts, captured)

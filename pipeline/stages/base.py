@@ -79,6 +79,9 @@ class Stage:
                     self.stats.progressed()  # idle is progress: the watchdog looks for stuck calls
                     continue
                 self._process(items)
+                if self._abandoned:  # woke up after shutdown routed around it: its work is done
+                    self.stats.state = "abandoned"
+                    return
             self.finish()
             if self.outbox is not None:
                 self.outbox.put(EndOfStream(self.name))
