@@ -172,10 +172,15 @@ class OnnxRuntimeCudaBackend:
                                   [rows, *self._output.shape[1:]], self._output.ptr)
 
     def warmup(self, runs: int) -> None:
-        """Batches of 1 and max_batch (with a CUDA graph, the first runs capture it)."""
+        """Every batch size from 1 to max_batch: cuDNN picks (and with EXHAUSTIVE, times)
+        its algorithms per shape, which cost up to a second on first use in `pipeline bench`.
+        With a CUDA graph every run has the max_batch shape; ONNX Runtime captures only
+        after a few regular runs, and the capture must end before frames (and the
+        preprocess stream's synchronisations) flow, so run enough times here."""
         w, h = self.input_size
-        for _ in range(max(runs, 2 if self.cuda_graph else runs)):
-            for n in sorted({1, self.max_batch}):
+        sizes = [self.max_batch] if self.cuda_graph else range(1, self.max_batch + 1)
+        for _ in range(max(runs, 4) if self.cuda_graph else max(runs, 1)):
+            for n in sizes:
                 self.infer(np.zeros((n, 3, h, w), self.input_dtype))
 
     def close(self) -> None:
