@@ -66,7 +66,7 @@ def _channels_first(output: np.ndarray, num_classes: int) -> np.ndarray:
 def _check_finite(output: np.ndarray) -> None:
     # max and min propagate NaN and expose +-inf; two float32 reductions cost about a third
     # of a float64 sum (0.07 vs 0.23 ms on a 84x8400 output). Only then pay for the count.
-    if np.isfinite(output.max()) and np.isfinite(output.min()):
+    if output.size == 0 or (np.isfinite(output.max()) and np.isfinite(output.min())):
         return
     nan = int(np.isnan(output).sum())
     inf = int(np.isinf(output).sum())
