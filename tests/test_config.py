@@ -92,3 +92,9 @@ def test_check_config_cli_accepts_a_good_file(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "OK" in proc.stdout
+
+
+def test_cuda_graph_with_batches_is_refused_with_the_reason():
+    text = GOOD.replace("input_size: 320", "input_size: 320\n  cuda_graph: true\n  max_batch: 4")
+    with pytest.raises(ConfigError, match="cuda_graph works with max_batch 1 only"):
+        parse_config(text)
