@@ -13,6 +13,7 @@ import logging
 
 import zmq
 
+from pipeline.annotate import annotate
 from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import create_backend
@@ -120,7 +121,7 @@ def open_archive(config: PipelineConfig, class_names: tuple[str, ...]) -> Failed
     if not config.archive.enabled:
         return None
     try:
-        archive = FailedPartArchive.from_config(config.archive, config, class_names)
+        archive = FailedPartArchive.from_config(config.archive, config, class_names, annotate=annotate)
     except ArchiveError as exc:
         raise StartupError(str(exc)) from None
     archive.start()

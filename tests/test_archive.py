@@ -113,3 +113,6 @@ def test_pipeline_verdicts_name_their_archived_files(tmp_path, free_tcp_endpoint
         record = json.loads(Path(v["archive"][: -len(".png")] + ".json").read_text())
         assert record["frame_id"] == v["frame_id"] and record["verdict"] == "ERROR"
         assert record["model_sha256"] == hashlib.sha256(DEMO_MODEL.read_bytes()).hexdigest()
+    fails = [v for v in verdicts if v["verdict"] == "FAIL"]
+    for v in fails + errors:  # a person looks at the annotated copy, not the raw frame
+        assert Path(v["archive"][: -len(".png")] + ".annotated.jpg").stat().st_size > 0
