@@ -24,13 +24,26 @@ from pipeline.status_line import StatusLine
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 4.0  # + socket linger stays within the 5 s promised to systemd
+TICK_S = 0.1  # the main loop's period: status line, watchdog, reload, stop checks
+
+
+class StopRequest:
+    """Set from a signal handler, read by the main loop. A plain attribute, not an Event:
+    a handler runs on the main thread between bytecodes and must take no lock (the main
+    thread may hold the very lock an Event or the logging module would need)."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
 
 
 def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: float | None = None,
                  status: StatusLine | None = None, config_path: Path | None = None,
                  service: DaemonService | None = None, build: Callable[[PipelineConfig], Parts] = build_parts) -> int:
     service = service or DaemonService(config, config_path=config_path)
-    stop = threading.Event()
+    stop = StopRequest()
     restore = _install_signal_handlers(stop, service.request_reload)  # before the slow part: a HUP must not kill
     try:
         service.open()
@@ -53,10 +66,14 @@ def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: 
     return code
 
 
-def _wait(pipeline: Pipeline, stop: threading.Event, duration_s: float | None, status: StatusLine,
+def _wait(pipeline: Pipeline, stop: StopRequest, duration_s: float | None, status: StatusLine,
           service: DaemonService) -> None:
     end = time.monotonic() + duration_s if duration_s else None
-    while not stop.wait(0.1):
+    while True:
+        time.sleep(TICK_S)  # a periodic tick, not a wait for an event: the loop has work each pass
+        if stop:
+            log.info("received %s, stopping", stop.signal_name)
+            break
         status.refresh()
         service.tick()
         if pipeline.captures_done or pipeline.telemetry.crashed.is_set():
@@ -65,14 +82,13 @@ def _wait(pipeline: Pipeline, stop: threading.Event, duration_s: float | None, s
             break
 
 
-def _install_signal_handlers(stop: threading.Event, reload: Callable[[], None]):
+def _install_signal_handlers(stop: StopRequest, reload: Callable[[], None]):
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
 
     def on_signal(signum, _frame):
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
+        stop.signal_name = signal.Signals(signum).name
 
     def on_hangup(_signum, _frame):
         reload()  # only sets a flag: the main loop reloads (and logs) on its next pass
