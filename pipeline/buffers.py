@@ -16,15 +16,14 @@ import numpy as np
 from pipeline.messages import TensorSlot
 
 
-class HostSlotPool:
-    """`count` arrays of `shape`/`dtype`, allocated once."""
+class SlotPool:
+    """Lends a fixed set of buffers, made once by the subclass, as `TensorSlot`s."""
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, count: int):
-        self.shape = shape
-        self.count = count
+    def __init__(self, buffers: list):
+        self.count = len(buffers)
         self._free: queue.SimpleQueue[TensorSlot] = queue.SimpleQueue()
-        for _ in range(count):
-            self._free.put(TensorSlot(np.zeros(shape, dtype), self._free.put))
+        for buffer in buffers:
+            self._free.put(TensorSlot(buffer, self._free.put))
 
     def acquire(self, timeout_s: float) -> TensorSlot | None:
         """A free slot, or None if none was returned within `timeout_s`."""
@@ -36,3 +35,11 @@ class HostSlotPool:
     @property
     def available(self) -> int:
         return self._free.qsize()
+
+
+class HostSlotPool(SlotPool):
+    """`count` arrays of `shape`/`dtype`, allocated once."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, count: int):
+        self.shape = shape
+        super().__init__([np.zeros(shape, dtype) for _ in range(count)])

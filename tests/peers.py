@@ -150,3 +150,13 @@ def _ready_then_wait() -> None:
 if __name__ == "__main__":
     kind, arg = sys.argv[1], sys.argv[2]
     {"gige": _serve_gige, "rtsp": _serve_rtsp, "mjpeg": _serve_mjpeg}[kind](arg)
+
+
+def read_frames(source, count: int, timeout_s: float = 10.0) -> list:
+    """Up to `count` frames read from an opened source within `timeout_s`."""
+    frames, end = [], time.monotonic() + timeout_s
+    while len(frames) < count and time.monotonic() < end:
+        got = source.read(0.2)
+        if got is not None:
+            frames.append(got)
+    return frames

@@ -20,7 +20,7 @@ from pipeline.config import parse_config  # noqa: E402
 from pipeline.config.models import CameraConfig  # noqa: E402
 from pipeline.sources.base import CameraState  # noqa: E402
 from pipeline.sources.genicam import CameraRefused, GenICamSource  # noqa: E402
-from tests.peers import LOOPBACK, Peer, reset_fake_camera  # noqa: E402
+from tests.peers import LOOPBACK, Peer, read_frames, reset_fake_camera  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
 
 pytestmark = [pytest.mark.camera, pytest.mark.timeout(60)]
@@ -49,14 +49,6 @@ def camera_source(fake_camera):
         src.close()
     reset_fake_camera(LOOPBACK)
 
-
-def read_frames(source: GenICamSource, count: int, timeout_s: float = 5.0) -> list:
-    frames, end = [], time.monotonic() + timeout_s
-    while len(frames) < count and time.monotonic() < end:
-        got = source.read(0.2)
-        if got is not None:
-            frames.append(got)
-    return frames
 
 
 def test_free_run_delivers_mono8_frames_with_camera_timestamps(camera_source):

@@ -21,7 +21,7 @@ from pipeline.config import parse_config
 from pipeline.config.models import CameraConfig
 from pipeline.sources.base import CameraState, SourceEnded, SourceError
 from pipeline.sources.opencv_source import OpenCVSource
-from tests.peers import Peer
+from tests.peers import Peer, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
 
 pytestmark = pytest.mark.timeout(60)
@@ -38,14 +38,6 @@ def opencv_source(uri: str, **source) -> OpenCVSource:
                 "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **source}
     return OpenCVSource.from_config(CameraConfig.model_validate({"id": "cv0", "source": settings}))
 
-
-def read_frames(source: OpenCVSource, count: int, timeout_s: float = 10.0) -> list:
-    frames, end = [], time.monotonic() + timeout_s
-    while len(frames) < count and time.monotonic() < end:
-        got = source.read(0.2)
-        if got is not None:
-            frames.append(got)
-    return frames
 
 
 @pytest.mark.camera

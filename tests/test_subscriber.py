@@ -16,13 +16,6 @@ pytestmark = pytest.mark.timeout(20)
 
 
 @pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
-@pytest.fixture
 def pub(context):
     p = publisher(context)
     yield p

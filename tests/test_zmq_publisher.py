@@ -15,13 +15,6 @@ from tests.zmq_helpers import CLASS_NAMES, defect_job, join_sub, make_job, publi
 pytestmark = pytest.mark.timeout(20)
 
 
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.destroy(linger=0)
-
-
 def receive(sub: zmq.Socket) -> tuple[bytes, dict]:
     topic, payload = sub.recv_multipart()
     return topic, decode(payload)

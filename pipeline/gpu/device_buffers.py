@@ -15,14 +15,13 @@ nothing is freed in `__del__`.
 
 from __future__ import annotations
 
-import queue
 from dataclasses import dataclass
 
 import numpy as np
 import pycuda.driver as cuda
 
 from pipeline.gpu.cuda import CudaDevice, cuda_call
-from pipeline.messages import TensorSlot
+from pipeline.buffers import SlotPool
 
 
 @dataclass(frozen=True)
@@ -63,31 +62,17 @@ def pinned_array(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
     return cuda_call("allocating pinned host memory", cuda.pagelocked_empty, shape, dtype)
 
 
-class DeviceSlotPool:
+class DeviceSlotPool(SlotPool):
     """`count` device tensors of `shape`/`dtype`, allocated once, lent as `TensorSlot`s."""
 
     def __init__(self, device: CudaDevice, shape: tuple[int, ...], dtype: np.dtype | type, count: int):
         self.device = device
         self.shape = tuple(shape)
-        self.count = count
-        self._free: queue.SimpleQueue[TensorSlot] = queue.SimpleQueue()
         self._tensors: list[DeviceTensor] = []
         with device.active():
             for _ in range(count):
-                tensor = DeviceTensor.allocate(self.shape, dtype)
-                self._tensors.append(tensor)
-                self._free.put(TensorSlot(tensor, self._free.put))
-
-    def acquire(self, timeout_s: float) -> TensorSlot | None:
-        """A free slot, or None if none was returned within `timeout_s`."""
-        try:
-            return self._free.get(timeout=timeout_s).lend()
-        except queue.Empty:
-            return None
-
-    @property
-    def available(self) -> int:
-        return self._free.qsize()
+                self._tensors.append(DeviceTensor.allocate(self.shape, dtype))
+        super().__init__(self._tensors)
 
     def close(self) -> None:
         """Free every device buffer; idempotent. Call once the stages have stopped."""

@@ -8,20 +8,17 @@ injected: the CPU `Letterboxer` or the GPU kernel, both `(image, out) -> Geometr
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
-from pipeline.messages import Geometry, Job, Outcome, ReasonCode, TensorSlot
+from pipeline.buffers import SlotPool
+from pipeline.messages import Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
 from pipeline.telemetry import Telemetry
 
 Transform = Callable[[np.ndarray, object], Geometry]
-
-
-class SlotPool(Protocol):
-    def acquire(self, timeout_s: float) -> TensorSlot | None: ...
 
 
 class PreprocessStage(Stage):
