@@ -19,6 +19,7 @@ import zmq
 
 from pipeline.buffers import HostSlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
+from pipeline.deadline import Deadline
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
@@ -102,7 +103,8 @@ class Pipeline:
                        on_backend_error=cfg.model.on_backend_error),
             DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
             PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms,
-                         tap=parts.archive.offer if parts.archive is not None else None),
+                         tap=parts.archive.offer if parts.archive is not None else None,
+                         deadline=Deadline(cfg.budget_ms, cfg.late_policy)),
         ]
 
     @property

@@ -123,14 +123,16 @@ class ZmqPublisher:
         """camera_id -> the last verdict seq used (read-only view; absent: none yet)."""
         return MappingProxyType(self._last_seq)
 
-    def publish_verdict(self, job: Job) -> int:
-        """Send the verdict of a settled job; return the seq it used. Never blocks."""
+    def publish_verdict(self, job: Job, t_mono_ns: int | None = None) -> int:
+        """Send the verdict of a settled job; return the seq it used. Never blocks.
+        `t_mono_ns`: the monotonic publish time the caller judged `late` by (default now),
+        so the message's `latency_ms.total` is the age that decision saw."""
         camera_id = job.frame.camera_id
         topic = self._topics.get(camera_id)
         if topic is None:
             topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
         seq = self._last_seq.get(camera_id, -1) + 1
-        payload = self._encode(job, seq)
+        payload = self._encode(job, seq, t_mono_ns)
         self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
         if not self._send(topic, payload):
             self.dropped += 1
@@ -179,8 +181,8 @@ class ZmqPublisher:
 
     # ------------------------------------------------------------------ internals
 
-    def _encode(self, job: Job, seq: int) -> bytes:
-        t_wall, t_mono = time.time_ns(), time.monotonic_ns()
+    def _encode(self, job: Job, seq: int, t_mono_ns: int | None = None) -> bytes:
+        t_wall, t_mono = time.time_ns(), t_mono_ns or time.monotonic_ns()
         args = (seq, t_wall, t_mono, self._budget_ms, self._class_names)
         try:
             return encode_verdict(job, *args, include_detections=self._include_detections)

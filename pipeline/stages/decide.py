@@ -1,8 +1,8 @@
 """Decide: detections -> verdict, then the deadline.
 
-Owns applying the rule book and the late policy. A verdict ready after `budget_ms` from
-capture is flagged `late`; under `fail_safe` it becomes FAIL (reason `deadline`), under
-`not_inspected` NOT_INSPECTED, under `report` it keeps its outcome. The rule book can be
+Owns applying the rule book, then the late policy (pipeline.deadline) to a verdict ready
+after `budget_ms` from capture; the publish stage applies the same policy again at the
+send, so time spent after this stage is counted too. The rule book can be
 swapped at run time (`replace_rules`) without stopping the stage: the reference is
 replaced atomically and the next job uses the new rules.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 
 from pipeline.config.models import LatePolicy
-from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.deadline import late_verdict
+from pipeline.messages import Job
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
 from pipeline.stages.base import Stage
@@ -42,12 +43,5 @@ class DecideStage(Stage):
         verdict = rules.judge(job.detections, self.mm_per_px.get(job.frame.camera_id))
         age_ns = time.monotonic_ns() - job.frame.t_capture_ns
         if age_ns > self.budget_ns:
-            verdict = self._late(verdict, age_ns / 1e6)
+            verdict = late_verdict(verdict, age_ns / 1e6, self.budget_ms, self.late_policy)
         return job.mark(self.name, verdict=verdict)
-
-    def _late(self, verdict: Verdict, age_ms: float) -> Verdict:
-        if self.late_policy is LatePolicy.REPORT:
-            return Verdict(verdict.outcome, verdict.reasons, late=True)
-        outcome = Outcome.FAIL if self.late_policy is LatePolicy.FAIL_SAFE else Outcome.NOT_INSPECTED
-        reason = Reason(ReasonCode.DEADLINE, f"verdict ready {age_ms:.1f} ms after capture, budget {self.budget_ms:g} ms")
-        return Verdict(outcome, (reason, *verdict.reasons), late=True)

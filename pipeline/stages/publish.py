@@ -4,6 +4,10 @@ Owns the only thread that touches the PUB socket (ZeroMQ sockets are not thread-
 the per-camera published counters in telemetry and the end-to-end latency window. Its
 inbox is lossless: verdicts are never shed. A job that reaches this stage unsettled (a
 bug upstream) is published as ERROR rather than dropped.
+
+Two orderings a subscriber relies on (docs/PROTOCOL.md): the first heartbeat goes out
+before the first verdict, and `late` is decided here, with the same clock reading the
+message's `latency_ms.total` is computed from (pipeline.deadline), after the archive tap.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+from pipeline.deadline import Deadline
 from pipeline.messages import Job
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
@@ -21,10 +26,11 @@ class PublishStage(Stage):
     name = "publish"
 
     def __init__(self, publisher, inbox: StageQueue, telemetry: Telemetry, heartbeat_ms: int,
-                 tap: Callable[[Job], Job] | None = None):
+                 tap: Callable[[Job], Job] | None = None, deadline: Deadline | None = None):
         super().__init__(inbox, None, telemetry)
         self.publisher = publisher
         self.tap = tap  # e.g. the failed-part archive naming its file; must never block or raise
+        self.deadline = deadline
         self.heartbeat_ns = int(heartbeat_ms * 1e6)
         self._next_heartbeat_ns = 0
         self.max_batch = 64  # drain bursts in one wakeup
@@ -33,17 +39,20 @@ class PublishStage(Stage):
         raise RuntimeError("job reached the publisher without a verdict")
 
     def emit(self, job: Job) -> None:
+        self._maybe_heartbeat()  # before the verdict: the very first one precedes every verdict
         if self.tap is not None:
             job = self.tap(job)
-        seq = self.publisher.publish_verdict(job)
+        now = time.monotonic_ns()
+        if self.deadline is not None:
+            job = self.deadline.judge(job, now)
+        seq = self.publisher.publish_verdict(job, t_mono_ns=now)
         camera = self.telemetry.cameras[job.frame.camera_id]
         camera.verdicts_published += 1
         camera.last_seq = seq
         self.telemetry.counts[job.verdict.outcome.value] += 1
-        self.telemetry.latency.add((time.monotonic_ns() - job.frame.t_capture_ns) / 1e6)
+        self.telemetry.latency.add((now - job.frame.t_capture_ns) / 1e6)
         self.telemetry.published_dropped = self.publisher.dropped
         self.telemetry.verdict_published(job)
-        self._maybe_heartbeat()
 
     def idle(self) -> None:
         self._maybe_heartbeat()

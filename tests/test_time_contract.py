@@ -1,0 +1,46 @@
+"""Time is the contract between a part and its verdict: `late` is decided at the send,
+and the first heartbeat precedes the first verdict. The real pipeline (synthetic camera,
+demo model, ZeroMQ) with an independent subscriber."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.app import Pipeline
+from pipeline.assembly import build_parts
+from pipeline.stages.publish import PublishStage
+from tests.pipeline_helpers import VerdictCollector, make_config
+
+pytestmark = pytest.mark.timeout(90)
+BUDGET_MS = 300.0
+
+
+def slow_every_third(job):
+    """An archive tap that stalls: the time after decide, before the send, that only a
+    publish-time deadline can see."""
+    if job.frame.frame_id % 3 == 0:
+        time.sleep(BUDGET_MS * 1.3 / 1000)
+    return job
+
+
+def test_a_verdict_sent_after_its_budget_always_says_late(free_tcp_endpoint):
+    frames = 9
+    collector = VerdictCollector(free_tcp_endpoint)
+    try:
+        config = make_config(free_tcp_endpoint, budget_ms=BUDGET_MS, fps=10)
+        pipeline = Pipeline(config, build_parts(config), max_frames=frames)
+        next(s for s in pipeline.stages if isinstance(s, PublishStage)).tap = slow_every_third
+        pipeline.start()
+        assert collector.wait_for({"cam0": frames}, timeout_s=30)
+        assert pipeline.shutdown(timeout_s=10) == 0
+    finally:
+        collector.close()
+    verdicts = collector.verdicts["cam0"]
+    past_budget = [v for v in verdicts if v["latency_ms"]["total"] > BUDGET_MS]
+    assert len(past_budget) >= 3, [v["latency_ms"]["total"] for v in verdicts]
+    assert all(v["late"] for v in past_budget), [(v["frame_id"], v["latency_ms"]["total"], v["late"]) for v in verdicts]
+    assert all(v["verdict"] != "PASS" for v in past_budget), "fail_safe: a late part never passes"
+    assert all(not v["late"] for v in verdicts if v["latency_ms"]["total"] <= BUDGET_MS)
+    assert collector.topics[0].endswith(b"._heartbeat"), "the first message is a heartbeat, before any verdict"
