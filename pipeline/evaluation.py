@@ -164,13 +164,13 @@ class PublisherTap:
         self._on_job = on_job
         self.failures = 0
 
-    def publish_verdict(self, job: Job) -> int:
+    def publish_verdict(self, job: Job, t_mono_ns: int | None = None) -> int:
         try:
             self._on_job(job)
         except Exception:  # measuring must never cost a part its verdict
             self.failures += 1
             log.exception("evaluation tap failed on camera %s frame %d", job.frame.camera_id, job.frame.frame_id)
-        return self._publisher.publish_verdict(job)
+        return self._publisher.publish_verdict(job, t_mono_ns)
 
     def __getattr__(self, name: str):  # publish_heartbeat, close, dropped, ...
         return getattr(self._publisher, name)

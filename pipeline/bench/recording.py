@@ -55,8 +55,8 @@ class TapPublisher:
         self._publisher = publisher
         self._recorder = recorder
 
-    def publish_verdict(self, job: Job) -> int:
-        seq = self._publisher.publish_verdict(job)
+    def publish_verdict(self, job: Job, t_mono_ns: int | None = None) -> int:
+        seq = self._publisher.publish_verdict(job, t_mono_ns)
         self._recorder.record(job, time.monotonic_ns())
         return seq
 
