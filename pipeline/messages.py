@@ -44,6 +44,7 @@ class ReasonCode(str, Enum):
     SHUTDOWN = "shutdown"  # still in flight when the pipeline had to stop
     MISSED_TRIGGER = "missed_trigger"  # a part was announced but no image arrived
     SOURCE_DOWN = "source_down"  # camera not delivering while a part was expected
+    STALE_FRAME = "stale_frame"  # the only image in the part's window was exposed before it
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,12 +52,13 @@ class CameraStats:
     frames_captured: int = 0
     verdicts_published: int = 0
     last_seq: int = -1
-    last_frame_ns: int = 0
+    last_frame_ns: int = 0  # monotonic exposure time of the newest fresh frame; 0: none yet
     reconnects: int = 0  # links re-established after a loss (sources that reconnect by themselves)
     parts_announced: int = 0  # part ids received on the trigger input
     parts_missed: int = 0  # announced parts settled without an image (missed_trigger, source_down, shutdown)
     triggers_rejected: int = 0  # malformed trigger messages
     frames_skipped: int = 0  # free-running frames no announced part claimed
+    frames_stale: int = 0  # frames that came late for their own timestamp: never judged
 
 
 class LatencyWindow:
@@ -125,7 +126,8 @@ class Telemetry:
     def current_health(self) -> Health:
         if self.health in (Health.ERROR, Health.STOPPING, Health.STARTING):
             return self.health
-        bad_camera = any(c.state in ("DOWN", "STALLED") for c in self.cameras.values())
+        # a camera that never delivered a frame is not known to work: never OK (docs/PROTOCOL.md)
+        bad_camera = any(c.state in ("DOWN", "STALLED") or c.last_frame_ns == 0 for c in self.cameras.values())
         failing = any(s.failing for s in self.stages.values())
         return Health.DEGRADED if bad_camera or failing else Health.OK
 
@@ -145,7 +147,8 @@ class Telemetry:
                               "verdicts_published": c.verdicts_published, "last_seq": c.last_seq,
                               "reconnects": c.reconnects, "parts_announced": c.parts_announced,
                               "parts_missed": c.parts_missed, "triggers_rejected": c.triggers_rejected,
-                              "frames_skipped": c.frames_skipped}
+                              "frames_skipped": c.frames_skipped, "frames_stale": c.frames_stale,
+                              "last_frame_age_s": _age_s(c.last_frame_ns)}
                 for c in self.cameras.values()
             },
             "counts": dict(self.counts),
@@ -155,3 +158,8 @@ class Telemetry:
             "publisher_dropped": self.published_dropped,
             "errors": list(self.errors[-10:]),
         }
+
+
+def _age_s(t_ns: int) -> float | None:
+    """Seconds since `t_ns` (monotonic), 0.1 s steps; None for 0 (never)."""
+    return round((time.monotonic_ns() - t_ns) / 1e9, 1) if t_ns else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import zmq
@@ -14,6 +15,7 @@ from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
 from pipeline.config import parse_config
 from pipeline.config.models import CameraConfig
+from pipeline.sources.trigger_line import TriggerLine
 from pipeline.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
 from tests.pipeline_helpers import VerdictCollector, config_dict
 
@@ -43,8 +45,12 @@ def test_bad_trigger_messages_say_what_is_wrong(payload, complaint):
         parse_trigger(payload, "cam0")
 
 
+def ids(parts) -> list[str]:
+    return [p.part_id for p in parts]
+
+
 def test_frames_claim_parts_oldest_first_and_only_parts_announced_before_them():
-    ledger = PartLedger()
+    ledger = PartLedger(timeout_ns=1000)
     ledger.announce("A", 100)
     ledger.announce("B", 200)
     assert ledger.claim(150) == "A"
@@ -53,32 +59,88 @@ def test_frames_claim_parts_oldest_first_and_only_parts_announced_before_them():
     assert (ledger.announced, ledger.claimed, ledger.pending) == (2, 2, 0)
 
 
+def test_a_frame_exposed_after_a_part_s_window_never_judges_it():
+    ledger = PartLedger(timeout_ns=100)
+    ledger.announce("A", 0)
+    ledger.announce("B", 150)
+    assert ledger.claim(120) is None, "A's window ended at 100, B's starts at 150"
+    assert ids(ledger.overdue(now_ns=120)) == ["A"]
+    assert ledger.claim(200) == "B"
+
+
+def test_a_stale_frame_arriving_in_a_part_s_window_makes_it_stale_not_inspected():
+    ledger = PartLedger(timeout_ns=100)
+    ledger.announce("A", 1000)
+    assert ledger.claim(exposure_ns=900, arrival_ns=1010) is None, "exposed before A was announced"
+    assert ledger.claim(exposure_ns=1020, arrival_ns=1030, stale=True) is None, "late for its own timestamp"
+    (part,) = ledger.overdue(now_ns=1101)
+    assert part.part_id == "A" and part.saw_stale
+
+
 def test_parts_without_a_frame_expire_in_order_and_shutdown_takes_the_rest():
-    ledger = PartLedger()
+    ledger = PartLedger(timeout_ns=100)
     for t, part in enumerate("ABC"):
         ledger.announce(part, t * 100)
-    assert ledger.overdue(announced_before_ns=150) == ["A", "B"]
-    assert ledger.take_all() == ["C"]
+    assert ids(ledger.overdue(now_ns=250)) == ["A", "B"]
+    assert ids(ledger.take_all()) == ["C"]
 
 
 def test_software_trigger_fires_one_part_at_a_time():
-    fired: list[int] = []
-    ledger = PartLedger()
-    ledger.fire = lambda: fired.append(1) or True
+    woken: list[int] = []
+    ledger = PartLedger(timeout_ns=2**60)
+    ledger.wake_firer = lambda: woken.append(1)
     ledger.announce("A", 0)
     ledger.announce("B", 0)
-    assert len(fired) == 1, "B waits until A got its frame"
-    assert ledger.claim(0) is None, "a frame older than A's trigger is not A's"
-    part = ledger.claim(2**62)
-    assert part == "A" and len(fired) == 2
-    assert ledger.overdue(announced_before_ns=1) == ["B"]
+    assert woken, "an announcement wakes the trigger thread"
+    assert ledger.claim(5) is None, "no frame is A's before its trigger"
+    assert ledger.next_to_fire(10).part_id == "A"
+    assert ledger.next_to_fire(11) is None, "B waits until A got its frame"
+    assert ledger.claim(9) is None, "a frame older than A's trigger is not A's"
+    assert ledger.claim(12) == "A"
+    assert ledger.next_to_fire(13).part_id == "B"
+    assert ids(ledger.take_all()) == ["B"]
+
+
+def test_the_trigger_thread_never_blocks_the_ledger_and_holds_after_a_failed_write():
+    """A write that hangs (a dead camera) blocks only the trigger thread; the part still
+    expires on time, and the next part is triggered only after the hold."""
+    release, calls = threading.Event(), []
+
+    def hanging_fire() -> bool:
+        calls.append(time.monotonic())
+        release.wait(5)
+        return False
+
+    ledger = PartLedger(timeout_ns=50_000_000)
+    line = TriggerLine(ledger, hanging_fire, "cam0", hold_s=0.2)
+    line.start()
+    try:
+        t0 = time.monotonic_ns()
+        ledger.announce("A", t0)
+        ledger.announce("B", t0)
+        deadline = time.monotonic() + 2
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(calls) == 1
+        expired = []
+        while len(expired) < 2 and time.monotonic() < deadline:
+            expired += ledger.overdue(time.monotonic_ns())  # the capture thread's call: never waits
+            time.sleep(0.01)
+        assert ids(expired) == ["A", "B"], "both windows closed while the write hung"
+        release.set()
+        ledger.announce("C", time.monotonic_ns())
+        assert len(calls) == 1
+    finally:
+        release.set()
+        line.close()
+    assert line.failed == 1
 
 
 def test_overflowing_announcements_are_missed_not_dropped():
     ledger = PartLedger(max_pending=2)
     for part in "ABC":
         ledger.announce(part, 0)
-    assert ledger.overdue(announced_before_ns=-1) == ["A"]
+    assert ids(ledger.overdue(now_ns=-1)) == ["A"]
 
 
 def test_inbox_receives_announcements_over_a_real_socket_and_counts_bad_ones(free_tcp_endpoint):
@@ -100,7 +162,7 @@ def test_inbox_receives_announcements_over_a_real_socket_and_counts_bad_ones(fre
             if inbox.ledger.announced == 2 and inbox.rejected == 2:
                 break
             stop.wait(0.02)
-        assert inbox.ledger.take_all() == ["P1", "3"]
+        assert ids(inbox.ledger.take_all()) == ["P1", "3"]
         assert inbox.rejected == 2 and "one message frame" in inbox.last_rejection
     finally:
         stop.set()

@@ -36,9 +36,12 @@ class CameraState(str, Enum):
 @dataclass(frozen=True, slots=True)
 class SourceFrame:
     image: np.ndarray  # HxWx3 uint8 BGR or HxW uint8 gray, owned by the receiver
-    camera_ts_ns: int | None = None
+    camera_ts_ns: int | None = None  # the camera's own clock (or the stream's timestamp)
     part_id: str | None = None
     truth: GroundTruth | None = None
+    # time.monotonic_ns() when the frame reached the host, when the source knows it better
+    # than the capture stage's read (a grab thread, a driver's receive stamp); else None
+    arrival_ns: int | None = None
 
 
 @runtime_checkable
@@ -59,12 +62,17 @@ class CameraSource(FrameSource, Protocol):
 
     `link_state` is CONNECTING, STREAMING or DOWN as the source sees its link; the capture
     stage adds STALLED (linked but silent). `free_running` sources deliver frames by
-    themselves; the others deliver one per trigger. `fire_trigger` sends a software trigger
-    and returns False when the source has none or is not connected; it may be called from
-    another thread than `read`."""
+    themselves; the others deliver one per trigger, a software trigger where
+    `software_triggered`. `fire_trigger` sends a software trigger and returns False when
+    the source has none or is not connected; it may block for the camera's own call
+    timeout, so only the camera's trigger thread calls it (pipeline.sources.trigger_line),
+    never a pipeline thread. `read` never blocks longer than its timeout, a dead camera
+    included: reconnecting is the source's own business, off the caller's thread."""
 
     link_state: CameraState
     free_running: bool
+    software_triggered: bool
+    reconnects: int  # links re-established after a loss
 
     def fire_trigger(self) -> bool: ...
 

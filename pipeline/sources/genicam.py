@@ -16,12 +16,22 @@ interface, is used only when the config sets `discovery: true`. Every setting th
 config names is written at each (re)connect, trigger mode included, because a camera
 keeps register values from its previous client. An Aravis stream never recovers after
 its camera restarts, so a lost control channel (`control-lost`) or a dead stream closes
-everything and the next `read()` reconnects after an exponential backoff.
+everything and the link thread reconnects after an exponential backoff.
+
+No camera call runs on a pipeline thread except the first connect in `open()` (start-up,
+before any stage runs): reconnecting, and closing a camera that may be gone (each of
+its register writes blocks for Aravis' GVCP timeout and retries, ~2.5 s), run on this
+source's own link thread; `read()` only pops the driver's buffer queue, bounded by its
+timeout; the software trigger write runs on the camera's trigger thread
+(pipeline.sources.trigger_line), and a failed write counts as a lost control channel.
+Each frame carries the camera's timestamp (`camera_ts_ns`) and the host's receive time
+of the buffer (`arrival_ns`, Aravis' system timestamp moved onto the monotonic clock).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 import gi
@@ -52,14 +62,18 @@ class GenICamSource:
         self.fps = fps
         self.name = name
         self.free_running = settings.trigger == "free_run"
+        self.software_triggered = settings.trigger == "software"
         self.link_state = CameraState.CONNECTING
         self.reconnects = 0
         self._backoff = backoff
         self._camera = None
         self._stream = None
         self._control_lost = False
-        self._retry_at = 0.0
+        self._device = None
         self._connected_before = False
+        self._lost = threading.Event()  # read() saw the link go: the link thread takes over
+        self._stop = threading.Event()
+        self._link_thread = threading.Thread(target=self._link_loop, name=f"link.{name}", daemon=True)
 
     @classmethod
     def from_config(cls, camera: CameraConfig) -> "GenICamSource":
@@ -78,41 +92,47 @@ class GenICamSource:
             raise
         except SourceError as exc:
             log.warning("camera %s: %s; will keep trying", self.name, exc)
-            self._went_down()
+            self._lost.set()
+            self.link_state = CameraState.DOWN
+        if self._link_thread.ident is None:
+            self._link_thread.start()
 
     def read(self, timeout_s: float) -> SourceFrame | None:
-        if self._stream is None:
-            return self._reconnect_when_due(timeout_s)
+        stream = self._stream
+        if stream is None or self._lost.is_set():
+            self._stop.wait(timeout_s)  # the link thread is reconnecting
+            return None
         if self._control_lost:
-            self._went_down()
+            self._hand_to_link_thread()
             raise SourceError(f"camera {self._where()}: control channel lost")
-        buffer = self._stream.timeout_pop_buffer(max(1, int(timeout_s * 1e6)))
+        buffer = stream.timeout_pop_buffer(max(1, int(timeout_s * 1e6)))
         if buffer is None:
             return None
         try:
             return self._frame_from(buffer)
         finally:
-            self._stream.push_buffer(buffer)  # the driver gets its buffer back before any stage runs
+            stream.push_buffer(buffer)  # the driver gets its buffer back before any stage runs
 
-    def close(self) -> None:
-        camera = self._camera
-        if camera is None:
-            return
-        try:
-            camera.stop_acquisition()  # before the stream and its buffers go
-        except GLib.Error as exc:  # the camera may be gone already
-            log.debug("camera %s: stop_acquisition: %s", self.name, exc.message)
-        self._stream = None
-        self._camera = None
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Stop the link thread, which stops the camera; waits at most `timeout_s` (a gone
+        camera's stop_acquisition takes Aravis' GVCP timeout)."""
+        self._stop.set()
+        if self._link_thread.ident is not None:
+            self._link_thread.join(timeout_s)
+        else:
+            self._release()
 
     def fire_trigger(self) -> bool:
+        """One software trigger write; blocks for the GVCP timeout when the camera is gone,
+        so only the trigger thread calls it. A failed write means the link is lost."""
         camera = self._camera
-        if camera is None or self.settings.trigger != "software":
+        if camera is None or not self.software_triggered or self._lost.is_set():
             return False
         try:
             camera.software_trigger()
         except GLib.Error as exc:
             log.warning("camera %s: software trigger failed: %s", self.name, exc.message)
+            self._control_lost = True
             return False
         return True
 
@@ -128,26 +148,48 @@ class GenICamSource:
                                       buffer.get_image_width(), buffer.get_image_height())
         except PixelFormatError as exc:
             raise lost_frame(f"camera {self._where()}: frame {frame_counter}: {exc}", part_id) from None
-        return SourceFrame(image, camera_ts_ns=buffer.get_timestamp() or None, part_id=part_id)
+        return SourceFrame(image, camera_ts_ns=buffer.get_timestamp() or None, part_id=part_id,
+                           arrival_ns=_monotonic_from_wall(buffer.get_system_timestamp()))
 
-    # ------------------------------------------------------------------ connection
-    def _reconnect_when_due(self, timeout_s: float) -> None:
-        wait_s = self._retry_at - time.monotonic()
-        if wait_s > 0:
-            time.sleep(min(wait_s, timeout_s))  # the capture loop's own poll interval bounds this
-            return None
+    # ------------------------------------------------------------------ link thread
+    def _hand_to_link_thread(self) -> None:
+        """Called by read(): from now on only the link thread touches the camera."""
+        self.link_state = CameraState.DOWN
+        self._lost.set()
+
+    def _link_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._lost.is_set():
+                    self._stop.wait(0.1)
+                    continue
+                self._release()
+                self._stop.wait(self._backoff.next_delay())
+                if not self._stop.is_set():
+                    self._try_reconnect()
+        finally:
+            self._release()
+
+    def _try_reconnect(self) -> None:
         try:
             self._connect()
         except SourceError as exc:
-            self._went_down()
             if self._backoff.failures == 1 or self._backoff.failures % 20 == 0:
                 log.warning("camera %s: reconnect failed (attempt %d): %s", self.name, self._backoff.failures, exc)
-        return None
+            return
+        self._lost.clear()
 
-    def _went_down(self) -> None:
-        self.close()
-        self.link_state = CameraState.DOWN
-        self._retry_at = time.monotonic() + self._backoff.next_delay()
+    def _release(self) -> None:
+        """Stop and drop the camera (on the link thread, or before it ever ran)."""
+        camera, self._camera, self._stream, self._device = self._camera, None, None, None
+        if camera is None:
+            return
+        try:
+            camera.stop_acquisition()  # before the stream and its buffers go
+        except GLib.Error as exc:  # the camera may be gone already
+            log.debug("camera %s: stop_acquisition: %s", self.name, exc.message)
+
+    # ------------------------------------------------------------------ connection
 
     def _connect(self) -> None:
         self.link_state = CameraState.CONNECTING if not self._connected_before else self.link_state
@@ -227,13 +269,16 @@ class GenICamSource:
         for _ in range(self.settings.buffer_count):
             stream.push_buffer(Aravis.Buffer.new_allocate(payload))
         device = camera.get_device()
+        self._device = device
         device.connect("control-lost", self._on_control_lost)
         camera.start_acquisition()
         return stream
 
-    def _on_control_lost(self, _device) -> None:
-        # Runs on an Aravis thread: only raise the flag, `read()` acts on it.
-        self._control_lost = True
+    def _on_control_lost(self, device) -> None:
+        # Runs on an Aravis thread: only raise the flag, `read()` acts on it. A device
+        # released before a reconnect may still say so: only the current one counts.
+        if device is self._device:
+            self._control_lost = True
 
 
 def _user_id_of(camera):
@@ -242,6 +287,14 @@ def _user_id_of(camera):
         node = device.get_feature("DeviceUserID")
         return device.get_string_feature_value("DeviceUserID") if node is not None else None
     return read
+
+
+def _monotonic_from_wall(system_ts_ns: int) -> int | None:
+    """Aravis stamps a buffer's arrival with the wall clock (g_get_real_time); the
+    pipeline's clock is monotonic: move it over by their current difference."""
+    if not system_ts_ns:
+        return None
+    return system_ts_ns - (time.time_ns() - time.monotonic_ns())
 
 
 def _stop_quietly(camera) -> None:

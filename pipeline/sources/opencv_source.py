@@ -12,7 +12,10 @@ attempts; `link_state` says where that stands (CONNECTING, STREAMING, DOWN). Ope
 read timeouts are set explicitly (FFmpeg's default is 30 s) so a frozen peer is noticed.
 
 What crosses the boundary: `SourceFrame`s whose image is a new HxWx3 BGR uint8 array the
-receiver owns, with the stream's own timestamp (`CAP_PROP_POS_MSEC`) as `camera_ts_ns`.
+receiver owns, with the stream's own timestamp (`CAP_PROP_POS_MSEC`) as `camera_ts_ns`
+and the moment the grab returned as `arrival_ns`: the capture stage maps the one onto
+the other (pipeline.sources.exposure), so a frame a frozen server hands over late is
+known to be stale, and a frozen stream becomes STALLED.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -41,6 +45,7 @@ class OpenCVSource:
     """A `CameraSource` over a VideoCapture, with its own grab thread."""
 
     free_running = True
+    software_triggered = False
 
     def __init__(self, uri: str, backoff: Backoff, *, open_timeout_ms: int = 3000, read_timeout_ms: int = 2000,
                  decode_threads: int = 1, rtsp_transport: str = "tcp", size: tuple[int, int] | None = None,
@@ -143,6 +148,7 @@ class OpenCVSource:
     def _grab_one(self, capture: cv2.VideoCapture) -> bool:
         """Grab and decode one frame; False when the link is lost (or the file ended)."""
         ok = capture.grab()
+        arrival_ns = time.monotonic_ns()  # the frame is in; decoding it is our time, not the camera's
         image = capture.retrieve()[1] if ok else None
         if image is None or image.size == 0:
             if self.is_file:
@@ -155,7 +161,8 @@ class OpenCVSource:
             self.link_state = CameraState.DOWN
             return False
         stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-        self._hand_over(SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None))
+        self._hand_over(SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None,
+                                    arrival_ns=arrival_ns))
         return True
 
     def _hand_over(self, frame: SourceFrame) -> None:

@@ -6,11 +6,14 @@ announced parts that no frame has claimed yet. The message format is documented 
 docs/PROTOCOL.md ("Part ids"): one frame, a JSON object
 `{"camera": "cam0", "part_id": "A7-004211"}` (`camera` optional; must match).
 
-The inbox thread records each announcement with its arrival time; for a camera in
-software-trigger mode the ledger fires the trigger (one part in flight at a time). The
-capture stage then claims the oldest announced part for each frame, and asks for the
-parts that waited longer than the trigger timeout: those get a NOT_INSPECTED verdict,
-so a part whose image never came is reported, never forgotten. Malformed messages are
+The inbox thread stamps each announcement when it arrives (it does nothing else, so it
+is never late to read: no camera call runs on it); for a camera in software-trigger
+mode the trigger thread (pipeline.sources.trigger_line) fires one part at a time. The
+capture stage then lets each frame claim the part whose window (announcement or trigger
+to announcement + `trigger_timeout_s`) holds the frame's exposure time, and settles the
+parts whose window ended: those get a NOT_INSPECTED verdict by the end of the window,
+so a part whose image never came is reported, never forgotten, and never judged by an
+image taken outside its window. Malformed messages are
 counted and logged (never per message), and never stop the inbox.
 """
 
@@ -21,6 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
 import zmq
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 MAX_PART_ID_CHARS = 128
 MAX_PENDING = 10_000  # far beyond any line; a runaway sender costs memory, not the daemon
+DEFAULT_TIMEOUT_NS = 500_000_000  # cameras[].trigger_timeout_s's default
 POLL_MS = 50  # how often the inbox thread re-checks its stop events
 
 
@@ -58,70 +63,107 @@ def parse_trigger(payload: bytes, camera_id: str) -> str:
     return part_id
 
 
+@dataclass(slots=True)
+class Part:
+    """One announced part and its window: frames exposed from `since` (its announcement,
+    or, with software triggers, the start of its trigger write) to `deadline_ns` show it."""
+
+    part_id: str
+    announced_ns: int
+    deadline_ns: int
+    fired_ns: int | None = None
+    saw_stale: bool = False  # a frame arrived in its window but was exposed before it
+
+
 class PartLedger:
     """Announced parts in arrival order, waiting for their frame. Thread-safe: the inbox
-    thread announces, the capture thread claims and expires.
+    thread announces, the capture thread claims and expires, the trigger thread fires.
 
-    With `fire` set (a software-triggered camera) the ledger also triggers the camera, one
-    part at a time: the oldest waiting part is triggered, and the next one only once that
-    part got its frame or expired. So a trigger the camera drops costs exactly that part
-    (missed_trigger), instead of shifting every later part id by one frame."""
+    A frame claims the oldest waiting part whose window holds the frame's exposure time;
+    nothing else: a frame exposed before a part's window (a stale or late frame) never
+    judges it, and a part whose window ended is only ever expired (`overdue`).
 
-    def __init__(self, max_pending: int = MAX_PENDING):
-        self._pending: deque[list] = deque()  # [part_id, t_announced_ns, t_fired_ns or None]
+    With `wake_firer` set (a software-triggered camera, pipeline.sources.trigger_line)
+    the oldest part is handed to the trigger thread (`next_to_fire`), one part at a time:
+    the next one only once that part got its frame or expired. So a trigger the camera
+    drops costs exactly that part (missed_trigger), instead of shifting every later part
+    id by one frame; and no thread here ever waits for the camera."""
+
+    def __init__(self, max_pending: int = MAX_PENDING, timeout_ns: int = DEFAULT_TIMEOUT_NS):
+        self._pending: deque[Part] = deque()
         self._lock = threading.Lock()
         self._max_pending = max_pending
-        self.fire: Callable[[], bool] | None = None
+        self.timeout_ns = timeout_ns
+        self.wake_firer: Callable[[], None] | None = None
         self.announced = 0
         self.claimed = 0
-        self._overflowed: list[str] = []  # announced beyond max_pending: missed at once
+        self._expired: list[Part] = []  # window over (or beyond max_pending): settled by `overdue`
+
+    @property
+    def software_triggered(self) -> bool:
+        return self.wake_firer is not None
 
     def announce(self, part_id: str, t_ns: int) -> None:
         with self._lock:
             self.announced += 1
-            self._pending.append([part_id, t_ns, None])
+            self._pending.append(Part(part_id, t_ns, t_ns + self.timeout_ns))
             if len(self._pending) > self._max_pending:
-                self._overflowed.append(self._pending.popleft()[0])
-        self._fire_oldest()
+                self._expired.append(self._pending.popleft())
+        self._wake()
 
-    def claim(self, frame_t_ns: int) -> str | None:
-        """The part a frame captured at `frame_t_ns` shows, now taken; None if none: the
-        oldest part announced (or, with `fire`, triggered) before that frame."""
+    def claim(self, exposure_ns: int, arrival_ns: int | None = None, stale: bool = False) -> str | None:
+        """The part a frame exposed at `exposure_ns` shows, now taken; None if none.
+        `arrival_ns` (default: the exposure) and `stale` (the source says the frame came
+        late for its own timestamp) only record why the part went without an image."""
+        arrival_ns = exposure_ns if arrival_ns is None else arrival_ns
         with self._lock:
+            while self._pending and self._pending[0].deadline_ns < exposure_ns:
+                self._expired.append(self._pending.popleft())  # its window ended before this frame
             if not self._pending:
                 return None
-            part_id, announced_ns, fired_ns = self._pending[0]
-            since = announced_ns if self.fire is None else fired_ns
-            if since is None or since > frame_t_ns:
+            part = self._pending[0]
+            since = part.fired_ns if self.software_triggered else part.announced_ns
+            if stale or since is None or exposure_ns < since:
+                if since is not None and arrival_ns >= since:
+                    part.saw_stale = True
                 return None
             self._pending.popleft()
             self.claimed += 1
-        self._fire_oldest()
-        return part_id
+        self._wake()
+        return part.part_id
 
-    def overdue(self, announced_before_ns: int) -> list[str]:
-        """Take every part announced before `announced_before_ns` (their frame never came)."""
+    def overdue(self, now_ns: int) -> list[Part]:
+        """Take every part whose window ended before `now_ns` (their frame never came)."""
         with self._lock:
-            late, self._overflowed = self._overflowed, []
-            while self._pending and self._pending[0][1] < announced_before_ns:
-                late.append(self._pending.popleft()[0])
+            late, self._expired = self._expired, []
+            while self._pending and self._pending[0].deadline_ns < now_ns:
+                late.append(self._pending.popleft())
         if late:
-            self._fire_oldest()
+            self._wake()
         return late
 
-    def take_all(self) -> list[str]:
-        return self.overdue(announced_before_ns=2**63)
+    def take_all(self) -> list[Part]:
+        return self.overdue(now_ns=2**63)
+
+    def next_to_fire(self, now_ns: int) -> Part | None:
+        """For the trigger thread: the oldest part, stamped as fired now, if it waits for
+        its trigger and its window is still open; None while one is in flight."""
+        with self._lock:
+            if not self._pending or self._pending[0].fired_ns is not None:
+                return None
+            part = self._pending[0]
+            if part.deadline_ns < now_ns:
+                return None  # expired: the capture thread settles it
+            part.fired_ns = now_ns  # before the write: its exposure comes after
+            return part
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    def _fire_oldest(self) -> None:
-        with self._lock:
-            if self.fire is None or not self._pending or self._pending[0][2] is not None:
-                return
-            self._pending[0][2] = time.monotonic_ns()  # marked before firing: its frame comes after
-        self.fire()  # outside the lock: a camera register write takes a network round trip
+    def _wake(self) -> None:
+        if self.wake_firer is not None:
+            self.wake_firer()
 
 
 class TriggerInbox:
@@ -148,7 +190,7 @@ class TriggerInbox:
         except zmq.ZMQError:
             socket.close()
             raise
-        return cls(socket, camera.id)
+        return cls(socket, camera.id, PartLedger(timeout_ns=int(camera.trigger_timeout_s * 1e9)))
 
     def start(self, *stops: threading.Event) -> None:
         """Read announcements until close() or any of `stops` is set."""

@@ -32,7 +32,9 @@ from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.sources.base import (CameraSource, CameraState, FrameSource, SourceEnded, SourceError, SourceFrame,
                                    lost_frame)
-from pipeline.sources.triggers import TriggerInbox
+from pipeline.sources.exposure import ExposureClock
+from pipeline.sources.trigger_line import TriggerLine
+from pipeline.sources.triggers import Part, TriggerInbox
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -68,13 +70,16 @@ class CaptureStage:
         self.triggers = triggers
         self.trigger_timeout_ns = int(trigger_timeout_s * 1e9)
         self._quiet_since_ns = time.monotonic_ns()
+        self.exposure = ExposureClock()
+        self.trigger_line: TriggerLine | None = None
+        self._reconnects_seen = 0
 
     def start(self) -> None:
         self.thread.start()
 
     def run(self) -> None:
         self.stats.state = "running"
-        self.camera.last_frame_ns = self._quiet_since_ns = time.monotonic_ns()
+        self._quiet_since_ns = time.monotonic_ns()
         self._start_triggers()
         try:
             while not self.stop.is_set() and not self._reached_limit():
@@ -111,15 +116,19 @@ class CaptureStage:
         if got is None:
             self._follow_link(now)
             return
-        self.camera.last_frame_ns = self._quiet_since_ns = now
-        self._set_state(CameraState.STREAMING)
         if not isinstance(got, SourceFrame):  # a source breaking its protocol still gets a verdict
             got = SourceFrame(_NotAFrame(type(got).__name__))  # type: ignore[arg-type]
-        part_id = self._part_for(got, now)
+        exposure_ns, stale = self._place(got, now)
+        if stale:
+            self._on_stale_frame(exposure_ns, got.arrival_ns or now, now)
+            return
+        self.camera.last_frame_ns = self._quiet_since_ns = max(self._quiet_since_ns, exposure_ns)
+        self._set_state(CameraState.STREAMING)
+        part_id = self._part_for(got, exposure_ns, got.arrival_ns or now)
         if part_id is _SKIP:
             self.camera.frames_skipped += 1
             return
-        self.outbox.put(self._job(got, now, part_id))
+        self.outbox.put(self._job(got, now, part_id, exposure_ns))
 
     def _follow_link(self, now: int) -> None:
         """Camera state while no frame comes: the source's link, else silence -> STALLED."""
@@ -133,25 +142,44 @@ class CaptureStage:
               and self.camera.state == CameraState.STREAMING.value):
             self._set_state(CameraState.STALLED)
 
-    def _part_for(self, got: SourceFrame, now: int) -> object:
+    # ------------------------------------------------------------------ time of a frame
+    def _place(self, got: SourceFrame, now: int) -> tuple[int, bool]:
+        """(exposure on the monotonic clock, stale) from the camera's own timestamp."""
+        return self.exposure.place(got.camera_ts_ns, got.arrival_ns or now)
+
+    def _on_stale_frame(self, exposure_ns: int, arrival_ns: int, now: int) -> None:
+        """A frame that came late for its own timestamp: never judged, and no sign of life
+        (a frozen peer handing over what it had in flight), so the stall clock runs on."""
+        self.camera.frames_stale += 1
+        if self.triggers is not None:
+            self.triggers.ledger.claim(exposure_ns, arrival_ns, stale=True)
+        if self.camera.frames_stale <= 3 or self.camera.frames_stale % 100 == 0:
+            log.warning("camera %s: frame arrived %.0f ms after its exposure; not judged (%d so far)",
+                        self.camera_id, (arrival_ns - exposure_ns) / 1e6, self.camera.frames_stale)
+        self._follow_link(now)
+
+    def _part_for(self, got: SourceFrame, exposure_ns: int, arrival_ns: int) -> object:
+        """The part the frame shows: with a trigger inbox only a part whose window holds
+        the exposure (else the frame is skipped: it shows no announced part)."""
         if self.triggers is None:
             return got.part_id
-        part_id = self.triggers.ledger.claim(now)
-        if part_id is not None:
-            return part_id
-        return _SKIP if self.free_running else got.part_id
+        part_id = self.triggers.ledger.claim(exposure_ns, arrival_ns)
+        return _SKIP if part_id is None else part_id
 
     # ------------------------------------------------------------------ announced parts
     def _start_triggers(self) -> None:
         if self.triggers is None:
             return
-        if self.link is not None and not self.free_running:
-            self.triggers.ledger.fire = self.link.fire_trigger  # one part in flight at a time
+        if self.link is not None and self.link.software_triggered:  # one part in flight at a time
+            self.trigger_line = TriggerLine(self.triggers.ledger, self.link.fire_trigger, self.camera_id,
+                                            hold_s=self.trigger_timeout_ns / 1e9)
+            self.trigger_line.start()
         self.triggers.start(self.stop)
 
     def _sync_counters(self) -> None:
-        if self.link is not None:
-            self.camera.reconnects = getattr(self.link, "reconnects", 0)
+        if self.link is not None and self.link.reconnects != self._reconnects_seen:
+            self._reconnects_seen = self.camera.reconnects = self.link.reconnects
+            self.exposure.reset()  # a new stream has a time base of its own
         if self.triggers is not None:
             self.camera.parts_announced = self.triggers.ledger.announced
             self.camera.triggers_rejected = self.triggers.rejected
@@ -159,32 +187,40 @@ class CaptureStage:
     def _settle_overdue_parts(self) -> None:
         if self.triggers is None:
             return
-        missed = self.triggers.ledger.overdue(time.monotonic_ns() - self.trigger_timeout_ns)
+        missed = self.triggers.ledger.overdue(time.monotonic_ns())
         if not missed:
             return
         up = self.camera.state == CameraState.STREAMING.value
-        code = ReasonCode.MISSED_TRIGGER if up else ReasonCode.SOURCE_DOWN
-        detail = (f"no image within {self.trigger_timeout_ns / 1e9:g} s of the announcement" if up
-                  else f"camera {self.camera.state} while the part was expected")
-        for part_id in missed:
-            self._settle_part(part_id, code, detail)
-        if up and not self.free_running:
+        for part in missed:
+            self._settle_part(part.part_id, *self._why_missed(part, up))
+        if up and not self.free_running and not all(p.saw_stale for p in missed):
             self._set_state(CameraState.STALLED)  # connected, but it did not answer a trigger
+
+    def _why_missed(self, part: Part, up: bool) -> tuple[ReasonCode, str]:
+        window = f"{self.trigger_timeout_ns / 1e9:g} s"
+        if part.saw_stale:
+            return ReasonCode.STALE_FRAME, f"only a frame exposed before the part's window came within {window}"
+        if up:
+            return ReasonCode.MISSED_TRIGGER, f"no image exposed within {window} of the announcement"
+        return ReasonCode.SOURCE_DOWN, f"camera {self.camera.state} while the part was expected"
 
     def _settle_waiting_parts(self) -> None:
         if self.triggers is None:
             return
         self.triggers.close()
-        for part_id in self.triggers.ledger.take_all():
-            self._settle_part(part_id, ReasonCode.SHUTDOWN, "the pipeline stopped before its image came")
+        if self.trigger_line is not None:
+            self.trigger_line.close()
+        for part in self.triggers.ledger.take_all():
+            self._settle_part(part.part_id, ReasonCode.SHUTDOWN, "the pipeline stopped before its image came")
 
     def _settle_part(self, part_id: str, code: ReasonCode, detail: str) -> None:
         frame = Frame(self.camera_id, self._take_id(), None, time.monotonic_ns(), time.time_ns(), part_id=part_id)
         self.camera.parts_missed += 1
         self.outbox.put(Job(frame).settle(Outcome.NOT_INSPECTED, code, detail, "capture"))
 
-    def _job(self, got: SourceFrame, t_capture_ns: int, part_id: object) -> Job:
-        frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, time.time_ns(),
+    def _job(self, got: SourceFrame, t_capture_ns: int, part_id: object, exposure_ns: int) -> Job:
+        t_wall_ns = time.time_ns() - (time.monotonic_ns() - exposure_ns)  # the exposure, on the wall clock
+        frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, t_wall_ns,
                       part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth)
         job = Job(frame).mark("capture")
         problem = image_problem(got.image)
