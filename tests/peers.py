@@ -39,10 +39,18 @@ class Peer:
             raise RuntimeError(f"peer {self.args} did not start: {self.proc.stderr.read()[-2000:]}")
         return self
 
+    def pause(self) -> None:
+        """Freeze the peer (SIGSTOP): its sockets stay open, nothing answers."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
     def stop(self, kill: bool = False) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.proc.send_signal(signal.SIGCONT)  # a frozen peer acts on SIGTERM only once it runs
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
