@@ -72,6 +72,7 @@ class CameraSource(FrameSource, Protocol):
     link_state: CameraState
     free_running: bool
     software_triggered: bool
+    live: bool  # frames are exposed as they come (not read from storage): their timestamps place them in time
     reconnects: int  # links re-established after a loss
 
     def fire_trigger(self) -> bool: ...

@@ -63,6 +63,7 @@ class GenICamSource:
         self.name = name
         self.free_running = settings.trigger == "free_run"
         self.software_triggered = settings.trigger == "software"
+        self.live = True
         self.link_state = CameraState.CONNECTING
         self.reconnects = 0
         self._backoff = backoff

@@ -53,6 +53,7 @@ class OpenCVSource:
         self.uri = uri
         self.name = name
         self.is_file = not (uri.isdigit() or uri.startswith("/dev/video") or NETWORK_SCHEMES.match(uri))
+        self.live = not self.is_file
         self.link_state = CameraState.CONNECTING
         self.frames_dropped = 0
         self.reconnects = 0

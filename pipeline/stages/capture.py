@@ -144,7 +144,11 @@ class CaptureStage:
 
     # ------------------------------------------------------------------ time of a frame
     def _place(self, got: SourceFrame, now: int) -> tuple[int, bool]:
-        """(exposure on the monotonic clock, stale) from the camera's own timestamp."""
+        """(exposure on the monotonic clock, stale) from a live camera's own timestamp; a
+        source that is not a live camera (synthetic, replay, a file) is read when it is
+        read: its frames are placed at their arrival and never stale."""
+        if self.link is None or not self.link.live:
+            return got.arrival_ns or now, False
         return self.exposure.place(got.camera_ts_ns, got.arrival_ns or now)
 
     def _on_stale_frame(self, exposure_ns: int, arrival_ns: int, now: int) -> None:
