@@ -23,7 +23,7 @@ def positive_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
     return value
 
 
