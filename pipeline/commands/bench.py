@@ -7,17 +7,7 @@ import argparse
 import shlex
 import sys
 
-from pipeline.commands import positive_int
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+from pipeline.commands import non_negative_float, positive_float, positive_int
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -37,7 +27,7 @@ def register(sub) -> None:
                                    "per-stage latency, throughput, budget misses and NOT_INSPECTED.")
     p.add_argument("config")
     p.add_argument("--duration", type=positive_float, default=10.0, metavar="S", help="recorded seconds per system (default 10)")
-    p.add_argument("--warmup", type=float, default=2.0, metavar="S", help="unrecorded seconds first (default 2)")
+    p.add_argument("--warmup", type=non_negative_float, default=2.0, metavar="S", help="unrecorded seconds first (default 2)")
     p.add_argument("--cameras", type=positive_int, default=1, metavar="N", help="clones of the first camera (default 1)")
     p.add_argument("--rate", type=positive_float, metavar="FPS", help="frames/s per camera (default: flat out)")
     p.add_argument("--compare", action="store_true", help="also run the naive loop and Ultralytics (if installed)")
@@ -60,7 +50,7 @@ def bench(args: argparse.Namespace) -> int:
     from pipeline.bench.suite import SuiteOptions, run_suite
     from pipeline.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_model=True)
     settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint)
     options = SuiteOptions(settings, args.compare, args.batch_sweep or (), args.max_wait_us, args.switch_interval_ms,
                            Path(args.json) if args.json else None, Path(args.png) if args.png else None,

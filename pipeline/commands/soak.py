@@ -10,13 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.commands import non_negative_float, positive_float
+
 
 def register(sub) -> None:
     p = sub.add_parser("soak", help="run the pipeline for a long time and record RSS, fds, threads, latency drift")
     p.add_argument("config")
-    p.add_argument("--duration", type=float, default=600.0, metavar="S", help="seconds to run (default 600)")
-    p.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between samples (default 5)")
-    p.add_argument("--warmup", type=float, default=60.0, metavar="S",
+    p.add_argument("--duration", type=positive_float, default=600.0, metavar="S", help="seconds to run (default 600)")
+    p.add_argument("--interval", type=positive_float, default=5.0, metavar="S", help="seconds between samples (default 5)")
+    p.add_argument("--warmup", type=non_negative_float, default=60.0, metavar="S",
                    help="seconds excluded from the growth and drift figures (default 60)")
     p.add_argument("--out", type=Path, default=Path("soak-results"), help="output directory (default soak-results)")
     p.set_defaults(func=soak)
@@ -30,10 +32,7 @@ def soak(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.soak import run_soak, write_results
 
-    if not args.interval > 0 or not args.duration > 0 or args.warmup < 0:
-        print("error: --duration and --interval must be > 0, --warmup >= 0", file=sys.stderr)
-        return 2
-    config = load_config(args.config)
+    config = load_config(args.config, require_model=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # stop early, still write what was measured
         signal.signal(sig, lambda *_: stop.set())
