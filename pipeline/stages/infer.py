@@ -5,6 +5,8 @@ comes first; each job keeps its own capture time), skipping jobs already past th
 deadline (NOT_INSPECTED `expired`: no point spending the accelerator on a part whose
 verdict would be late anyway), releasing input slots once the backend has consumed them,
 and decoding the raw output per image, so a malformed output fails only its own frame.
+A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
+of the batch's oldest part as its request timeout.
 
 Also owns the backend-failure policy (`model.on_backend_error`): a batch whose backend
 call raises becomes ERROR verdicts (by the base loop); after `max_consecutive` failed
@@ -20,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.backends.base import RemoteBackend
 from pipeline.config.models import BackendErrorPolicy
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
@@ -86,6 +89,11 @@ class InferStage(Stage):
             log.error("%s; going on (model.on_backend_error.action: continue)", what)
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
+        if isinstance(self.backend, RemoteBackend):
+            # A network hop: the request may take only what is left of the oldest part's budget.
+            oldest_ns = min(job.frame.t_capture_ns for job in jobs)
+            left_s = (oldest_ns + self.budget_ns - time.monotonic_ns()) / 1e9
+            return self.backend.infer_tensors_within([job.tensor.array for job in jobs], left_s)
         infer_tensors = getattr(self.backend, "infer_tensors", None)
         if infer_tensors is not None:
             # The backend takes the slots as they are: host arrays, or device buffers the
