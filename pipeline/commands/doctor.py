@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    from pipeline.cli import version_text
+    from pipeline.commands import version_text
 
     print(version_text())
     probes = {name: probe() for name, probe in PROBES.items()}
