@@ -42,7 +42,17 @@ def register(sub) -> None:
     p.set_defaults(func=bench)
 
 
+def run_kind(rate: float | None, cameras: int) -> str:
+    """The first line: what the latency figures of this run mean."""
+    if rate is not None:
+        return (f"latency run: {cameras} camera(s) at {rate:g} frames/s each; latency is what a part "
+                "waits at that rate")
+    return (f"capacity run: {cameras} camera(s) flat out (no --rate); throughput is the figure, latency "
+            "includes queueing behind the bottleneck (give --rate FPS for a latency run)")
+
+
 def bench(args: argparse.Namespace) -> int:
+    import importlib.util
     from pathlib import Path
 
     from pipeline.bench.report import format_table
@@ -50,7 +60,11 @@ def bench(args: argparse.Namespace) -> int:
     from pipeline.bench.suite import SuiteOptions, run_suite
     from pipeline.config import load_config
 
+    if args.png and importlib.util.find_spec("matplotlib") is None:  # said before minutes of measuring
+        print('error: --png needs matplotlib: pip install ".[bench]"', file=sys.stderr)
+        return 2
     config = load_config(args.config, require_model=True)
+    print(f"bench: {run_kind(args.rate, args.cameras)}", file=sys.stderr, flush=True)
     settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint)
     options = SuiteOptions(settings, args.compare, args.batch_sweep or (), args.max_wait_us, args.switch_interval_ms,
                            Path(args.json) if args.json else None, Path(args.png) if args.png else None,
