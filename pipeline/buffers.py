@@ -10,6 +10,7 @@ code.
 from __future__ import annotations
 
 import queue
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from pipeline.messages import TensorSlot
 class SlotPool:
     """Lends a fixed set of buffers, made once by the subclass, as `TensorSlot`s."""
 
-    def __init__(self, buffers: list):
+    def __init__(self, buffers: list[Any]) -> None:
         self.count = len(buffers)
         self._free: queue.SimpleQueue[TensorSlot] = queue.SimpleQueue()
         for buffer in buffers:

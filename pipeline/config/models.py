@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,7 +105,7 @@ class GenICamSourceConfig(Strict):
 
 
 SourceConfig = Annotated[
-    Union[SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig],
+    SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
 

@@ -30,8 +30,7 @@ import numpy as np
 
 from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
-from pipeline.sources.base import (CameraSource, CameraState, FrameSource, SourceEnded, SourceError, SourceFrame,
-                                   lost_frame)
+from pipeline.sources.base import CameraSource, CameraState, FrameSource, SourceEnded, SourceError, SourceFrame, lost_frame
 from pipeline.sources.triggers import TriggerInbox
 from pipeline.telemetry import Telemetry
 
