@@ -112,7 +112,6 @@ def test_the_image_installs_onnxruntime_gpu_at_the_shared_pins_and_checks_the_cu
 
 def test_every_runtime_and_gpu_dependency_is_pinned_within_pyproject_bounds():
     import tomllib
-
     from packaging.requirements import Requirement
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
