@@ -182,15 +182,6 @@ class ModelConfig(Strict):
             raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
         return value
 
-    @model_validator(mode="after")
-    def _graph_needs_batch_1(self) -> "ModelConfig":
-        # Measured on the H100 (docs/BENCHMARKS.md): with max_batch 8 ONNX Runtime's graph
-        # capture fails inside cuDNN once frames flow and every batch errors; batch 1 works.
-        if self.cuda_graph and self.max_batch > 1:
-            raise ValueError("cuda_graph works with max_batch 1 only (ONNX Runtime's capture failed "
-                             f"with batches on the lab GPU); got max_batch {self.max_batch}")
-        return self
-
 
 # --------------------------------------------------------------------------- rules
 
