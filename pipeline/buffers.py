@@ -16,7 +16,7 @@ acquire/release shape lives with the GPU code.
 from __future__ import annotations
 
 import queue
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from pipeline.messages import TensorSlot
 class SlotPool:
     """Lends a fixed set of buffers, made once by the subclass, as `TensorSlot`s."""
 
-    def __init__(self, buffers: list):
+    def __init__(self, buffers: list[Any]) -> None:
         self.count = len(buffers)
         self._free: queue.SimpleQueue[TensorSlot] = queue.SimpleQueue()
         for buffer in buffers:

@@ -54,6 +54,7 @@ class ReasonCode(str, Enum):
     SHUTDOWN = "shutdown"  # still in flight when the pipeline had to stop
     MISSED_TRIGGER = "missed_trigger"  # a part was announced but no image arrived
     SOURCE_DOWN = "source_down"  # camera not delivering while a part was expected
+    BACKEND_UNAVAILABLE = "backend_unavailable"  # the inference server was down or refused the request
 
 
 @dataclass(frozen=True, slots=True)

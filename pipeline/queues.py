@@ -13,12 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable, Sequence, Union
+from typing import Callable, Sequence
 
 from pipeline.config.models import Overflow
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 
-Item = Union[Job, EndOfStream]
+Item = Job | EndOfStream
 ShedHandler = Callable[[Job], None]
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pycuda.driver as cuda
 
-from pipeline.gpu.cuda import CudaDevice, cuda_call
 from pipeline.buffers import SlotPool
+from pipeline.gpu.cuda import CudaDevice, cuda_call
 
 
 @dataclass(frozen=True)

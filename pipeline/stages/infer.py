@@ -13,6 +13,8 @@ verdict would be late anyway), releasing input and frame slots once the backend 
 them, so the host never waits for the upload; with any other backend the host waits on
 each fence first),
 and decoding the raw output per image, so a malformed output fails only its own frame.
+A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
+of the batch's oldest part as its request timeout.
 
 Also owns the backend-failure policy (`model.on_backend_error`): a batch whose backend
 call raises becomes ERROR verdicts (by the base loop); after `max_consecutive` failed
@@ -29,6 +31,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from pipeline.backends.base import RemoteBackend
 from pipeline.config.models import BackendErrorPolicy
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
@@ -148,6 +151,11 @@ class InferStage(Stage):
                 fence.synchronize()
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
+        if isinstance(self.backend, RemoteBackend):
+            # A network hop: the request may take only what is left of the oldest part's budget.
+            oldest_ns = min(job.frame.t_capture_ns for job in jobs)
+            left_s = (oldest_ns + self.budget_ns - time.monotonic_ns()) / 1e9
+            return self.backend.infer_tensors_within([job.tensor.array for job in jobs], left_s)
         infer_tensors = getattr(self.backend, "infer_tensors", None)
         if infer_tensors is not None:
             # The backend takes the slots as they are: host arrays, or device buffers the
