@@ -37,8 +37,16 @@ import numpy as np
 from pipeline.buffers import FramePool
 from pipeline.messages import EndOfStream, Frame, FrameSlot, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
-from pipeline.sources.base import (CameraSource, CameraState, FrameSource, SlotSource, SourceEnded, SourceError,
-                                   SourceFrame, lost_frame)
+from pipeline.sources.base import (
+    CameraSource,
+    CameraState,
+    FrameSource,
+    SlotSource,
+    SourceEnded,
+    SourceError,
+    SourceFrame,
+    lost_frame,
+)
 from pipeline.sources.triggers import TriggerInbox
 from pipeline.telemetry import Telemetry
 
