@@ -62,8 +62,9 @@ class Parts:
 
 
 def slot_count(config: PipelineConfig) -> int:
-    """Input slots a pool needs: a full infer queue, a batch in flight and one being filled."""
-    return config.queues.infer.size + 2 * config.model.max_batch + 2
+    """Input slots a pool needs: a full infer queue, a batch in flight, and everything the
+    preprocess stage takes in one wake-up (up to a full preprocess queue) being filled."""
+    return config.queues.infer.size + config.queues.preprocess.size + 2 * config.model.max_batch + 2
 
 
 def frame_slot_count(config: PipelineConfig) -> int:
