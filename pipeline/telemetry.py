@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Telemetry:
         total = sum(c.verdicts_published for c in self.cameras.values())
         return total / elapsed_s if elapsed_s > 0 else 0.0
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """The heartbeat body (see docs/PROTOCOL.md)."""
         return {
             "health": self.current_health().value,
