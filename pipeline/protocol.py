@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode
+from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
 from pipeline.states import CameraState, Health, StageState, WireState
 
 SCHEMA_VERSION = 1
@@ -105,6 +105,7 @@ def encode_verdict(
     if include_detections:
         msg["detections"] = _detections(job.detections, class_names)
     msg["latency_ms"] = _latency_ms(frame.t_capture_ns, job.marks, t_publish_mono_ns)
+    msg["queue_wait_ms"] = _queue_wait_ms(frame.t_capture_ns, job.marks, job.takes)
     msg["late"] = bool(verdict.late)
     msg["budget_ms"] = budget_ms
     msg["backend"] = job.model_backend
@@ -161,6 +162,13 @@ def _latency_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]], t_publish_m
         previous = t_ns
     out["total"] = round((t_publish_mono_ns - t_capture_ns) / 1e6, 3)
     return out
+
+
+def _queue_wait_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]],
+                   takes: Sequence[tuple[str, int]]) -> dict[str, float]:
+    """The part of each stage's `latency_ms` share spent waiting in its queue (the rest is
+    the stage's own work); stages that waited in no queue are left out."""
+    return {stage: round(wait / 1e6, 3) for stage, wait in queue_waits(t_capture_ns, tuple(marks), tuple(takes))}
 
 
 # --------------------------------------------------------------------------- heartbeats

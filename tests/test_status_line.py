@@ -15,8 +15,8 @@ import time
 import pytest
 
 from pipeline.messages import Frame, Job, Outcome, Reason, ReasonCode, Verdict
-from pipeline.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
 from pipeline.states import CameraState
+from pipeline.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
 from pipeline.telemetry import Health, Telemetry
 
 

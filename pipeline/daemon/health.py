@@ -80,6 +80,7 @@ class HealthMonitor:
         if not ready:
             return "starting: waiting for a first frame from " + ", ".join(self.waiting_for(t))
         if health is Health.DEGRADED:
-            bad = [f"{c.camera_id} {c.state.value}" for c in t.cameras.values() if c.down_or_stalled]
-            return "degraded: camera " + ", ".join(bad)
+            bad = [f"camera {c.camera_id} {c.state.value}" for c in t.cameras.values() if c.down_or_stalled]
+            bad += [f"stage {s.name} failing" for s in list(t.stages.values()) if s.failing]
+            return "degraded: " + ", ".join(bad)
         return "" if health is Health.OK else f"health {health.value}"

@@ -15,6 +15,12 @@ reason `missed_trigger` (camera streaming) or `source_down` (camera down or stal
 and parts still waiting at shutdown get `shutdown`. Without an inbox, the source's own
 part id (e.g. a camera frame counter) is used.
 
+Frame slots: given a `FramePool` and a `SlotSource`, each frame is read into a buffer
+lent from the pool (`Job.frame_slot`, released downstream once the image has been read;
+see pipeline.buffers), so the hot path neither allocates nor copies the frame again.
+When every slot is in flight (the pipeline is backed up) or the source cannot use the
+slot, the frame comes in an array of its own, exactly as without a pool.
+
 Camera state: a `CameraSource` reports its link (CONNECTING/STREAMING/DOWN); this stage
 adds STALLED: a free-running camera silent for `stall_timeout_s`, or a triggered camera
 that let a trigger go unanswered.
@@ -28,9 +34,19 @@ import time
 
 import numpy as np
 
-from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.buffers import FramePool
+from pipeline.messages import EndOfStream, Frame, FrameSlot, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
-from pipeline.sources.base import CameraSource, CameraState, FrameSource, SourceEnded, SourceError, SourceFrame, lost_frame
+from pipeline.sources.base import (
+    CameraSource,
+    CameraState,
+    FrameSource,
+    SlotSource,
+    SourceEnded,
+    SourceError,
+    SourceFrame,
+    lost_frame,
+)
 from pipeline.sources.triggers import TriggerInbox
 from pipeline.states import StageState
 from pipeline.telemetry import Telemetry
@@ -49,7 +65,8 @@ _SKIP = object()  # a free-running frame that no announced part claimed
 class CaptureStage:
     def __init__(self, camera_id: str, source: FrameSource, outbox: StageQueue, telemetry: Telemetry,
                  stop: threading.Event, max_frames: int | None = None, stall_timeout_s: float = 2.0,
-                 triggers: TriggerInbox | None = None, trigger_timeout_s: float = 0.5):
+                 triggers: TriggerInbox | None = None, trigger_timeout_s: float = 0.5,
+                 frame_pool: FramePool | None = None):
         self.camera_id = camera_id
         self.name = f"capture.{camera_id}"
         self.source = source
@@ -68,6 +85,9 @@ class CaptureStage:
         self.triggers = triggers
         self.trigger_timeout_ns = int(trigger_timeout_s * 1e9)
         self._quiet_since_ns = time.monotonic_ns()
+        self.frame_pool = frame_pool if isinstance(source, SlotSource) else None
+        self._slot: FrameSlot | None = None  # acquired, not yet filled by the source
+        self.frames_unslotted = 0  # frames read into their own array although a pool was given
 
     def start(self) -> None:
         self.thread.start()
@@ -87,6 +107,9 @@ class CaptureStage:
             log.exception("capture of camera %s crashed", self.camera_id)
             self.telemetry.record_crash(self.name, exc)
         finally:
+            if self._slot is not None:
+                self._slot.release()
+                self._slot = None
             self._settle_waiting_parts()
             self._close_source()
             self.outbox.put(EndOfStream(self.name))
@@ -99,7 +122,7 @@ class CaptureStage:
         self._sync_counters()
         self._settle_overdue_parts()
         try:
-            got = self.source.read(READ_TIMEOUT_S)
+            got = self._read()
         except SourceError as exc:
             self._on_source_error(exc)
             return
@@ -115,11 +138,31 @@ class CaptureStage:
         self._set_state(CameraState.STREAMING)
         if not isinstance(got, SourceFrame):  # a source breaking its protocol still gets a verdict
             got = SourceFrame(_NotAFrame(type(got).__name__))  # type: ignore[arg-type]
+        slot = self._take_slot(got)
         part_id = self._part_for(got, now)
         if part_id is _SKIP:
             self.camera.frames_skipped += 1
+            self._slot = slot  # nothing holds the image: the slot takes the next frame
             return
-        self.outbox.put(self._job(got, now, part_id))
+        self.outbox.put(self._job(got, now, part_id, slot))
+
+    def _read(self) -> SourceFrame | None:
+        if self.frame_pool is None:
+            return self.source.read(READ_TIMEOUT_S)
+        if self._slot is None:
+            self._slot = self.frame_pool.acquire(0.0)
+        if self._slot is None:  # every slot in flight: the frame still comes, in its own array
+            self.frames_unslotted += 1
+            return self.source.read(READ_TIMEOUT_S)
+        return self.source.read_into(self._slot.array, READ_TIMEOUT_S)  # type: ignore[attr-defined]
+
+    def _take_slot(self, got: SourceFrame) -> FrameSlot | None:
+        """The lent slot now holding `got`'s image, or None (the slot stays for the next read)."""
+        slot = self._slot
+        if slot is None or got.image is not slot.array:
+            return None
+        self._slot = None
+        return slot
 
     def _follow_link(self, now: int) -> None:
         """Camera state while no frame comes: the source's link, else silence -> STALLED."""
@@ -183,10 +226,10 @@ class CaptureStage:
         self.camera.parts_missed += 1
         self.outbox.put(Job(frame).settle(Outcome.NOT_INSPECTED, code, detail, "capture"))
 
-    def _job(self, got: SourceFrame, t_capture_ns: int, part_id: object) -> Job:
+    def _job(self, got: SourceFrame, t_capture_ns: int, part_id: object, slot: FrameSlot | None) -> Job:
         frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, time.time_ns(),
                       part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth)
-        job = Job(frame).mark("capture")
+        job = Job(frame, frame_slot=slot).mark("capture")
         problem = image_problem(got.image)
         return job.settle(Outcome.ERROR, ReasonCode.BAD_FRAME, problem, "capture") if problem else job
 
