@@ -1,7 +1,8 @@
 """The `pipeline` command: argument parsing and exit codes, nothing else.
 
 Each subcommand lives in its own module under `pipeline.commands` and exposes
-`register(subparsers)`; every module there is a subcommand. Exit codes: 0 success,
+`register(subparsers)`; every module there is a subcommand. Global options
+(`--log-level`) are accepted before or after the subcommand. Exit codes: 0 success,
 1 runtime failure (a stage crashed, a quality gate missed), 2 unusable input (config,
 model, camera, endpoint) with a message on stderr and no traceback.
 """
@@ -15,8 +16,10 @@ import pkgutil
 import sys
 
 import pipeline.commands
+from pipeline.commands import version_text
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,12 +43,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pipeline", description="Industrial inspection streaming pipeline.")
-    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                   help="default INFO, or the config's logging.level for `run`")
+    p.add_argument("--version", action="version", version=version_text())
+    _add_global_options(p, default=None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(pipeline.commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"pipeline.commands.{info.name}").register(sub)
+    for command in sub.choices.values():  # `pipeline run X --log-level DEBUG` as well as before `run`
+        _add_global_options(command, default=argparse.SUPPRESS)
     return p
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    # SUPPRESS on the subcommand: when not given there, the value parsed before it stays.
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=default,
+                        help="default INFO, or the config's logging.level for `run`")
 
 
 def _setup_logging(level: str) -> None:

@@ -82,5 +82,5 @@ def test_eval_refuses_a_camera_without_ground_truth(tmp_path):
     text = DEMO_CONFIG.read_text().replace("kind: synthetic", f"kind: replay\n      path: {tmp_path}")
     for key in ("seed", "defect_probability", "max_defects", "classes"):
         text = "\n".join(line for line in text.splitlines() if not line.strip().startswith(f"{key}:"))
-    config.write_text(text.replace("engines/demo.onnx", str(ROOT / "engines" / "demo.onnx")))
+    config.write_text(text.replace("../engines/demo.onnx", str(ROOT / "engines" / "demo.onnx")))
     assert main(["eval", str(config), "--frames", "5"]) == 2

@@ -5,7 +5,9 @@ imported only when chosen, so `tensorrt`/`pycuda` (and ONNX Runtime itself) are 
 imported by `import pipeline.backends`. Backend "auto" picks TensorRT when it imports and
 a GPU is present, else ONNX Runtime on CUDA when that provider is installed, else CPU.
 ONNX Runtime on CUDA means the zero-copy IO-binding backend (`onnxruntime-cuda`) when
-pycuda imports, else the plain session on the CUDA provider with host buffers.
+pycuda imports, else the plain session on the CUDA provider with host buffers. Backend
+"triton" is a model served by a Triton Inference Server (docs/SCALING.md); "auto" never
+picks it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ BACKENDS: dict[str, str] = {
     "onnxruntime": "pipeline.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "onnxruntime-cuda": "pipeline.backends.onnxruntime_cuda:OnnxRuntimeCudaBackend",
     "tensorrt": "pipeline.backends.tensorrt_backend:TensorRTBackend",
+    "triton": "pipeline.backends.triton_backend:TritonBackend",  # needs the `triton` extra
 }
 
 __all__ = ["BACKENDS", "InferenceBackend", "ModelError", "backend_class", "create_backend"]

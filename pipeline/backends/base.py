@@ -13,9 +13,21 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from pipeline.messages import ReasonCode
+
 
 class ModelError(Exception):
     """The model cannot be used; the message names the file and what is wrong."""
+
+
+class BackendUnavailable(Exception):
+    """A remote backend could not answer this batch: server down, refusing, or (with
+    `reason_code` DEADLINE) too slow for the parts' budget. The infer stage's base loop
+    settles the batch as ERROR with `reason_code`."""
+
+    def __init__(self, message: str, reason_code: ReasonCode = ReasonCode.BACKEND_UNAVAILABLE):
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 @runtime_checkable
@@ -44,4 +56,15 @@ class InferenceBackend(Protocol):
 
     def close(self) -> None:
         """Release the runtime's resources; idempotent."""
+        ...
+
+
+@runtime_checkable
+class RemoteBackend(Protocol):
+    """A backend behind a network hop (Triton): each call carries a timeout, taken from
+    the remaining budget of the batch's oldest part, so a slow server costs one verdict
+    `deadline`, not a stalled stage."""
+
+    def infer_tensors_within(self, tensors: list, timeout_s: float) -> np.ndarray:
+        """`infer_tensors` that gives up after `timeout_s` (BackendUnavailable, DEADLINE)."""
         ...

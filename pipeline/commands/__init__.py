@@ -1,11 +1,54 @@
 """Subcommands of the `pipeline` CLI, one module each, each with `register(subparsers)`.
-Modules import their heavy machinery inside the command function, so `--help` is fast."""
+Modules import their heavy machinery inside the command function, so `--help` is fast.
+This module holds what several subcommands share: argument types, the version line."""
 
 import argparse
+import math
+import sys
 
 
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0: durations, intervals, rates (0, negatives, nan and inf refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (warm-up times)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def version_text() -> str:
+    """This package's version and the versions that decide what runs (no imports: fast)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    own = installed("inspection-pipeline") or "(not installed)"
+    ort = [f"{n} {v}" for n in ("onnxruntime-gpu", "onnxruntime") if (v := installed(n))]
+    return f"inspection-pipeline {own} (Python {sys.version.split()[0]}; {', '.join(ort) or 'no onnxruntime'})"

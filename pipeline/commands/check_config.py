@@ -15,7 +15,7 @@ def register(sub) -> None:
 def check(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_model=not args.no_model)
     if not args.no_model:
         from pipeline.assembly import check_rules, open_backend
 

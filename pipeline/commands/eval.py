@@ -26,7 +26,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.evaluation import evaluate, format_report
 
-    config = load_config(args.config)
+    config = load_config(args.config, require_model=True)
     on_job = AnnotatedWriter(args.annotate) if args.annotate else None
     report = evaluate(config, args.frames, seed=args.seed, on_job=on_job)
     run = report["run"]

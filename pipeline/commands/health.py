@@ -12,6 +12,9 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
+
+from pipeline.commands import positive_float
 
 DEFAULT_URL = "http://127.0.0.1:9108/healthz"
 
@@ -19,11 +22,14 @@ DEFAULT_URL = "http://127.0.0.1:9108/healthz"
 def register(sub) -> None:
     p = sub.add_parser("health", help="check a running daemon's /healthz (exit 0 healthy, 1 not)")
     p.add_argument("--url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
-    p.add_argument("--timeout", type=float, default=3.0, metavar="S")
+    p.add_argument("--timeout", type=positive_float, default=3.0, metavar="S")
     p.set_defaults(func=health)
 
 
 def health(args: argparse.Namespace) -> int:
+    if urlsplit(args.url).scheme not in ("http", "https") or not urlsplit(args.url).netloc:
+        print(f"unhealthy: --url {args.url!r} is not an http:// URL (e.g. {DEFAULT_URL})", file=sys.stderr)
+        return 1
     try:
         with urllib.request.urlopen(args.url, timeout=args.timeout) as reply:  # noqa: S310 - operator's URL
             body = reply.read()

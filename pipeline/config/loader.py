@@ -8,25 +8,33 @@ what was expected. Never lets a traceback reach the user.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
 
 from pipeline.config.models import PipelineConfig
+from pipeline.config.paths import not_found_message, resolve_existing
 
 
 class ConfigError(Exception):
     """A config file that cannot be used; `str()` is the full user-facing message."""
 
 
-def load_config(path: str | Path) -> PipelineConfig:
+def load_config(path: str | Path, *, require_model: bool = False) -> PipelineConfig:
+    """`require_model`: a model file found nowhere is a ConfigError naming the config
+    file, the key and every place searched (commands that open the model ask for it)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
-    return parse_config(text, source=str(path), base_dir=path.parent)
+    config = parse_config(text, source=str(path), base_dir=path.parent)
+    # A model served by Triton lives on the server; model.path then only records its source.
+    served = config.model.triton is not None
+    if require_model and not served and not config.model.path.exists():
+        raise ConfigError(not_found_message(str(path), "model.path", config.model.path, path.parent))
+    return config
 
 
 def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> PipelineConfig:
@@ -104,25 +112,19 @@ def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == str(part):
-                return value
+                return cast(yaml.Node, value)
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return cast(yaml.Node, node.value[part])
     return None
 
 
 def _resolve_paths(config: PipelineConfig, base_dir: Path) -> PipelineConfig:
-    """Relative model and replay paths are relative to the config file, or to the cwd if
-    they exist there (so `configs/demo.yaml` may say `engines/demo.onnx`)."""
-
-    def resolve(p: Path) -> Path:
-        if p.is_absolute() or p.exists():
-            return p
-        candidate = base_dir / p
-        return candidate if candidate.exists() else p
-
-    model = config.model.model_copy(update={"path": resolve(config.model.path)})
+    """Relative model and replay paths, found from the config file's folder, then the cwd
+    (see `pipeline.config.paths`); a path found nowhere stays as written."""
+    model = config.model.model_copy(update={"path": resolve_existing(config.model.path, base_dir) or config.model.path})
     cameras = tuple(
-        cam.model_copy(update={"source": cam.source.model_copy(update={"path": resolve(cam.source.path)})})
+        cam.model_copy(update={"source": cam.source.model_copy(
+            update={"path": resolve_existing(cam.source.path, base_dir) or cam.source.path})})
         if cam.source.kind == "replay"
         else cam
         for cam in config.cameras

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,7 +105,7 @@ class GenICamSourceConfig(Strict):
 
 
 SourceConfig = Annotated[
-    Union[SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig],
+    SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
 
@@ -131,6 +131,7 @@ class BackendKind(str, Enum):
     AUTO = "auto"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    TRITON = "triton"  # a Triton Inference Server; `model.triton` says where
 
 
 class BackendErrorPolicy(Strict):
@@ -144,6 +145,25 @@ class BackendErrorPolicy(Strict):
 
     max_consecutive: int = Field(30, ge=1, le=1_000_000)
     action: Literal["exit", "continue"] = "exit"
+
+
+class TritonConfig(Strict):
+    """Where a Triton Inference Server serves the model, and how to talk to it
+    (`model.backend: triton`; docs/SCALING.md)."""
+
+    url: str = Field("127.0.0.1:8001", pattern=r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, no scheme
+    protocol: Literal["grpc", "http"] = "grpc"
+    model_name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
+    model_version: str = Field("", pattern=r"^[0-9]*$")  # "": the server's policy picks
+    # auto: system shared memory when the server is on this host (loopback url), else plain tensors.
+    # cuda (same host and GPU) is documented, not implemented: docs/SCALING.md.
+    shared_memory: Literal["auto", "system", "none"] = "auto"
+    connect_timeout_s: float = Field(10.0, gt=0, le=600)  # at start-up: server ready and model READY
+    # Per request: the part's remaining budget, but never less than this (a request with
+    # 0.1 ms left would only add load to a server that cannot answer in time anyway).
+    min_request_timeout_ms: float = Field(1.0, gt=0, le=60_000)
+    reconnect_initial_s: float = Field(0.1, gt=0, le=60)
+    reconnect_max_s: float = Field(2.0, gt=0, le=600)
 
 
 class ModelConfig(Strict):
@@ -169,6 +189,7 @@ class ModelConfig(Strict):
     # "cpu" (OpenCV), or "auto" (gpu whenever the chosen backend takes device buffers).
     preprocess: Literal["auto", "cpu", "gpu"] = "auto"
     on_backend_error: BackendErrorPolicy = BackendErrorPolicy()
+    triton: TritonConfig | None = None  # required with backend triton
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -183,12 +204,9 @@ class ModelConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _graph_needs_batch_1(self) -> "ModelConfig":
-        # Measured on the H100 (docs/BENCHMARKS.md): with max_batch 8 ONNX Runtime's graph
-        # capture fails inside cuDNN once frames flow and every batch errors; batch 1 works.
-        if self.cuda_graph and self.max_batch > 1:
-            raise ValueError("cuda_graph works with max_batch 1 only (ONNX Runtime's capture failed "
-                             f"with batches on the lab GPU); got max_batch {self.max_batch}")
+    def _triton_needs_its_section(self) -> "ModelConfig":
+        if (self.backend == BackendKind.TRITON) != (self.triton is not None):
+            raise ValueError("model.triton (url, model_name, ...) goes with backend triton, and only with it")
         return self
 
 

@@ -22,6 +22,7 @@ from pipeline.telemetry import Telemetry
 
 class DecideStage(Stage):
     name = "decide"
+    max_batch = 64  # whatever infer handed on (a whole batch) in one wake-up
 
     def __init__(self, rules: RuleBook, mm_per_px: dict[str, float | None], inbox: StageQueue, outbox: StageQueue,
                  telemetry: Telemetry, budget_ms: float, late_policy: LatePolicy):
@@ -44,4 +45,4 @@ class DecideStage(Stage):
         age_ns = time.monotonic_ns() - job.frame.t_capture_ns
         if age_ns > self.budget_ns:
             verdict = late_verdict(verdict, age_ns / 1e6, self.budget_ms, self.late_policy)
-        return job.mark(self.name, verdict=verdict)
+        return self.mark(job, verdict=verdict)
