@@ -296,8 +296,11 @@ class CaptureStage:
             # The source knows a frame existed but cannot deliver it: it still gets a verdict.
             now = time.monotonic_ns()
             part_id = getattr(exc, "part_id", None)
-            if self.triggers is not None:  # the lost image was the oldest announced part's
-                part_id = self.triggers.ledger.claim(now) or part_id
+            if self.triggers is not None:  # the lost image was the waiting part's, if its window is open
+                part_id = self.triggers.ledger.claim(now)
+                if part_id is None:  # it shows no announced part (e.g. a late image after an outage)
+                    self.camera.frames_skipped += 1
+                    return
             frame = Frame(self.camera_id, self._take_id(), None, now, time.time_ns(), part_id=part_id)
             self.outbox.put(Job(frame).settle(Outcome.ERROR, ReasonCode.BAD_FRAME, str(exc)[:300], "capture"))
             return
