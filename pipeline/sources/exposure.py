@@ -10,45 +10,60 @@ frozen peer that hands over the frame it had in flight seconds later): it is *st
 and never judges a part (pipeline.sources.triggers) nor counts as the camera being
 alive (the capture stage's stall clock).
 
-A stream whose delay really changed (every frame late, `rebase_after` in a row) gets a
-new offset instead of being stale for ever; so does one whose timestamps go backwards
-(a new stream after a reconnect), and `reset()` starts afresh. Frames without a camera
-timestamp are placed at their arrival: the best a source without a clock can say.
+A stream whose delay really changed gets a new offset instead of being stale for ever:
+when its late frames have kept coming in real time for `rebase_after_ns` (their camera
+timestamps advance as fast as their arrivals, within `late_after_ns / 2`). A burst of
+buffered frames, or a frozen peer trickling out what it had, never qualifies: their
+timestamps advance much faster, or much slower, than the host clock. A stream whose
+timestamps go backwards (a new stream after a reconnect) gets a new offset at once, and
+`reset()` starts afresh. Frames without a camera
+timestamp are placed at their arrival, the best a source without a clock can say; from
+a stream that had timestamps until then, such a frame is stale.
 """
 
 from __future__ import annotations
 
 LATE_AFTER_NS = 250_000_000  # well above decode/transport jitter, well below a part window
-REBASE_AFTER = 5
+REBASE_AFTER_NS = 1_000_000_000
 
 
 class ExposureClock:
-    def __init__(self, late_after_ns: int = LATE_AFTER_NS, rebase_after: int = REBASE_AFTER):
+    def __init__(self, late_after_ns: int = LATE_AFTER_NS, rebase_after_ns: int = REBASE_AFTER_NS):
         self.late_after_ns = late_after_ns
-        self.rebase_after = rebase_after
+        self.rebase_after_ns = rebase_after_ns
         self.stale_frames = 0
         self.reset()
 
     def reset(self) -> None:
         self._offset_ns: int | None = None
         self._last_ts_ns: int | None = None
-        self._late_in_row = 0
+        self._late_since: tuple[int, int] | None = None  # (camera_ts, arrival) of the first late frame in a row
 
     def place(self, camera_ts_ns: int | None, arrival_ns: int) -> tuple[int, bool]:
         """(exposure time on the monotonic clock, stale) for one frame."""
         if camera_ts_ns is None:
-            return arrival_ns, False
+            # a stream that had timestamps and hands over a frame without one: FFmpeg does
+            # so with the frame it had in flight when its read timed out (a frozen server)
+            stale = self._offset_ns is not None
+            self.stale_frames += stale
+            return arrival_ns, stale
         offset = arrival_ns - camera_ts_ns
         if self._offset_ns is None or self._last_ts_ns is None or camera_ts_ns < self._last_ts_ns:
             self._offset_ns = offset  # first frame, or a new stream: its own time base
         self._last_ts_ns = camera_ts_ns
         self._offset_ns = min(self._offset_ns, offset)
         if offset - self._offset_ns <= self.late_after_ns:
-            self._late_in_row = 0
+            self._late_since = None
             return camera_ts_ns + self._offset_ns, False
-        self._late_in_row += 1
-        if self._late_in_row >= self.rebase_after:  # the path got slower for good, not one frozen frame
-            self._offset_ns, self._late_in_row = offset, 0
+        if self._late_since is None:
+            self._late_since = (camera_ts_ns, arrival_ns)
+        if self._late_in_real_time(camera_ts_ns, arrival_ns):  # the path got slower for good
+            self._offset_ns, self._late_since = offset, None
             return arrival_ns, False
         self.stale_frames += 1
         return camera_ts_ns + self._offset_ns, True
+
+    def _late_in_real_time(self, camera_ts_ns: int, arrival_ns: int) -> bool:
+        first_ts, first_arrival = self._late_since  # type: ignore[misc]
+        waited = arrival_ns - first_arrival
+        return waited >= self.rebase_after_ns and abs((camera_ts_ns - first_ts) - waited) <= self.late_after_ns // 2
