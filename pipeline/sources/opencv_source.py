@@ -62,6 +62,7 @@ class OpenCVSource:
         self._open_params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                              read_timeout_ms, cv2.CAP_PROP_N_THREADS, decode_threads]
         self._rtsp_transport = rtsp_transport
+        self._stuck_grab_ns = int(read_timeout_ms * 0.9e6)
         self._size, self._fps = size, fps
         self._cond = threading.Condition()
         self._latest: SourceFrame | None = None
@@ -148,8 +149,16 @@ class OpenCVSource:
 
     def _grab_one(self, capture: cv2.VideoCapture) -> bool:
         """Grab and decode one frame; False when the link is lost (or the file ended)."""
+        asked_ns = time.monotonic_ns()
         ok = capture.grab()
         arrival_ns = time.monotonic_ns()  # the frame is in; decoding it is our time, not the camera's
+        if ok and not self.is_file and arrival_ns - asked_ns >= self._stuck_grab_ns:
+            # FFmpeg's read timeout fired and it handed over the frame it had in flight
+            # (a frozen server): an old image, never one to judge a part by
+            log.warning("camera %s: a grab took %.1f s (read timeout); dropping its frame and reconnecting",
+                        self.name, (arrival_ns - asked_ns) / 1e9)
+            self.link_state = CameraState.DOWN
+            return False
         image = capture.retrieve()[1] if ok else None
         if image is None or image.size == 0:
             if self.is_file:
