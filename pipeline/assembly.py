@@ -100,7 +100,7 @@ def open_preprocess(config: PipelineConfig, backend):
     """(transform, slot pool or None, closer, frame allocator or None): the fused CUDA
     kernel writing device slots, with page-locked frame slots, when the backend takes
     device buffers (unless model.preprocess is cpu), else OpenCV."""
-    on_gpu = getattr(backend, "accepts_device_input", False)
+    on_gpu = backend.accepts_device_input
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
         raise StartupError(f"model.preprocess: gpu needs a GPU-resident backend, but {backend.name} takes host "

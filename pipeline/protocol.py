@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
 from pipeline.states import CameraState, Health, StageState, WireState
 
@@ -45,7 +46,7 @@ _HEARTBEAT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(PipelineError, ValueError):
     """A message cannot be encoded, or received bytes are not a valid message."""
 
 
