@@ -61,6 +61,7 @@ class Parts:
     # False when something reads the image after inference (the archive, annotation):
     # sources then hand each frame an array of its own, kept as long as the job.
     lend_frame_slots: bool = True
+    backend_choice: str = ""  # why this backend ("configured", or what `auto` found); sent in the heartbeat
 
 
 def slot_count(config: PipelineConfig) -> int:
@@ -82,6 +83,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
         self.telemetry.backend = parts.backend.name
+        self.telemetry.backend_choice = parts.backend_choice
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.frame_pools = self._frame_pools()

@@ -38,6 +38,7 @@ _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEARTBEAT_DEFAULTS: dict[str, Any] = {
     "uptime_s": 0.0,
     "backend": None,
+    "backend_choice": None,
     "cameras": {},
     "counts": {},
     "queues": {},
