@@ -16,6 +16,7 @@ import pkgutil
 import sys
 
 import pipeline.commands
+from pipeline.commands import version_text
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -38,21 +39,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipeline.config import ConfigError
 
     return (ConfigError, StartupError)
-
-
-def version_text() -> str:
-    """This package's version and the versions that decide what runs (no imports: fast)."""
-    from importlib import metadata
-
-    def installed(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    own = installed("inspection-pipeline") or pipeline.__version__
-    ort = [f"{n} {v}" for n in ("onnxruntime-gpu", "onnxruntime") if (v := installed(n))]
-    return f"inspection-pipeline {own} (Python {sys.version.split()[0]}; {', '.join(ort) or 'no onnxruntime'})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ from pipeline.protocol import ProtocolError, decode
 TARGET_RSS_MB_PER_H = 5.0
 TARGET_P99_DRIFT = 0.10
 DRIFT_WINDOW_S = 60.0  # p99 drift compares the first and the last minute after warm-up
+MIN_JUDGED_S = 300.0  # shortest judged span (after warm-up): a memory slope from less is noise
+MIN_VERDICTS_PER_WINDOW = 100  # fewer verdicts in a drift window: its p99 says nothing
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,11 @@ class SoakReport:
     p99_last_ms: float
     p99_drift: float
     passed: dict[str, bool] = field(default_factory=dict)
+    cannot_judge: list[str] = field(default_factory=list)  # why the run says nothing; empty when judged
 
     @property
     def ok(self) -> bool:
-        return all(self.passed.values())
+        return not self.cannot_judge and all(self.passed.values())
 
 
 def process_sample() -> tuple[float, int, int]:
@@ -130,7 +133,7 @@ class Listener:
 
 def run_soak(config: PipelineConfig, duration_s: float, interval_s: float, warmup_s: float,
              progress: Callable[[Sample], None] | None = None,
-             stop: threading.Event | None = None) -> tuple[list[Sample], SoakReport]:
+             stop: threading.Event | None = None, min_judged_s: float = MIN_JUDGED_S) -> tuple[list[Sample], SoakReport]:
     """Run the pipeline for `duration_s`, sampling every `interval_s`; early stop on `stop`."""
     stop = stop or threading.Event()
     listener = Listener(config.publisher.endpoint)
@@ -148,7 +151,7 @@ def run_soak(config: PipelineConfig, duration_s: float, interval_s: float, warmu
     finally:
         pipeline.shutdown()
         listener.close()
-    return samples, analyse(samples, warmup_s)
+    return samples, analyse(samples, warmup_s, min_judged_s)
 
 
 def _sample(t_s: float, listener: Listener, interval_s: float) -> Sample:
@@ -159,21 +162,22 @@ def _sample(t_s: float, listener: Listener, interval_s: float) -> Sample:
                   round(len(latencies) / interval_s, 2), listener.verdicts, listener.gaps)
 
 
-def analyse(samples: list[Sample], warmup_s: float) -> SoakReport:
-    """Judge the samples after warm-up against the targets."""
-    post = [s for s in samples if s.t_s >= warmup_s] or samples
-    t = np.array([s.t_s for s in post])
-    rss = np.array([s.rss_mb for s in post])
-    slope_per_s = float(np.polyfit(t, rss, 1)[0]) if len(post) >= 2 and np.ptp(t) > 0 else 0.0
+def analyse(samples: list[Sample], warmup_s: float, min_judged_s: float = MIN_JUDGED_S) -> SoakReport:
+    """Judge the samples after warm-up against the targets, or say why they cannot be
+    judged (too short, overlapping drift windows, too few verdicts)."""
+    post = [s for s in samples if s.t_s >= warmup_s]
+    span_s = post[-1].t_s - post[0].t_s if len(post) >= 2 else 0.0
     first, last = _window_p99(post, first=True), _window_p99(post, first=False)
     drift = (last - first) / first if first > 0 else float("nan")
+    slope_per_s = _rss_slope(post) if span_s >= min_judged_s else float("nan")
     report = SoakReport(
         duration_s=samples[-1].t_s if samples else 0.0, warmup_s=warmup_s, samples=len(samples),
         verdicts=samples[-1].verdicts if samples else 0, gaps=samples[-1].gaps if samples else 0,
         rss_mb_per_h=round(slope_per_s * 3600, 3),
         fd_growth=post[-1].fds - post[0].fds if post else 0,
         thread_growth=post[-1].threads - post[0].threads if post else 0,
-        p99_first_ms=round(first, 3), p99_last_ms=round(last, 3), p99_drift=round(drift, 4))
+        p99_first_ms=round(first, 3), p99_last_ms=round(last, 3), p99_drift=round(drift, 4),
+        cannot_judge=_unjudgeable(post, span_s, min_judged_s))
     report.passed = {
         f"rss growth <= {TARGET_RSS_MB_PER_H:g} MB/h": report.rss_mb_per_h <= TARGET_RSS_MB_PER_H,
         "no fd growth": report.fd_growth <= 0,
@@ -184,24 +188,53 @@ def analyse(samples: list[Sample], warmup_s: float) -> SoakReport:
     return report
 
 
+def _rss_slope(post: list[Sample]) -> float:
+    """MB per second from a least-squares line through every sample after warm-up."""
+    t = np.array([s.t_s for s in post])
+    return float(np.polyfit(t, np.array([s.rss_mb for s in post]), 1)[0])
+
+
+def _unjudgeable(post: list[Sample], span_s: float, min_judged_s: float) -> list[str]:
+    reasons = []
+    if span_s < min_judged_s:
+        reasons.append(f"only {span_s:.0f} s after warm-up; judging needs {min_judged_s:.0f} s "
+                       "(a memory slope from less is noise): run longer or lower --min-judged")
+    if span_s < 2 * DRIFT_WINDOW_S:
+        reasons.append(f"the first and last {DRIFT_WINDOW_S:.0f} s after warm-up overlap, so p99 drift "
+                       f"compares a window with itself: needs {2 * DRIFT_WINDOW_S:.0f} s after warm-up")
+    for name, window in (("first", _window(post, first=True)), ("last", _window(post, first=False))):
+        verdicts = window[-1].verdicts - window[0].verdicts if len(window) >= 2 else 0
+        if verdicts < MIN_VERDICTS_PER_WINDOW:
+            reasons.append(f"{verdicts} verdicts in the {name} {DRIFT_WINDOW_S:.0f} s after warm-up; "
+                           f"a p99 needs at least {MIN_VERDICTS_PER_WINDOW}")
+    return reasons
+
+
+def _window(post: list[Sample], first: bool) -> list[Sample]:
+    """The samples of the first (or last) DRIFT_WINDOW_S after warm-up."""
+    if not post:
+        return []
+    edge = post[0].t_s + DRIFT_WINDOW_S if first else post[-1].t_s - DRIFT_WINDOW_S
+    return [s for s in post if (s.t_s <= edge if first else s.t_s >= edge)]
+
+
 def _window_p99(post: list[Sample], first: bool) -> float:
     """Median of the per-interval p99s over the first (or last) DRIFT_WINDOW_S after warm-up."""
-    if not post:
-        return float("nan")
-    edge = post[0].t_s + DRIFT_WINDOW_S if first else post[-1].t_s - DRIFT_WINDOW_S
-    chosen = [s.p99_ms for s in post if (s.t_s <= edge if first else s.t_s >= edge) and s.p99_ms == s.p99_ms]
+    chosen = [s.p99_ms for s in _window(post, first) if s.p99_ms == s.p99_ms]
     return float(np.median(chosen)) if chosen else float("nan")
 
 
 def write_results(out_dir: Path, samples: list[Sample], report: SoakReport, meta: dict) -> list[Path]:
-    """soak.csv, soak.json and (when matplotlib is installed) soak.png in `out_dir`."""
+    """soak.csv, soak.json and (when matplotlib is installed: `plot_available()`, which the
+    command checks before the run) soak.png in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out_dir / "soak.csv", out_dir / "soak.json"
     with csv_path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(Sample.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(s) for s in samples)
-    json_path.write_text(json.dumps({**meta, **asdict(report), "ok": report.ok}, indent=2) + "\n")
+    body = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(report).items()}  # NaN: null
+    json_path.write_text(json.dumps({**meta, **body, "ok": report.ok}, indent=2) + "\n")
     written = [csv_path, json_path]
     try:
         import matplotlib
@@ -210,6 +243,12 @@ def write_results(out_dir: Path, samples: list[Sample], report: SoakReport, meta
     matplotlib.use("Agg")  # files only: no display on a line PC or in CI
     written.append(plot(samples, report, out_dir / "soak.png"))
     return written
+
+
+def plot_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def plot(samples: list[Sample], report: SoakReport, path: Path) -> Path:
@@ -234,7 +273,8 @@ def plot(samples: list[Sample], report: SoakReport, path: Path) -> Path:
         ax.legend(loc="best", fontsize=8)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("minutes")
-    fig.suptitle("pipeline soak: " + ("all targets met" if report.ok else "TARGET MISSED"))
+    verdict = "CANNOT JUDGE" if report.cannot_judge else "all targets met" if report.ok else "TARGET MISSED"
+    fig.suptitle(f"pipeline soak: {verdict}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

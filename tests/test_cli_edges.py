@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -100,3 +99,11 @@ def test_the_shipped_configs_find_their_model_from_any_folder(tmp_path, name):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert f"model: {ROOT / 'engines' / 'demo.onnx'}" in proc.stdout
+
+
+def test_bench_says_first_whether_latency_or_capacity_is_measured():
+    from pipeline.commands.bench import run_kind
+
+    assert run_kind(30.0, 2).startswith("latency run: 2 camera(s) at 30 frames/s")
+    capacity = run_kind(None, 1)
+    assert capacity.startswith("capacity run") and "queueing" in capacity and "--rate" in capacity

@@ -40,14 +40,33 @@ def test_each_kind_of_decay_misses_its_target(bad, target):
     assert sum(not met for met in report.passed.values()) == 1
 
 
+@pytest.mark.parametrize("minutes, warmup_s, why", [
+    (10, 580, "only 20 s after warm-up"),  # shorter than the judged minimum
+    (10, 500, "overlap"),  # first and last minute are one window
+])
+def test_a_run_too_short_to_judge_says_so_and_is_not_ok(minutes, warmup_s, why):
+    report = analyse(samples()[: minutes * 12 + 1], warmup_s=warmup_s, min_judged_s=20 if why == "overlap" else 300)
+    assert not report.ok and any(why in reason for reason in report.cannot_judge)
+    assert report.rss_mb_per_h != report.rss_mb_per_h or why == "overlap"  # no slope from seconds
+
+
+def test_too_few_verdicts_cannot_be_judged():
+    quiet = [Sample(s.t_s, s.rss_mb, s.fds, s.threads, s.p50_ms, s.p99_ms, 0.1, int(s.t_s / 10), 0) for s in samples()]
+    report = analyse(quiet, warmup_s=60)
+    assert not report.ok and any("verdicts in the first" in reason for reason in report.cannot_judge)
+
+
 @pytest.mark.timeout(90)
-def test_a_short_soak_writes_csv_json_and_plot(tmp_path, free_tcp_endpoint, capsys):
+def test_a_short_soak_writes_csv_json_and_plot_and_cannot_judge(tmp_path, free_tcp_endpoint, capsys):
     config = write_config(tmp_path / "line.yaml", free_tcp_endpoint, fps=15)
     code = main(["soak", str(config), "--duration", "3", "--interval", "0.5", "--warmup", "1", "--out", str(tmp_path / "out")])
-    assert code in (0, 1)  # three seconds cannot judge drift fairly; the files are the point
+    captured = capsys.readouterr()
+    assert code == 1 and "cannot judge: only" in captured.out  # three seconds say nothing
     result = json.loads((tmp_path / "out" / "soak.json").read_text())
+    assert result["ok"] is False and result["rss_mb_per_h"] is None
     assert result["samples"] >= 5 and result["verdicts"] > 0 and result["gaps"] == 0
     assert (tmp_path / "out" / "soak.png").stat().st_size > 10_000
     rows = (tmp_path / "out" / "soak.csv").read_text().splitlines()
     assert rows[0].startswith("t_s,rss_mb,fds,threads") and len(rows) == result["samples"] + 1
-    assert "soak" in capsys.readouterr().err  # progress lines
+    assert "soak" in captured.err  # progress lines
+

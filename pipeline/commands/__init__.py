@@ -1,9 +1,10 @@
 """Subcommands of the `pipeline` CLI, one module each, each with `register(subparsers)`.
 Modules import their heavy machinery inside the command function, so `--help` is fast.
-This module holds the argument types several subcommands share."""
+This module holds what several subcommands share: argument types, the version line."""
 
 import argparse
 import math
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -36,3 +37,18 @@ def non_negative_float(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
+
+
+def version_text() -> str:
+    """This package's version and the versions that decide what runs (no imports: fast)."""
+    from importlib import metadata
+
+    def installed(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    own = installed("inspection-pipeline") or "(not installed)"
+    ort = [f"{n} {v}" for n in ("onnxruntime-gpu", "onnxruntime") if (v := installed(n))]
+    return f"inspection-pipeline {own} (Python {sys.version.split()[0]}; {', '.join(ort) or 'no onnxruntime'})"

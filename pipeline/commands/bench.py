@@ -36,13 +36,25 @@ def register(sub) -> None:
     p.add_argument("--switch-interval-ms", type=positive_float, metavar="MS",
                    help="sys.setswitchinterval for the run (Python's default is 5 ms)")
     p.add_argument("--ring", type=positive_int, default=8, metavar="N", help="pre-rendered frames per camera (default 8)")
+    p.add_argument("--engine-s", type=float, default=2.0, metavar="S",
+                   help="seconds of the backend alone per batch size, in the same run (default 2; 0: skip)")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:*", help="where the bench publishes (default: a free port)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--png", metavar="FILE", help="draw latency CDFs (needs matplotlib: the 'bench' extra)")
     p.set_defaults(func=bench)
 
 
+def run_kind(rate: float | None, cameras: int) -> str:
+    """The first line: what the latency figures of this run mean."""
+    if rate is not None:
+        return (f"latency run: {cameras} camera(s) at {rate:g} frames/s each; latency is what a part "
+                "waits at that rate")
+    return (f"capacity run: {cameras} camera(s) flat out (no --rate); throughput is the figure, latency "
+            "includes queueing behind the bottleneck (give --rate FPS for a latency run)")
+
+
 def bench(args: argparse.Namespace) -> int:
+    import importlib.util
     from pathlib import Path
 
     from pipeline.bench.report import format_table
@@ -50,8 +62,13 @@ def bench(args: argparse.Namespace) -> int:
     from pipeline.bench.suite import SuiteOptions, run_suite
     from pipeline.config import load_config
 
+    if args.png and importlib.util.find_spec("matplotlib") is None:  # said before minutes of measuring
+        print('error: --png needs matplotlib: pip install ".[bench]"', file=sys.stderr)
+        return 2
     config = load_config(args.config, require_model=True)
-    settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint)
+    print(f"bench: {run_kind(args.rate, args.cameras)}", file=sys.stderr, flush=True)
+    settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint,
+                             max(0.0, args.engine_s))
     options = SuiteOptions(settings, args.compare, args.batch_sweep or (), args.max_wait_us, args.switch_interval_ms,
                            Path(args.json) if args.json else None, Path(args.png) if args.png else None,
                            command="pipeline " + shlex.join(sys.argv[1:]), config_path=args.config)

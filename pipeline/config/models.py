@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,7 +105,7 @@ class GenICamSourceConfig(Strict):
 
 
 SourceConfig = Annotated[
-    Union[SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig],
+    SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
 
@@ -206,15 +206,6 @@ class ModelConfig(Strict):
         if any(v % 32 or v <= 0 for v in value):
             raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
         return value
-
-    @model_validator(mode="after")
-    def _graph_needs_batch_1(self) -> "ModelConfig":
-        # Measured on the H100 (docs/BENCHMARKS.md): with max_batch 8 ONNX Runtime's graph
-        # capture fails inside cuDNN once frames flow and every batch errors; batch 1 works.
-        if self.cuda_graph and self.max_batch > 1:
-            raise ValueError("cuda_graph works with max_batch 1 only (ONNX Runtime's capture failed "
-                             f"with batches on the lab GPU); got max_batch {self.max_batch}")
-        return self
 
     @model_validator(mode="after")
     def _triton_needs_its_section(self) -> "ModelConfig":
