@@ -1,8 +1,9 @@
 """`pipeline build-engine MODEL.onnx`: build a TensorRT plan and its sidecar JSON.
 
 Reads the class names and the precision recipe (written by `pipeline convert`) from the
-ONNX file's metadata, builds through `pipeline.engines.builder` (with the candidate
-head appended in memory, K from --max-candidates) with progress on stderr, and writes `engines/<name>.engine` + `engines/<name>.engine.json`.
+ONNX file's metadata, builds through `pipeline.engines.builder` (with the candidate head
+appended in memory, K from --max-candidates) with progress on stderr, and writes
+`engines/<name>.engine` + `engines/<name>.engine.json`.
 """
 
 from __future__ import annotations
