@@ -30,7 +30,8 @@ from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from pipeline.stages.publish import PublishStage
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health, StageState
+from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,8 @@ class Pipeline:
             if not stage.ready.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("stage %s not prepared after %g s; starting the cameras anyway", stage.name,
                             prepare_timeout_s)
-        self.telemetry.health = Health.OK
+        if self.telemetry.health is Health.STARTING:  # a stage may have crashed already
+            self.telemetry.set_health(Health.OK)
         for capture in self.captures:
             capture.start()
 
@@ -161,7 +163,7 @@ class Pipeline:
         """Stop sources, drain, close. Returns the exit code (0 clean, 1 after a crash)."""
         deadline = time.monotonic() + timeout_s
         if self.telemetry.health is not Health.ERROR:
-            self.telemetry.health = Health.STOPPING
+            self.telemetry.set_health(Health.STOPPING)
         self.stop_event.set()
         for capture in self.captures:
             capture.thread.join(max(0.0, deadline - time.monotonic()))
@@ -178,7 +180,7 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             stage.thread.join(max(0.0, deadline - time.monotonic()) if i < len(self.stages) - 1 else
                               max(0.0, deadline - time.monotonic() + 0.5))
-            if stage.thread.is_alive() or stage.stats.state == "crashed":
+            if stage.thread.is_alive() or stage.stats.state is StageState.CRASHED:
                 self._route_around(stage)
 
     def _route_around(self, stage: Stage) -> None:

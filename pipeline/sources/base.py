@@ -16,12 +16,12 @@ the slot is what saves the per-frame allocation and host copy.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from pipeline.messages import GroundTruth
+from pipeline.states import CameraState  # re-exported: sources report their link in it
 
 
 class SourceEnded(Exception):
@@ -30,14 +30,6 @@ class SourceEnded(Exception):
 
 class SourceError(Exception):
     """The source cannot deliver (device gone, stream broken); the message says why."""
-
-
-class CameraState(str, Enum):
-    CONNECTING = "CONNECTING"
-    STREAMING = "STREAMING"
-    STALLED = "STALLED"  # connected but silent past stall_timeout_s
-    DOWN = "DOWN"
-    ENDED = "ENDED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
+from pipeline.states import StageState
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Stage:
         self.thread.start()
 
     def run(self) -> None:
-        self.stats.state = "running"
+        self.stats.move_to(StageState.RUNNING)
         try:
             try:
                 self.prepare()
@@ -104,12 +105,12 @@ class Stage:
                     continue
                 self._process(items)
                 if self._abandoned:  # woke up after shutdown routed around it: its work is done
-                    self.stats.state = "abandoned"
+                    self.stats.move_to(StageState.ABANDONED)
                     return
             self.finish()
             if self.outbox is not None:
                 self.outbox.put(EndOfStream(self.name))
-            self.stats.state = "stopped"
+            self.stats.move_to(StageState.STOPPED)
         except BaseException as exc:  # a crash, not a per-frame failure
             log.exception("stage %s crashed", self.name)
             self.telemetry.record_crash(self.name, exc)
