@@ -44,7 +44,7 @@ def _draw_detections(canvas: np.ndarray, job: Job, class_names, scale: float) ->
         colour = _RED if _is_failing(box, failing) else _AMBER
         cv2.rectangle(canvas, (x1 - 1, y1 - 1), (x2 + 1, y2 + 1), colour, thickness, cv2.LINE_AA)
     taken: list[tuple[int, int, int, int]] = []
-    for (x1, y1, x2, y2), box, score, class_id in zip(boxes, det.boxes, det.scores, det.class_ids):
+    for (x1, y1, _x2, y2), box, score, class_id in zip(boxes, det.boxes, det.scores, det.class_ids):
         colour = _RED if _is_failing(box, failing) else _AMBER
         name = class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
         _label(canvas, f"{name} {score:.2f}", (x1 - 1, y1 - 1, y2 + 1), colour, scale, taken)

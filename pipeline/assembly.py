@@ -18,7 +18,8 @@ from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import create_backend
 from pipeline.backends.base import ModelError
-from pipeline.backends.yolo_decode import decode, to_detections
+from pipeline.backends.candidate_head import uses_candidate_head
+from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
 from pipeline.config.models import ModelConfig, PipelineConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
@@ -46,10 +47,16 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
 
 
 def make_decoder(model: ModelConfig, num_classes: int):
-    conf, iou, limit = model.confidence, model.iou, model.max_detections
+    """One image's output -> Detections: the candidate head's K x 6 rows when the backend
+    runs the head, else the raw tensor with the same K cap applied on the host."""
+    conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
 
-    def decoder(raw, geometry):
-        return to_detections(decode(raw, num_classes, conf, iou, limit)[0], geometry)
+    if uses_candidate_head(model):
+        def decoder(raw, geometry):
+            return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
+    else:
+        def decoder(raw, geometry):
+            return to_detections(decode(raw, num_classes, conf, iou, limit, k)[0], geometry)
 
     return decoder
 
@@ -60,7 +67,7 @@ def build_parts(config: PipelineConfig) -> Parts:
         undo.callback(backend.close)
         check_rules(config, backend.class_names)
         backend.warmup(config.model.warmup_runs)
-        transform, slot_pool, close_preprocess = open_preprocess(config, backend)
+        transform, slot_pool, close_preprocess, frame_allocator = open_preprocess(config, backend)
         undo.callback(close_preprocess)
         sources = {}
         for cam in config.cameras:
@@ -86,6 +93,8 @@ def build_parts(config: PipelineConfig) -> Parts:
                       extra_closers=[archive.close] if archive is not None else [], archive=archive,
                       slot_pool=slot_pool)
         parts.extra_closers.append(close_preprocess)
+        parts.frame_allocator = frame_allocator
+        parts.lend_frame_slots = archive is None  # the archive reads the raw image after publish
         parts.triggers = triggers
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
         undo.pop_all()
@@ -95,8 +104,9 @@ def build_parts(config: PipelineConfig) -> Parts:
 
 
 def open_preprocess(config: PipelineConfig, backend):
-    """(transform, slot pool or None, closer): the fused CUDA kernel writing device slots
-    when the backend takes device buffers (unless model.preprocess is cpu), else OpenCV."""
+    """(transform, slot pool or None, closer, frame allocator or None): the fused CUDA
+    kernel writing device slots, with page-locked frame slots, when the backend takes
+    device buffers (unless model.preprocess is cpu), else OpenCV."""
     on_gpu = getattr(backend, "accepts_device_input", False)
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
@@ -104,7 +114,7 @@ def open_preprocess(config: PipelineConfig, backend):
                            f"arrays; use backend tensorrt, or onnxruntime with providers [CUDAExecutionProvider] "
                            f"and pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
     if mode == "cpu" or not on_gpu:
-        return Letterboxer(backend.input_size), None, lambda: None
+        return Letterboxer(backend.input_size), None, lambda: None, None
     from pipeline.app import slot_count
     from pipeline.gpu.cuda import CudaError
     from pipeline.gpu.preprocessing import GpuPreprocess
@@ -114,7 +124,7 @@ def open_preprocess(config: PipelineConfig, backend):
     except CudaError as exc:
         raise StartupError(f"model.preprocess: GPU preprocessing unavailable: {exc}") from None
     log.info("preprocess: fused CUDA letterbox on %s", gpu.device.describe())
-    return gpu.transform, gpu.pool, gpu.close
+    return gpu.transform, gpu.pool, gpu.close, gpu.pinned
 
 
 def open_archive(config: PipelineConfig, class_names: tuple[str, ...]) -> FailedPartArchive | None:

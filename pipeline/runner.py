@@ -17,8 +17,8 @@ from typing import Callable
 
 from pipeline.app import Parts, Pipeline
 from pipeline.assembly import build_parts
-from pipeline.daemon.service import DaemonService
 from pipeline.config.models import PipelineConfig
+from pipeline.daemon.service import DaemonService
 from pipeline.status_line import StatusLine
 
 log = logging.getLogger(__name__)

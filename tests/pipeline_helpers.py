@@ -97,6 +97,15 @@ class VerdictCollector:
             end.wait(0.05)
         return None
 
+    def wait_for_last_heartbeat(self, timeout_s: float) -> bool:
+        """True once the pipeline's last heartbeat (health STOPPING, sent after its last verdict) is in."""
+        end = threading.Event()
+        for _ in range(int(timeout_s / 0.05)):
+            if any(hb["health"] == "STOPPING" for hb in self.heartbeats):
+                return True
+            end.wait(0.05)
+        return False
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)

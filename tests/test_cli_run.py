@@ -3,11 +3,9 @@ sockets, signals and exit codes."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -45,13 +43,11 @@ def test_sigterm_drains_in_flight_frames_and_exits_0_within_5_s(tmp_path, free_t
         run = start("run", str(config))
         assert collector.wait_for({"cam0": 10}, timeout_s=60), run.stderr.read() if run.poll() is not None else ""
         run.send_signal(signal.SIGTERM)
-        t0 = time.monotonic()
-        code = run.wait(timeout=10)
-        elapsed = time.monotonic() - t0
-        time.sleep(0.3)  # let the last messages arrive at the collector
+        code = run.wait(timeout=5)  # the deadline the test's name promises (TimeoutExpired past it)
+        assert collector.wait_for_last_heartbeat(timeout_s=10)
     finally:
         collector.close()
-    assert code == 0 and elapsed < 5.0
+    assert code == 0
     final = collector.heartbeats[-1]
     assert final["health"] == "STOPPING"
     captured = final["cameras"]["cam0"]["frames_captured"]

@@ -48,7 +48,7 @@ def detections(draw, values=finite):
 
 
 @st.composite
-def jobs(draw, dets=detections()):
+def jobs(draw, dets=detections()):  # noqa: B008 - a hypothesis strategy, built once on purpose
     t_capture = draw(st.integers(0, 2**62))
     frame = Frame(draw(camera_ids), draw(st.integers(0, 2**53)), None, t_capture, T0 + draw(st.integers(0, 10**15)),
                   part_id=draw(st.none() | texts))
@@ -64,7 +64,8 @@ def test_every_settled_job_round_trips(job, seq, budget_ms):
     t_publish_mono = job.frame.t_capture_ns + 5_000_000
     msg = decode(encode_verdict(job, seq, T0, t_publish_mono, budget_ms, CLASS_NAMES))
     frame, verdict = job.frame, job.verdict
-    assert (msg["camera_id"], msg["seq"], msg["frame_id"], msg["part_id"]) == (frame.camera_id, seq, frame.frame_id, frame.part_id)
+    assert (msg["camera_id"], msg["seq"], msg["frame_id"], msg["part_id"]) == (
+        frame.camera_id, seq, frame.frame_id, frame.part_id)
     assert msg["verdict"] == verdict.outcome.value and msg["late"] == verdict.late and msg["budget_ms"] == budget_ms
     assert [r["code"] for r in msg["reasons"]] == [r.code.value for r in verdict.reasons]
     assert [r["detail"] for r in msg["reasons"]] == [r.detail for r in verdict.reasons]

@@ -28,7 +28,8 @@ def test_preprocess_gpu_with_a_host_backend_is_a_startup_error(free_tcp_endpoint
 
 @pytest.mark.timeout(60)
 def test_auto_preprocess_on_the_cpu_backend_keeps_host_slots(free_tcp_endpoint):
-    config = make_config(free_tcp_endpoint, model={"preprocess": "auto", "input_size": model_side()}, publisher={"await_subscriber_ms": 0})
+    config = make_config(free_tcp_endpoint, model={"preprocess": "auto", "input_size": model_side()},
+                         publisher={"await_subscriber_ms": 0})
     parts = build_parts(config)
     try:
         assert parts.slot_pool is None and type(parts.transform).__name__ == "Letterboxer"

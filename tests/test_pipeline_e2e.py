@@ -37,7 +37,7 @@ def test_every_frame_gets_exactly_one_verdict(tmp_path, free_tcp_endpoint, trans
         verdicts = collector.verdicts[cam]
         assert_exactly_once(verdicts, frames)
         for v in verdicts:
-            assert VERDICT_FIELDS <= v.keys()
+            assert v.keys() >= VERDICT_FIELDS
             assert v["schema"] == 1 and v["verdict"] in ("PASS", "FAIL", "NOT_INSPECTED")
             if v["verdict"] == "NOT_INSPECTED":  # a busy CI machine may shed a frame: never silently
                 assert v["reasons"][0]["code"] in ("queue_full", "expired", "no_buffer")

@@ -43,7 +43,7 @@ class Daemon:
             if hit is not None:
                 return hit
             time.sleep(0.02)
-        raise AssertionError(f"no log line with {text!r}; stderr so far:\n{''.join(l for _, l in self.lines)}")
+        raise AssertionError(f"no log line with {text!r}; stderr so far:\n{''.join(line for _, line in self.lines)}")
 
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
@@ -73,7 +73,7 @@ def test_sighup_applies_new_rules_without_losing_a_frame(tmp_path, free_tcp_endp
         assert collector.wait_for({"cam0": after + 15}, 60)
     finally:
         code = daemon.stop()
-        time.sleep(0.3)  # the last verdicts reach the collector
+        collector.wait_for_last_heartbeat(timeout_s=10)  # the last verdicts reach the collector
         collector.close()
     assert code == 0
     verdicts = collector.verdicts["cam0"]
@@ -108,7 +108,7 @@ def test_sighup_with_an_invalid_file_keeps_the_old_rules(tmp_path, free_tcp_endp
         assert daemon.proc.poll() is None  # still running
     finally:
         code = daemon.stop()
-        time.sleep(0.3)
+        collector.wait_for_last_heartbeat(timeout_s=10)
         collector.close()
     assert code == 0
     log = "".join(line for _, line in daemon.lines)

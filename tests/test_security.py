@@ -186,9 +186,9 @@ def unsafe_constructs(source: str, filename: str = "<src>") -> list[str]:
             func = node.func
             if isinstance(func, ast.Name) and func.id in FORBIDDEN_CALLS:
                 found.append(f"{where} calls {func.id}()")
-            if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
-                if func.value.id == "yaml" and func.attr in UNSAFE_YAML:
-                    found.append(f"{where} calls yaml.{func.attr} (use yaml.safe_load)")
+            if (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+                    and func.value.id == "yaml" and func.attr in UNSAFE_YAML):
+                found.append(f"{where} calls yaml.{func.attr} (use yaml.safe_load)")
             if any(k.arg == "allow_pickle" and not (isinstance(k.value, ast.Constant) and k.value.value is False)
                    for k in node.keywords):
                 found.append(f"{where} passes allow_pickle")

@@ -132,7 +132,8 @@ def test_pipeline_inspects_each_announced_part_once_in_software_trigger_mode(fak
     parts = [f"P-{i:03d}" for i in range(8)]
     verdicts = run_with_triggers(fake_camera, free_tcp_endpoint, f"ipc://{tmp_path}/triggers", "software", parts)
     assert sorted(v["part_id"] for v in verdicts) == parts
-    assert all(v["verdict"] in ("PASS", "FAIL") for v in verdicts), [(v["part_id"], v["verdict"], v["reasons"]) for v in verdicts if v["verdict"] not in ("PASS", "FAIL")]
+    assert all(v["verdict"] in ("PASS", "FAIL") for v in verdicts), [
+        (v["part_id"], v["verdict"], v["reasons"]) for v in verdicts if v["verdict"] not in ("PASS", "FAIL")]
 
 
 def test_triggers_that_bring_no_image_get_missed_trigger_verdicts(fake_camera, free_tcp_endpoint, tmp_path):

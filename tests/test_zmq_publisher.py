@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -49,12 +50,12 @@ def test_heartbeat_carries_own_seq_and_authoritative_last_seq(context):
     sub = sub_socket(context, pub.endpoint, b"line3._heartbeat")
     join_sub(pub, sub)
     pub.publish_verdict(make_job("cam0"))
-    status = {"health": "OK", "uptime_s": 1.0, "cameras": {"cam0": {"state": "RUNNING"}, "cam1": {"state": "STALLED"}}}
+    status = {"health": "OK", "uptime_s": 1.0, "cameras": {"cam0": {"state": "STREAMING"}, "cam1": {"state": "STALLED"}}}
     seq_a, seq_b = pub.publish_heartbeat(status), pub.publish_heartbeat(status)
     (topic, first), (_, second) = receive(sub), receive(sub)
     assert topic == b"line3._heartbeat" and seq_b == seq_a + 1
     assert (first["type"], first["seq"], second["seq"]) == ("heartbeat", seq_a, seq_b)
-    assert first["cameras"] == {"cam0": {"state": "RUNNING", "last_seq": 0}, "cam1": {"state": "STALLED", "last_seq": -1}}
+    assert first["cameras"] == {"cam0": {"state": "STREAMING", "last_seq": 0}, "cam1": {"state": "STALLED", "last_seq": -1}}
     assert abs(first["t_ns"] - time.time_ns()) < 5e9
     assert "last_seq" not in status["cameras"]["cam0"], "the caller's dict must not be modified"
     pub.close()
@@ -73,14 +74,21 @@ def test_full_subscriber_with_nodrop_is_counted_never_blocks(context):
     pub = publisher(context, sndhwm=1, nodrop=True)
     sub = sub_socket(context, pub.endpoint, RCVHWM=1, RCVBUF=4096)
     join_sub(pub, sub)
-    started = time.monotonic()
-    for i in range(20_000):  # the subscriber never reads from here on
-        pub.publish_verdict(defect_job(frame_id=i))
-        if pub.dropped > 100:
-            break
+    sent: list[int] = []
+
+    def flood() -> None:
+        for i in range(20_000):  # the subscriber never reads from here on
+            pub.publish_verdict(defect_job(frame_id=i))
+            sent.append(i)
+            if pub.dropped > 100:
+                break
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    flooder.join(10)
+    assert not flooder.is_alive(), "publish_verdict blocked on a full subscriber"
     assert pub.dropped > 100
-    assert time.monotonic() - started < 10
-    assert pub.last_seq["cam0"] == i, "dropped messages still consume their seq"
+    assert pub.last_seq["cam0"] == sent[-1], "dropped messages still consume their seq"
     pub.close()
 
 

@@ -124,9 +124,8 @@ class TritonServer:
                f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                f"--metrics-port={self.metrics_port}", "--allow-cpu-metrics=false", "--allow-gpu-metrics=false"]
         env = {**os.environ, "LD_LIBRARY_PATH": str(self.env.libs), "PATH": f"{self.env.venv / 'bin'}:{os.environ['PATH']}"}
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         if not self.wait_ready(ready_timeout_s):
             tail = self.log_path.read_bytes()[-1500:].decode(errors="replace")
             self.stop()

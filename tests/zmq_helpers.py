@@ -35,7 +35,8 @@ def make_job(
     """A settled job captured 12 ms ago that went through four stages."""
     now = time.monotonic_ns()
     frame = Frame(camera_id, frame_id, None, now - 12_000_000, time.time_ns() - 12_000_000, part_id=part_id)
-    marks = (("capture", now - 11_500_000), ("preprocess", now - 9_000_000), ("infer", now - 3_000_000), ("decide", now - 2_000_000))
+    marks = (("capture", now - 11_500_000), ("preprocess", now - 9_000_000), ("infer", now - 3_000_000),
+             ("decide", now - 2_000_000))
     verdict = Verdict(outcome, reasons, late=late)
     return Job(frame, marks, detections=detections, verdict=verdict, model_backend="onnxruntime", extra=extra)
 

@@ -141,7 +141,8 @@ def whole_pipeline(model: Path, frames: int, **model_options) -> dict:
     endpoint = "tcp://127.0.0.1:5591"
     collector = VerdictCollector(endpoint)
     config = make_config(endpoint, cameras=1, fps=100, model={
-        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu", **model_options},
+        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu",
+        **model_options},
         budget_ms=30)
     pipeline = Pipeline(config, build_parts(config), max_frames=frames)
     pipeline.start()

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # run from a checkout, installed or not
 
 import torch
+
 from demo_detector import CLASSES
 from demo_detector.bench import measure_latency
 from demo_detector.dataset import Recipe, load_or_render

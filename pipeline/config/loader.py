@@ -8,7 +8,7 @@ what was expected. Never lets a traceback reach the user.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -30,7 +30,9 @@ def load_config(path: str | Path, *, require_model: bool = False) -> PipelineCon
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     config = parse_config(text, source=str(path), base_dir=path.parent)
-    if require_model and not config.model.path.exists():
+    # A model served by Triton lives on the server; model.path then only records its source.
+    served = config.model.triton is not None
+    if require_model and not served and not config.model.path.exists():
         raise ConfigError(not_found_message(str(path), "model.path", config.model.path, path.parent))
     return config
 
@@ -119,9 +121,9 @@ def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if key.value == str(part):
-                return value
+                return cast(yaml.Node, value)
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-        return node.value[part]
+        return cast(yaml.Node, node.value[part])
     return None
 
 

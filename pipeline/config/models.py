@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,7 +105,7 @@ class GenICamSourceConfig(Strict):
 
 
 SourceConfig = Annotated[
-    Union[SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig],
+    SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
 
@@ -176,6 +176,10 @@ class ModelConfig(Strict):
     confidence: float = Field(0.25, ge=0.0, le=1.0)
     iou: float = Field(0.45, ge=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=10000)
+    # K: the best anchors by score that enter NMS (Ultralytics' max_nms). ONNX Runtime and
+    # TensorRT pick them in the graph (pipeline.backends.candidate_head) and return K x 6
+    # values an image; null: no head, every anchor above `confidence` enters NMS on the host.
+    max_candidates: int | None = Field(3000, ge=1, le=100_000)
     threads: int = Field(2, ge=0)  # intra-op threads of the CPU provider; 0 = runtime default
     max_batch: int = Field(1, ge=1, le=64)
     max_wait_us: int = Field(0, ge=0, le=1_000_000)
@@ -202,15 +206,6 @@ class ModelConfig(Strict):
         if any(v % 32 or v <= 0 for v in value):
             raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
         return value
-
-    @model_validator(mode="after")
-    def _graph_needs_batch_1(self) -> "ModelConfig":
-        # Measured on the H100 (docs/BENCHMARKS.md): with max_batch 8 ONNX Runtime's graph
-        # capture fails inside cuDNN once frames flow and every batch errors; batch 1 works.
-        if self.cuda_graph and self.max_batch > 1:
-            raise ValueError("cuda_graph works with max_batch 1 only (ONNX Runtime's capture failed "
-                             f"with batches on the lab GPU); got max_batch {self.max_batch}")
-        return self
 
     @model_validator(mode="after")
     def _triton_needs_its_section(self) -> "ModelConfig":

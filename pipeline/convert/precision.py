@@ -3,7 +3,8 @@
 Owns the precision recipes that TensorRT 11 requires to be in the graph (it has no
 precision builder flags): FP16 through ONNX Runtime's float16 converter with
 `keep_io_types`, so the pipeline still feeds FP32 and reads FP32 (onnxconverter-common's
-converter breaks on YOLOv8's Resize/Cast nodes: it leaves mistyped value_info behind); INT8 through ONNX Runtime's `quantize_static`
+converter breaks on YOLOv8's Resize/Cast nodes: it leaves mistyped value_info behind); INT8 through
+ONNX Runtime's `quantize_static`
 in QDQ format with symmetric INT8 activations and weights (what TensorRT's explicit
 quantization accepts), calibrated by a `CalibrationDataReader`. Each result carries the
 source's metadata (class names) plus `pipeline.precision`, which `build-engine` records.

@@ -30,19 +30,19 @@ import zmq
 
 from pipeline.config.models import PublisherConfig
 from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
-from pipeline.publishing.curve import (
-    CurveKeyError,
-    load_allowed_clients,
-    load_server_keys,
-    make_curve_server,
-    start_authenticator,
-)
 from pipeline.protocol import (
     ProtocolError,
     encode_heartbeat,
     encode_verdict,
     heartbeat_topic,
     verdict_topic,
+)
+from pipeline.publishing.curve import (
+    CurveKeyError,
+    load_allowed_clients,
+    load_server_keys,
+    make_curve_server,
+    start_authenticator,
 )
 
 

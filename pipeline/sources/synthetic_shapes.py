@@ -13,7 +13,6 @@ from typing import Callable
 import cv2
 import numpy as np
 
-
 # --------------------------------------------------------------------------- parts
 
 
