@@ -60,6 +60,9 @@ class Hub:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
         sock.setsockopt(zmq.RCVHWM, 100_000)  # a burst must queue, not drop: every verdict counts
+        # retry every 10 ms (ZeroMQ's default: 100 ms): a (re)started pipeline's first
+        # verdicts go out as soon as its first subscriber is there, and that should be us
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
         if source.curve is not None:
             make_curve_client(sock, Path(source.curve.server_key), Path(source.curve.client_keys))
         sock.connect(source.endpoint)
