@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.gateway.config import GatewayConfig, FailSafeConfig, ModbusConfig, load_gateway_config
+from pipeline.gateway.config import FailSafeConfig, GatewayConfig, ModbusConfig, load_gateway_config
 from pipeline.gateway.handshake import AckState, AckTracker
 from pipeline.gateway.registers import RegisterMap, decode_text, encode_text
 from pipeline.gateway.state import CameraChannel, HealthCode, NotReadyReason, VerdictCode, next_counter

@@ -79,7 +79,7 @@ class ModbusConfig(Strict):
             raise ValueError(f"unknown register names {unknown}; known: {sorted(DEFAULT_REGISTERS)}")
         regs = {**DEFAULT_REGISTERS, **self.registers}
         spans = sorted((o, o + (PART_ID_REGISTERS if k == "part_id" else 1), k) for k, o in regs.items())
-        for (a0, a1, ka), (b0, _, kb) in zip(spans, spans[1:]):
+        for (_a0, a1, ka), (b0, _, kb) in zip(spans, spans[1:]):
             if b0 < a1:
                 raise ValueError(f"registers {ka} and {kb} overlap")
         if spans[-1][1] > self.block_size:
