@@ -227,8 +227,11 @@ class ModelConfig(Strict):
 
     @model_validator(mode="after")
     def _keys_of_its_backend(self) -> "ModelConfig":
-        """A key set for a backend that never reads it is an error naming the backend."""
-        for key in sorted(self.model_fields_set & BACKEND_KEYS.keys()):
+        """A key set for a backend that never reads it is an error naming the backend. (Set
+        to its default, as a dumped-and-reloaded config has every key, it is harmless.)"""
+        fields = type(self).model_fields
+        for key in sorted(k for k in self.model_fields_set & BACKEND_KEYS.keys()
+                          if getattr(self, k) != fields[k].default):
             runs_on = BACKEND_KEYS[key]
             if self.backend not in runs_on:
                 raise ValueError(f"model.{key} does not apply to backend {self.backend.value} "
