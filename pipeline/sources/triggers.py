@@ -30,6 +30,7 @@ from typing import Callable
 import zmq
 
 from pipeline.config.models import CameraConfig
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ DEFAULT_TIMEOUT_NS = 500_000_000  # cameras[].trigger_timeout_s's default
 POLL_MS = 50  # how often the inbox thread re-checks its stop events
 
 
-class TriggerMessageError(ValueError):
+class TriggerMessageError(PipelineError, ValueError):
     """A trigger message that cannot be used; the message says what is wrong."""
 
 
