@@ -45,6 +45,7 @@ b() {  # name config bench-args...
 Y=$GPURUN/yolov8n-640-random.onnx
 cfg y1 "$Y" 640 1920 1080 1 0 4
 cfg y8 "$Y" 640 1920 1080 8 2000 16
+cfg y8w0 "$Y" 640 1920 1080 8 0 16
 cfg d8 engines/demo.onnx 416 1280 1024 8 2000 16
 
 case "${1:-quick}" in
@@ -57,7 +58,15 @@ quick)
 table)
   b cam1_300 y1 --cameras 1 --rate 300 --compare
   b cam8_125 y8 --cameras 8 --rate 125
+  b cam8_125_w0 y8w0 --cameras 8 --rate 125
   b cam8_250 y8 --cameras 8 --rate 250
   b cam8_flat y8 --cameras 8
   b demo8_125 d8 --cameras 8 --rate 125 ;;
+fp16)  # the model `pipeline convert --fp16` writes, same rows
+  timeout 120 python3 -m pipeline --log-level WARNING convert "$Y" --fp16 --val-frames 40 > "$OUT/fp16_convert.txt" 2>&1
+  echo "convert rc=$?"; tail -4 "$OUT/fp16_convert.txt"
+  F=${Y%.onnx}-fp16.onnx
+  cfg f8 "$F" 640 1920 1080 8 2000 16
+  b fp16_cam8_125 f8 --cameras 8 --rate 125
+  b fp16_cam8_250 f8 --cameras 8 --rate 250 ;;
 esac
