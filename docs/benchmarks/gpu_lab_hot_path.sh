@@ -60,6 +60,7 @@ table)
   b cam8_125 y8 --cameras 8 --rate 125
   b cam8_125_w0 y8w0 --cameras 8 --rate 125
   b cam8_250 y8 --cameras 8 --rate 250
+  b cam8_250_si05 y8 --cameras 8 --rate 250 --switch-interval-ms 0.5
   b cam8_flat y8 --cameras 8
   b demo8_125 d8 --cameras 8 --rate 125 ;;
 fp16)  # the model `pipeline convert --fp16` writes, same rows
