@@ -5,6 +5,8 @@
 #   bash docs/benchmarks/gpu_lab_hot_path.sh tests   # pytest -m gpu
 #   bash docs/benchmarks/gpu_lab_hot_path.sh quick   # 8 cameras @ 125 and 1 camera @ 300
 #   bash docs/benchmarks/gpu_lab_hot_path.sh table   # every row of the table
+#   bash docs/benchmarks/gpu_lab_hot_path.sh flat    # 8 cameras flat out and x 125 (queue re-check)
+#   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
 # Logs and JSON go to $OUT.
 GPURUN=${GPURUN:-.gpurun}
 source /root/dc/env.sh
@@ -63,6 +65,9 @@ table)
   b cam8_250_si05 y8 --cameras 8 --rate 250 --switch-interval-ms 0.5
   b cam8_flat y8 --cameras 8
   b demo8_125 d8 --cameras 8 --rate 125 ;;
+flat)  # after the queue fix (two conditions): 8 cameras flat out, and 8 x 125 again
+  b cam8_flat_fix y8 --cameras 8
+  b cam8_125_fix y8 --cameras 8 --rate 125 ;;
 fp16)  # the model `pipeline convert --fp16` writes, same rows
   timeout 120 python3 -m pipeline --log-level WARNING convert "$Y" --fp16 --val-frames 40 > "$OUT/fp16_convert.txt" 2>&1
   echo "convert rc=$?"; tail -4 "$OUT/fp16_convert.txt"
