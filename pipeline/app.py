@@ -18,26 +18,28 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
-from pipeline.buffers import Allocator, FramePool, HostSlotPool
+from pipeline.buffers import Allocator, FramePool, HostSlotPool, SlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
+from pipeline.contracts import Decoder, FrameSource, InferenceBackend, Publisher, Transform, VerdictSink
+from pipeline.errors import PipelineError
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
-from pipeline.sources.base import FrameSource
 from pipeline.stages.base import Stage
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from pipeline.stages.publish import PublishStage
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health, StageState
+from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
 PREPARE_TIMEOUT_S = 120.0  # a stage's per-thread warm-up (CUDA graph captures) before cameras start
 
 
-class StartupError(Exception):
+class StartupError(PipelineError):
     """The pipeline cannot start; the message names what is wrong (exit code 2)."""
 
 
@@ -46,19 +48,20 @@ class Parts:
     """Everything the pipeline needs from the outside world, already opened."""
 
     sources: dict[str, FrameSource]
-    backend: object  # InferenceBackend
-    transform: object  # (image, out) -> Geometry
-    decoder: object  # (raw, geometry) -> Detections
-    publisher: object  # ZmqPublisher
+    backend: InferenceBackend
+    transform: Transform
+    decoder: Decoder
+    publisher: Publisher
     context: zmq.Context | None = None
     extra_closers: list = field(default_factory=list)
-    archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
-    slot_pool: object | None = None  # model-input slots; None: host arrays (see slot_count)
+    archive: VerdictSink | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
+    slot_pool: SlotPool | None = None  # model-input slots; None: host arrays (see slot_count)
     triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
     frame_allocator: Allocator | None = None  # frame slots' memory: page-locked on the GPU path; None: np.empty
     # False when something reads the image after inference (the archive, annotation):
     # sources then hand each frame an array of its own, kept as long as the job.
     lend_frame_slots: bool = True
+    backend_choice: str = ""  # why this backend ("configured", or what `auto` found); sent in the heartbeat
 
 
 def slot_count(config: PipelineConfig) -> int:
@@ -79,7 +82,8 @@ class Pipeline:
         self.parts = parts
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
-        self.telemetry.backend = getattr(parts.backend, "name", "")
+        self.telemetry.backend = parts.backend.name
+        self.telemetry.backend_choice = parts.backend_choice
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.frame_pools = self._frame_pools()
@@ -142,7 +146,8 @@ class Pipeline:
             if not stage.ready.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("stage %s not prepared after %g s; starting the cameras anyway", stage.name,
                             prepare_timeout_s)
-        self.telemetry.health = Health.OK
+        if self.telemetry.health is Health.STARTING:  # a stage may have crashed already
+            self.telemetry.set_health(Health.OK)
         for capture in self.captures:
             capture.start()
 
@@ -161,7 +166,7 @@ class Pipeline:
         """Stop sources, drain, close. Returns the exit code (0 clean, 1 after a crash)."""
         deadline = time.monotonic() + timeout_s
         if self.telemetry.health is not Health.ERROR:
-            self.telemetry.health = Health.STOPPING
+            self.telemetry.set_health(Health.STOPPING)
         self.stop_event.set()
         for capture in self.captures:
             capture.thread.join(max(0.0, deadline - time.monotonic()))
@@ -178,7 +183,7 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             stage.thread.join(max(0.0, deadline - time.monotonic()) if i < len(self.stages) - 1 else
                               max(0.0, deadline - time.monotonic() + 0.5))
-            if stage.thread.is_alive() or stage.stats.state == "crashed":
+            if stage.thread.is_alive() or stage.stats.state is StageState.CRASHED:
                 self._route_around(stage)
 
     def _route_around(self, stage: Stage) -> None:

@@ -13,14 +13,15 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pipeline.backends import ModelError, backend_class, create_backend  # noqa: E402
+from pipeline.backends import ModelError, backend_class, choose_backend, create_backend  # noqa: E402
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from pipeline.backends.yolo_decode import decode, to_detections  # noqa: E402
+from pipeline.backends.yolo_decode import decode_candidates, to_detections  # noqa: E402
 from pipeline.config.models import ModelConfig  # noqa: E402
 from pipeline.imaging import Letterboxer  # noqa: E402
 
@@ -115,7 +116,9 @@ def test_red_square_is_detected_end_to_end(tmp_path, transposed):
     image[:64, :64] = (0, 0, 255)  # BGR red in the top-left quarter
     batch = np.zeros((2, 3, 64, 64), np.float32)
     geometry = Letterboxer((64, 64))(image, batch[0])
-    decoded = decode(backend.infer(batch), len(backend.class_names), 0.5, 0.45, 10)
+    output = backend.infer(batch)
+    assert output.shape == (2, 4, 6)  # the candidate head: K = all 4 anchors of the tiny model
+    decoded = decode_candidates(output, 0.5, 0.45, 10)
     detections = to_detections(decoded[0], geometry)
     np.testing.assert_allclose(detections.boxes, [[0, 0, 64, 64]])
     assert detections.class_ids.tolist() == [0] and detections.scores[0] == pytest.approx(1.0)
@@ -193,9 +196,18 @@ def test_unavailable_provider_is_named_with_the_available_ones(tiny):
         OnnxRuntimeBackend.from_config(_cfg(tiny, providers=("NoSuchExecutionProvider",)))
 
 
-def test_registry_builds_onnxruntime_and_auto(tiny):
+def test_registry_builds_onnxruntime_and_auto_with_its_reason(tiny):
     assert create_backend(_cfg(tiny, backend="onnxruntime")).name.startswith("onnxruntime:")
-    assert create_backend(_cfg(tiny, backend="auto")).class_names == ("red", "green's")
+    choice = choose_backend(_cfg(tiny, backend="auto", allow_cpu_fallback=True))
+    assert choice.backend.class_names == ("red", "green's")
+    assert choice.why.startswith("auto: ") and "allow_cpu_fallback" in choice.why
+    assert choose_backend(_cfg(tiny, backend="onnxruntime")).why == "configured"
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU backend is here")
+def test_auto_never_settles_for_the_cpu_unless_allowed(tiny):
+    with pytest.raises(ModelError, match=r"backend auto found no GPU backend .*allow_cpu_fallback: true"):
+        choose_backend(_cfg(tiny, backend="auto"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
@@ -213,5 +225,6 @@ def test_shared_yolov8n_runs_a_batch_of_two_at_640():
     assert len(backend.class_names) == 80
     batch = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)
     output = backend.infer(batch)
-    assert output.shape == (2, 84, 8400) and np.isfinite(output).all()
-    assert len(decode(output, 80, 0.25, 0.45, 100)) == 2
+    # The candidate head (default K 3000 of 8400 anchors) answers (N, K, 6), not (N, 84, 8400).
+    assert output.shape == (2, 3000, 6) and np.isfinite(output).all()
+    assert len(decode_candidates(output, 0.25, 0.45, 100)) == 2

@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health, StageState
+from pipeline.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class HealthMonitor:
         assert self.telemetry is not None
         return [f"{s.name} (no progress for {(now_ns - s.last_progress_ns) / 1e9:.1f} s{', busy' if s.busy else ''})"
                 for s in list(self.telemetry.stages.values())
-                if s.state == "running" and now_ns - s.last_progress_ns > self.stage_stall_ns]
+                if s.state is StageState.RUNNING and now_ns - s.last_progress_ns > self.stage_stall_ns]
 
     def _is_ready(self, t: Telemetry) -> bool:
         if not self._ready:
@@ -79,6 +80,7 @@ class HealthMonitor:
         if not ready:
             return "starting: waiting for a first frame from " + ", ".join(self.waiting_for(t))
         if health is Health.DEGRADED:
-            bad = [f"{c.camera_id} {c.state}" for c in t.cameras.values() if c.state in ("DOWN", "STALLED")]
-            return "degraded: camera " + ", ".join(bad)
+            bad = [f"camera {c.camera_id} {c.state.value}" for c in t.cameras.values() if c.down_or_stalled]
+            bad += [f"stage {s.name} failing" for s in list(t.stages.values()) if s.failing]
+            return "degraded: " + ", ".join(bad)
         return "" if health is Health.OK else f"health {health.value}"

@@ -23,8 +23,8 @@ from prometheus_client.registry import Collector
 
 from pipeline.daemon.health import HealthMonitor
 from pipeline.messages import Job, queue_waits
-from pipeline.sources.base import CameraState
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import CameraState, Health, StageState
+from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def _stages(t: Telemetry) -> Iterator:
         processed.add_metric([s.name], s.processed)
         errors.add_metric([s.name], s.errors)
         since.add_metric([s.name], (now - s.last_progress_ns) / 1e9)
-        running.add_metric([s.name], float(s.state == "running"))
+        running.add_metric([s.name], float(s.state is StageState.RUNNING))
     yield from (processed, errors, since, running)
 
 
@@ -155,7 +155,7 @@ def _cameras(t: Telemetry) -> Iterator:
     frames = CounterMetricFamily("inspection_camera_frames_captured", "Frames captured per camera", labels=["camera"])
     for cam in list(t.cameras.values()):
         for s in CameraState:
-            state.add_metric([cam.camera_id, s.value], float(cam.state == s.value))
+            state.add_metric([cam.camera_id, s.value], float(cam.state is s))
         frames.add_metric([cam.camera_id], cam.frames_captured)
     yield from (state, frames)
 

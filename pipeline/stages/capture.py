@@ -41,6 +41,7 @@ from pipeline.sources.base import (
     CameraSource,
     CameraState,
     FrameSource,
+    LostFrame,
     SlotSource,
     SourceEnded,
     SourceError,
@@ -48,6 +49,7 @@ from pipeline.sources.base import (
     lost_frame,
 )
 from pipeline.sources.triggers import TriggerInbox
+from pipeline.states import StageState
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -92,16 +94,16 @@ class CaptureStage:
         self.thread.start()
 
     def run(self) -> None:
-        self.stats.state = "running"
+        self.stats.move_to(StageState.RUNNING)
         self.camera.last_frame_ns = self._quiet_since_ns = time.monotonic_ns()
         self._start_triggers()
         try:
             while not self.stop.is_set() and not self._reached_limit():
                 self._capture_once()
-            self.stats.state = "stopped"
+            self.stats.move_to(StageState.STOPPED)
         except SourceEnded:
             self._set_state(CameraState.ENDED)
-            self.stats.state = "stopped"
+            self.stats.move_to(StageState.STOPPED)
         except BaseException as exc:
             log.exception("capture of camera %s crashed", self.camera_id)
             self.telemetry.record_crash(self.name, exc)
@@ -169,10 +171,10 @@ class CaptureStage:
         if link is not CameraState.STREAMING:
             self._quiet_since_ns = now  # the stall clock starts when the link is back
             self._set_state(link)
-        elif not self.free_running and self.camera.state in ("CONNECTING", "DOWN"):
+        elif not self.free_running and self.camera.state in (CameraState.CONNECTING, CameraState.DOWN):
             self._set_state(CameraState.STREAMING)  # connected, waiting for triggers
         elif (self.free_running and now - self._quiet_since_ns > self.stall_timeout_ns
-              and self.camera.state == CameraState.STREAMING.value):
+              and self.camera.state is CameraState.STREAMING):
             self._set_state(CameraState.STALLED)
 
     def _part_for(self, got: SourceFrame, now: int) -> object:
@@ -204,7 +206,7 @@ class CaptureStage:
         missed = self.triggers.ledger.overdue(time.monotonic_ns() - self.trigger_timeout_ns)
         if not missed:
             return
-        up = self.camera.state == CameraState.STREAMING.value
+        up = self.camera.state is CameraState.STREAMING
         code = ReasonCode.MISSED_TRIGGER if up else ReasonCode.SOURCE_DOWN
         detail = (f"no image within {self.trigger_timeout_ns / 1e9:g} s of the announcement" if up
                   else f"camera {self.camera.state} while the part was expected")
@@ -249,25 +251,24 @@ class CaptureStage:
         return frame_id
 
     def _on_source_error(self, exc: SourceError) -> None:
-        if getattr(exc, "frame_lost", False):
+        if isinstance(exc, LostFrame):
             # The source knows a frame existed but cannot deliver it: it still gets a verdict.
             now = time.monotonic_ns()
-            part_id = getattr(exc, "part_id", None)
+            part_id = exc.part_id
             if self.triggers is not None:  # the lost image was the oldest announced part's
                 part_id = self.triggers.ledger.claim(now) or part_id
             frame = Frame(self.camera_id, self._take_id(), None, now, time.time_ns(), part_id=part_id)
-            self.outbox.put(Job(frame).settle(Outcome.ERROR, ReasonCode.BAD_FRAME, str(exc)[:300], "capture"))
+            self.outbox.put(Job(frame).settle(Outcome.ERROR, exc.reason, str(exc)[:300], "capture"))
             return
-        if self.camera.state != CameraState.DOWN.value:
+        if self.camera.state is not CameraState.DOWN:
             log.warning("camera %s is down: %s", self.camera_id, exc)
         self._set_state(CameraState.DOWN)
         self.stop.wait(ERROR_BACKOFF_S)
 
     def _set_state(self, state: CameraState) -> None:
-        if self.camera.state != state.value:
-            if state in (CameraState.STALLED, CameraState.DOWN) or self.camera.state in ("STALLED", "DOWN"):
-                log.warning("camera %s: %s -> %s", self.camera_id, self.camera.state, state.value)
-            self.camera.state = state.value
+        was, was_bad = self.camera.state, self.camera.down_or_stalled
+        if self.camera.move_to(state) and (was_bad or self.camera.down_or_stalled):
+            log.warning("camera %s: %s -> %s", self.camera_id, was.value, state.value)
 
     def _close_source(self) -> None:
         try:

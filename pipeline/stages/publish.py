@@ -15,7 +15,8 @@ from typing import Callable
 from pipeline.messages import Job
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health
+from pipeline.telemetry import Telemetry
 
 
 class PublishStage(Stage):
@@ -57,7 +58,8 @@ class PublishStage(Stage):
         self.stats.progressed()  # an idle publisher is still making progress
 
     def finish(self) -> None:
-        self.telemetry.health = Health.STOPPING if self.telemetry.health is not Health.ERROR else Health.ERROR
+        if self.telemetry.health is not Health.ERROR:
+            self.telemetry.set_health(Health.STOPPING)
         self.heartbeat()
 
     def _maybe_heartbeat(self) -> None:
