@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
 from pipeline.states import CameraState, Health, StageState, WireState
 
@@ -37,6 +38,7 @@ _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEARTBEAT_DEFAULTS: dict[str, Any] = {
     "uptime_s": 0.0,
     "backend": None,
+    "backend_choice": None,
     "cameras": {},
     "counts": {},
     "queues": {},
@@ -45,7 +47,7 @@ _HEARTBEAT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(PipelineError, ValueError):
     """A message cannot be encoded, or received bytes are not a valid message."""
 
 
