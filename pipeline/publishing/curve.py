@@ -25,6 +25,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.config.models import CurveConfig
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _KEY_LINE = re.compile(rb'^\s*(public|secret)-key\s*=\s*"?([0-9A-Za-z.\-:+=^!/*?
 _Z85_KEY = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 
 
-class CurveKeyError(ValueError):
+class CurveKeyError(PipelineError, ValueError):
     """A key file is missing, malformed or too widely readable; the message names the file."""
 
 

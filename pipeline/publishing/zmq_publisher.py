@@ -29,6 +29,7 @@ from typing import Any, Mapping, Sequence
 import zmq
 
 from pipeline.config.models import PublisherConfig
+from pipeline.errors import PipelineError
 from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
 from pipeline.protocol import (
     ProtocolError,
@@ -46,7 +47,7 @@ from pipeline.publishing.curve import (
 )
 
 
-class PublisherError(RuntimeError):
+class PublisherError(PipelineError, RuntimeError):
     """The publisher cannot start (e.g. its endpoint cannot be bound)."""
 
 
