@@ -2,6 +2,7 @@
 wire's values in the heartbeat, the protocol refusing a state that does not exist."""
 
 import json
+import time
 
 import pytest
 
@@ -45,6 +46,8 @@ def test_heartbeat_carries_the_values_and_health_follows_cameras():
     t.set_health(Health.OK)
     t.stage("infer").move_to(StageState.RUNNING)
     assert t.cameras["cam0"].move_to(CameraState.STREAMING)
+    assert t.current_health() is not Health.OK  # streaming, but no frame delivered yet
+    t.cameras["cam0"].last_frame_ns = time.monotonic_ns()
     assert t.current_health() is Health.OK
     t.cameras["cam0"].move_to(CameraState.DOWN)
     msg = json.loads(encode_heartbeat(t.snapshot(), 0, 0))
