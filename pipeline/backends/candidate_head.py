@@ -90,7 +90,7 @@ def append_candidate_head(model, cfg: ModelConfig, max_candidates: int) -> int:
     if not isinstance(anchors, int) or anchors <= 0:
         anchors = probe_anchor_count(model, cfg, channels_last)
     k = min(int(max_candidates), anchors)
-    nodes, inits = _head_nodes(raw.name, raw.type.tensor_type.elem_type, num_classes, k, channels_last, opset)
+    nodes, inits = head_nodes(raw.name, raw.type.tensor_type.elem_type, num_classes, k, channels_last, opset)
     model.graph.node.extend(nodes)
     model.graph.initializer.extend(inits)
     batch = shape[0] if isinstance(shape[0], int) else (shape[0] or "batch")
@@ -111,7 +111,7 @@ def raw_output(metadata: dict[str, str]) -> tuple[str, tuple] | None:
     return str(name), tuple(shape)
 
 
-def _head_nodes(raw: str, elem_type: int, num_classes: int, k: int, channels_last: bool, opset: int):
+def head_nodes(raw: str, elem_type: int, num_classes: int, k: int, channels_last: bool, opset: int):
     """Nodes and initializers from the raw output to `candidates`. The class is taken
     by ArgMax over the K picked anchors only: over all anchors it cost ~5x more on the
     CPU (0.6 ms at 80 x 8400), ReduceMax finds the best score for TopK much faster."""
