@@ -313,6 +313,11 @@ class PublisherConfig(Strict):
     # subscriber; the price is that one stalled subscriber costs every subscriber that message.
     nodrop: bool = False
     curve: CurveConfig | None = None  # None: plain TCP, anyone who can connect may subscribe
+    # Limits on what peers can make the daemon hold (docs/PROTOCOL.md "Limits of the PUB
+    # port"): a larger inbound message drops its connection unread; more distinct
+    # subscriptions than this are ignored and counted.
+    max_inbound_bytes: int = Field(1024, ge=256, le=65_536)
+    max_subscriptions: int = Field(1024, ge=1, le=100_000)
 
 
 class LatePolicy(str, Enum):
