@@ -45,7 +45,6 @@ from pipeline.protocol import (
     heartbeat_topic,
     verdict_topic,
 )
-from pipeline.publishing.subscriptions import SubscriptionGate
 from pipeline.publishing.curve import (
     CurveKeyError,
     load_allowed_clients,
@@ -53,6 +52,7 @@ from pipeline.publishing.curve import (
     make_curve_server,
     start_authenticator,
 )
+from pipeline.publishing.subscriptions import SubscriptionGate
 
 
 class PublisherError(RuntimeError):
