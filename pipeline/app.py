@@ -29,7 +29,7 @@ from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from pipeline.stages.publish import PublishStage
-from pipeline.telemetry import Health, Telemetry
+from pipeline.telemetry import Health, HealthRules, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
         self.telemetry.backend = getattr(parts.backend, "name", "")
+        self.telemetry.health_rules = HealthRules(**config.health.model_dump())
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.captures = [self._capture(cam.id, max_frames) for cam in config.cameras]

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.messages import Job
+from pipeline.messages import Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,82 @@ class LatencyWindow:
             return tuple(float(v) for v in np.percentile(self._values[:n], qs))
 
 
+@dataclass(frozen=True)
+class HealthRules:
+    """When the outcomes of the last `window_s` make health DEGRADED or ERROR (see
+    docs/OPERATIONS.md "Health"): shares apply once a camera has `min_verdicts` verdicts
+    in the window; `idle_s`: verdicts keep coming but none was a PASS or FAIL."""
+
+    window_s: float = 30.0
+    min_verdicts: int = 20
+    shed_share: float = 0.5  # NOT_INSPECTED
+    bad_output_share: float = 0.2  # ERROR bad_output: the model gives NaN/inf or malformed output
+    error_share: float = 0.2  # any other ERROR
+    idle_s: float = 30.0
+
+
+def outcome_kind(job: Job) -> str:
+    """inspected | shed | bad_output | error: what one verdict says about the line's health."""
+    verdict = job.verdict
+    if verdict is None or verdict.outcome in (Outcome.PASS, Outcome.FAIL):
+        return "inspected"
+    if verdict.outcome is Outcome.NOT_INSPECTED:
+        return "shed"
+    if any(r.code is ReasonCode.BAD_OUTPUT for r in verdict.reasons):
+        return "bad_output"
+    return "error"
+
+
+class OutcomeWindow:
+    """One camera's verdict kinds over the last `window_s` (the publish thread writes,
+    the HTTP and heartbeat threads read, hence the lock)."""
+
+    def __init__(self) -> None:
+        self._events: deque[tuple[int, str]] = deque()
+        self._lock = threading.Lock()
+        self.uninspected_since_ns: int | None = None  # first verdict of the current run without PASS/FAIL
+
+    def record(self, kind: str, now_ns: int, window_ns: int) -> None:
+        with self._lock:
+            self._events.append((now_ns, kind))
+            self._prune(now_ns, window_ns)
+            if kind == "inspected":
+                self.uninspected_since_ns = None
+            elif self.uninspected_since_ns is None:
+                self.uninspected_since_ns = now_ns
+
+    def counts(self, now_ns: int, window_ns: int) -> Counter[str]:
+        with self._lock:
+            self._prune(now_ns, window_ns)
+            return Counter(kind for _, kind in self._events)
+
+    def _prune(self, now_ns: int, window_ns: int) -> None:
+        while self._events and now_ns - self._events[0][0] > window_ns:
+            self._events.popleft()
+
+
+_SHARE_RULES = (("shed", "shed_share", "shedding"), ("bad_output", "bad_output_share", "bad_output"),
+                ("error", "error_share", "errors"))
+
+
+def outcome_problems(camera_id: str, window: OutcomeWindow, rules: HealthRules, now_ns: int) -> tuple[bool, list[str]]:
+    """(unhealthy, reasons) from one camera's recent outcomes; unhealthy: nothing inspected for idle_s."""
+    window_ns = int(rules.window_s * 1e9)
+    counts = window.counts(now_ns, window_ns)
+    total = sum(counts.values())
+    since = window.uninspected_since_ns
+    if total and since is not None and now_ns - since >= rules.idle_s * 1e9:
+        return True, [f"not inspecting: {camera_id} has had no PASS or FAIL for {(now_ns - since) / 1e9:.0f} s"]
+    if total < rules.min_verdicts:
+        return False, []
+    reasons = []
+    for kind, limit_name, label in _SHARE_RULES:
+        share = counts[kind] / total
+        if share > getattr(rules, limit_name):
+            reasons.append(f"{label}: {camera_id} {share:.0%} of {total} verdicts in {rules.window_s:g} s")
+    return False, reasons
+
+
 class Telemetry:
     """Everything the heartbeat, the status line and the watchdog read."""
 
@@ -96,10 +172,16 @@ class Telemetry:
         self.errors: list[str] = []
         self.published_dropped = 0
         self.crashed = threading.Event()
+        self.health_rules = HealthRules()
+        self.outcomes = {cid: OutcomeWindow() for cid in camera_ids}
+        self.archive_problem = ""  # set by the archive while it is disabled (e.g. disk full)
         # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
         self.verdict_listeners: list[Callable[[Job], None]] = []
 
     def verdict_published(self, job: Job) -> None:
+        window = self.outcomes.get(job.frame.camera_id)
+        if window is not None:
+            window.record(outcome_kind(job), time.monotonic_ns(), int(self.health_rules.window_s * 1e9))
         for listener in tuple(self.verdict_listeners):
             try:
                 listener(job)
@@ -123,11 +205,26 @@ class Telemetry:
         self.crashed.set()
 
     def current_health(self) -> Health:
+        return self.health_and_reasons()[0]
+
+    def health_and_reasons(self, now_ns: int | None = None) -> tuple[Health, list[str]]:
+        """The one health judgement (heartbeat, /healthz, /metrics, systemd STATUS) and why."""
         if self.health in (Health.ERROR, Health.STOPPING, Health.STARTING):
-            return self.health
-        bad_camera = any(c.state in ("DOWN", "STALLED") for c in self.cameras.values())
-        failing = any(s.failing for s in self.stages.values())
-        return Health.DEGRADED if bad_camera or failing else Health.OK
+            return self.health, []
+        now_ns = now_ns or time.monotonic_ns()
+        unhealthy, reasons = False, []
+        bad = [f"{c.camera_id} {c.state}" for c in self.cameras.values() if c.state in ("DOWN", "STALLED")]
+        if bad:
+            reasons.append("camera " + ", ".join(bad))
+        reasons += [f"stage {s.name} failing" for s in self.stages.values() if s.failing]
+        for cid, window in self.outcomes.items():
+            idle, found = outcome_problems(cid, window, self.health_rules, now_ns)
+            unhealthy, reasons = unhealthy or idle, reasons + found
+        if self.archive_problem:
+            reasons.append(f"archive disabled: {self.archive_problem}")
+        if unhealthy:
+            return Health.ERROR, reasons
+        return (Health.DEGRADED if reasons else Health.OK), reasons
 
     def fps(self) -> float:
         elapsed_s = (time.monotonic_ns() - self.started_ns) / 1e9
@@ -136,8 +233,10 @@ class Telemetry:
 
     def snapshot(self) -> dict[str, Any]:
         """The heartbeat body (see docs/PROTOCOL.md)."""
+        health, reasons = self.health_and_reasons()
         return {
-            "health": self.current_health().value,
+            "health": health.value,
+            "health_reasons": reasons,
             "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
             "backend": self.backend,
             "cameras": {

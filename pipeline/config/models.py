@@ -360,6 +360,19 @@ class WatchdogConfig(Strict):
     stage_stall_s: float = Field(3.0, gt=0, le=3600)
 
 
+class HealthConfig(Strict):
+    """Health from verdict outcomes per camera over the last `window_s` (docs/OPERATIONS.md
+    "Health"): DEGRADED above a share, once `min_verdicts` are in the window; ERROR when
+    verdicts keep coming but none was a PASS or FAIL for `idle_s`."""
+
+    window_s: float = Field(30.0, gt=0, le=3600)
+    min_verdicts: int = Field(20, ge=1)
+    shed_share: float = Field(0.5, ge=0, le=1)
+    bad_output_share: float = Field(0.2, ge=0, le=1)
+    error_share: float = Field(0.2, ge=0, le=1)
+    idle_s: float = Field(30.0, gt=0, le=86_400)
+
+
 class PipelineConfig(Strict):
     """The whole file."""
 
@@ -374,6 +387,7 @@ class PipelineConfig(Strict):
     archive: ArchiveConfig = ArchiveConfig()
     logging: LoggingConfig = LoggingConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> "PipelineConfig":
