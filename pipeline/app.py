@@ -66,7 +66,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
         self.telemetry.backend = getattr(parts.backend, "name", "")
-        self.telemetry.health_rules = HealthRules(**config.health.model_dump())
+        self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.captures = [self._capture(cam.id, max_frames) for cam in config.cameras]

@@ -83,10 +83,12 @@ class LatencyWindow:
 
 @dataclass(frozen=True)
 class HealthRules:
-    """When the outcomes of the last `window_s` make health DEGRADED or ERROR (see
-    docs/OPERATIONS.md "Health"): shares apply once a camera has `min_verdicts` verdicts
-    in the window; `idle_s`: verdicts keep coming but none was a PASS or FAIL."""
+    """When a camera's recent outcomes make health DEGRADED or ERROR (docs/OPERATIONS.md
+    "Health"): the window is its last `window_verdicts` verdicts, none older than
+    `window_s` (so health recovers within a few seconds of the line recovering); shares
+    apply once it holds `min_verdicts`; `idle_s`: verdicts keep coming, none PASS/FAIL."""
 
+    window_verdicts: int = 50
     window_s: float = 30.0
     min_verdicts: int = 20
     shed_share: float = 0.5  # NOT_INSPECTED
@@ -111,8 +113,8 @@ class OutcomeWindow:
     """One camera's verdict kinds over the last `window_s` (the publish thread writes,
     the HTTP and heartbeat threads read, hence the lock)."""
 
-    def __init__(self) -> None:
-        self._events: deque[tuple[int, str]] = deque()
+    def __init__(self, size: int = 50) -> None:
+        self._events: deque[tuple[int, str]] = deque(maxlen=size)
         self._lock = threading.Lock()
         self.uninspected_since_ns: int | None = None  # first verdict of the current run without PASS/FAIL
 
@@ -153,7 +155,7 @@ def outcome_problems(camera_id: str, window: OutcomeWindow, rules: HealthRules, 
     for kind, limit_name, label in _SHARE_RULES:
         share = counts[kind] / total
         if share > getattr(rules, limit_name):
-            reasons.append(f"{label}: {camera_id} {share:.0%} of {total} verdicts in {rules.window_s:g} s")
+            reasons.append(f"{label}: {camera_id} {share:.0%} of the last {total} verdicts")
     return False, reasons
 
 
@@ -173,10 +175,15 @@ class Telemetry:
         self.published_dropped = 0
         self.crashed = threading.Event()
         self.health_rules = HealthRules()
-        self.outcomes = {cid: OutcomeWindow() for cid in camera_ids}
+        self.outcomes = {cid: OutcomeWindow(self.health_rules.window_verdicts) for cid in camera_ids}
         self.archive_problem = ""  # set by the archive while it is disabled (e.g. disk full)
         # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
         self.verdict_listeners: list[Callable[[Job], None]] = []
+
+    def set_health_rules(self, rules: HealthRules) -> None:
+        """Before the first verdict: the windows are sized by the rules."""
+        self.health_rules = rules
+        self.outcomes = {cid: OutcomeWindow(rules.window_verdicts) for cid in self.cameras}
 
     def verdict_published(self, job: Job) -> None:
         window = self.outcomes.get(job.frame.camera_id)

@@ -361,10 +361,11 @@ class WatchdogConfig(Strict):
 
 
 class HealthConfig(Strict):
-    """Health from verdict outcomes per camera over the last `window_s` (docs/OPERATIONS.md
-    "Health"): DEGRADED above a share, once `min_verdicts` are in the window; ERROR when
-    verdicts keep coming but none was a PASS or FAIL for `idle_s`."""
+    """Health from verdict outcomes per camera: the last `window_verdicts`, none older than
+    `window_s` (docs/OPERATIONS.md "Health"). DEGRADED above a share, once `min_verdicts`
+    are in the window; ERROR when verdicts keep coming but none was a PASS or FAIL for `idle_s`."""
 
+    window_verdicts: int = Field(50, ge=1, le=100_000)
     window_s: float = Field(30.0, gt=0, le=3600)
     min_verdicts: int = Field(20, ge=1)
     shed_share: float = Field(0.5, ge=0, le=1)
