@@ -15,9 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import zmq
 
-from pipeline.buffers import HostSlotPool
+from pipeline.buffers import Allocator, FramePool, HostSlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
@@ -29,9 +30,12 @@ from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from pipeline.stages.publish import PublishStage
-from pipeline.telemetry import Health, HealthRules, Telemetry
+from pipeline.states import Health, StageState
+from pipeline.telemetry import HealthRules, Telemetry
 
 log = logging.getLogger(__name__)
+
+PREPARE_TIMEOUT_S = 120.0  # a stage's per-thread warm-up (CUDA graph captures) before cameras start
 
 
 class StartupError(Exception):
@@ -52,11 +56,22 @@ class Parts:
     archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
     slot_pool: object | None = None  # model-input slots; None: host arrays (see slot_count)
     triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
+    frame_allocator: Allocator | None = None  # frame slots' memory: page-locked on the GPU path; None: np.empty
+    # False when something reads the image after inference (the archive, annotation):
+    # sources then hand each frame an array of its own, kept as long as the job.
+    lend_frame_slots: bool = True
 
 
 def slot_count(config: PipelineConfig) -> int:
-    """Input slots a pool needs: a full infer queue, a batch in flight and one being filled."""
-    return config.queues.infer.size + 2 * config.model.max_batch + 2
+    """Input slots a pool needs: a full infer queue, a batch in flight, and everything the
+    preprocess stage takes in one wake-up (up to a full preprocess queue) being filled."""
+    return config.queues.infer.size + config.queues.preprocess.size + 2 * config.model.max_batch + 2
+
+
+def frame_slot_count(config: PipelineConfig) -> int:
+    """Frame slots per camera: one camera may fill the preprocess and infer queues alone,
+    plus a batch in inference, one held by the capture stage and one being handed on."""
+    return config.queues.preprocess.size + config.queues.infer.size + config.model.max_batch + 2
 
 
 class Pipeline:
@@ -69,6 +84,7 @@ class Pipeline:
         self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
+        self.frame_pools = self._frame_pools()
         self.captures = [self._capture(cam.id, max_frames) for cam in config.cameras]
         self.stages = self._make_stages()
 
@@ -83,11 +99,20 @@ class Pipeline:
         self.telemetry.queues.update(queues)
         return queues
 
+    def _frame_pools(self) -> dict[str, FramePool]:
+        if not self.parts.lend_frame_slots:
+            return {}
+        count, allocate = frame_slot_count(self.config), self.parts.frame_allocator
+        pinned = allocate is not None
+        return {cam.id: FramePool((cam.height, cam.width, 3), count, allocate or np.empty, pinned)
+                for cam in self.config.cameras}
+
     def _capture(self, camera_id: str, max_frames: int | None) -> CaptureStage:
         cam = next(c for c in self.config.cameras if c.id == camera_id)
         return CaptureStage(camera_id, self.parts.sources[camera_id], self.queues["preprocess"], self.telemetry,
                             self.stop_event, max_frames, cam.stall_timeout_s,
-                            self.parts.triggers.get(camera_id), cam.trigger_timeout_s)
+                            self.parts.triggers.get(camera_id), cam.trigger_timeout_s,
+                            frame_pool=self.frame_pools.get(camera_id))
 
     def _make_stages(self) -> list[Stage]:
         cfg, q, parts, t = self.config, self.queues, self.parts, self.telemetry
@@ -111,10 +136,16 @@ class Pipeline:
         return next(s for s in self.stages if isinstance(s, DecideStage))
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
+    def start(self, prepare_timeout_s: float = PREPARE_TIMEOUT_S) -> None:
         for stage in reversed(self.stages):  # downstream first: nothing produced before its consumer runs
             stage.start()
-        self.telemetry.health = Health.OK
+        deadline = time.monotonic() + prepare_timeout_s
+        for stage in self.stages:  # e.g. CUDA graphs captured on the infer thread, before any frame
+            if not stage.ready.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("stage %s not prepared after %g s; starting the cameras anyway", stage.name,
+                            prepare_timeout_s)
+        if self.telemetry.health is Health.STARTING:  # a stage may have crashed already
+            self.telemetry.set_health(Health.OK)
         for capture in self.captures:
             capture.start()
 
@@ -133,7 +164,7 @@ class Pipeline:
         """Stop sources, drain, close. Returns the exit code (0 clean, 1 after a crash)."""
         deadline = time.monotonic() + timeout_s
         if self.telemetry.health is not Health.ERROR:
-            self.telemetry.health = Health.STOPPING
+            self.telemetry.set_health(Health.STOPPING)
         self.stop_event.set()
         for capture in self.captures:
             capture.thread.join(max(0.0, deadline - time.monotonic()))
@@ -150,7 +181,7 @@ class Pipeline:
         for i, stage in enumerate(self.stages):
             stage.thread.join(max(0.0, deadline - time.monotonic()) if i < len(self.stages) - 1 else
                               max(0.0, deadline - time.monotonic() + 0.5))
-            if stage.thread.is_alive() or stage.stats.state == "crashed":
+            if stage.thread.is_alive() or stage.stats.state is StageState.CRASHED:
                 self._route_around(stage)
 
     def _route_around(self, stage: Stage) -> None:

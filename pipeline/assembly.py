@@ -60,7 +60,7 @@ def build_parts(config: PipelineConfig) -> Parts:
         undo.callback(backend.close)
         check_rules(config, backend.class_names)
         backend.warmup(config.model.warmup_runs)
-        transform, slot_pool, close_preprocess = open_preprocess(config, backend)
+        transform, slot_pool, close_preprocess, frame_allocator = open_preprocess(config, backend)
         undo.callback(close_preprocess)
         sources = {}
         for cam in config.cameras:
@@ -86,6 +86,8 @@ def build_parts(config: PipelineConfig) -> Parts:
                       extra_closers=[archive.close] if archive is not None else [], archive=archive,
                       slot_pool=slot_pool)
         parts.extra_closers.append(close_preprocess)
+        parts.frame_allocator = frame_allocator
+        parts.lend_frame_slots = archive is None  # the archive reads the raw image after publish
         parts.triggers = triggers
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
         undo.pop_all()
@@ -95,8 +97,9 @@ def build_parts(config: PipelineConfig) -> Parts:
 
 
 def open_preprocess(config: PipelineConfig, backend):
-    """(transform, slot pool or None, closer): the fused CUDA kernel writing device slots
-    when the backend takes device buffers (unless model.preprocess is cpu), else OpenCV."""
+    """(transform, slot pool or None, closer, frame allocator or None): the fused CUDA
+    kernel writing device slots, with page-locked frame slots, when the backend takes
+    device buffers (unless model.preprocess is cpu), else OpenCV."""
     on_gpu = getattr(backend, "accepts_device_input", False)
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
@@ -104,7 +107,7 @@ def open_preprocess(config: PipelineConfig, backend):
                            f"arrays; use backend tensorrt, or onnxruntime with providers [CUDAExecutionProvider] "
                            f"and pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
     if mode == "cpu" or not on_gpu:
-        return Letterboxer(backend.input_size), None, lambda: None
+        return Letterboxer(backend.input_size), None, lambda: None, None
     from pipeline.app import slot_count
     from pipeline.gpu.cuda import CudaError
     from pipeline.gpu.preprocessing import GpuPreprocess
@@ -114,7 +117,7 @@ def open_preprocess(config: PipelineConfig, backend):
     except CudaError as exc:
         raise StartupError(f"model.preprocess: GPU preprocessing unavailable: {exc}") from None
     log.info("preprocess: fused CUDA letterbox on %s", gpu.device.describe())
-    return gpu.transform, gpu.pool, gpu.close
+    return gpu.transform, gpu.pool, gpu.close, gpu.pinned
 
 
 def open_archive(config: PipelineConfig, class_names: tuple[str, ...]) -> FailedPartArchive | None:

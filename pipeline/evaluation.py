@@ -217,6 +217,7 @@ def evaluate(config: PipelineConfig, frames: int, seed: int | None = None, on_jo
             on_job(job, names)
 
     parts.publisher = tap = PublisherTap(parts.publisher, record)
+    parts.lend_frame_slots = on_job is None  # an annotating observer reads the image after publish
     pipeline = Pipeline(config, parts, max_frames=frames)
     started = time.monotonic()
     try:

@@ -9,8 +9,18 @@ failed upstream) is passed through untouched by the remaining stages and publish
 that is how every captured frame gets exactly one verdict.
 
 Buffer ownership: `Job.tensor` is a `TensorSlot` borrowed from the preprocess stage's
-pool. The stage that consumes it (infer) or the code that settles the job early
-(`Job.settle`) releases it; release is idempotent.
+pool, `Job.frame_slot` the frame buffer the capture stage lent its source (the frame's
+image is a view of it). The stage that consumes them (preprocess for a host frame once
+the transform has read it, infer once the backend's run is over) or the code that
+settles the job early (`Job.settle`) releases them; release is idempotent. A slot may
+carry a `fence` (anything with `synchronize()`, e.g. the CUDA event recorded after the
+upload and kernel that use it): `release` waits on it first, so a buffer the GPU may
+still read or write is never handed out again. On the hot path the fence has completed
+long before (the infer stream waited on it), so the wait costs nothing.
+
+Timing: each stage appends `(stage, t_done_ns)` to `marks` when it hands a job on and
+`(stage, t_take_ns)` to `takes` when it took it from its queue, so a stage's share of
+the latency splits into the wait in its queue and its own work (`stage_split`).
 """
 
 from __future__ import annotations
@@ -132,12 +142,14 @@ class Verdict:
 
 
 class TensorSlot:
-    """A reusable model-input buffer lent by a pool; `release()` gives it back once."""
+    """A reusable buffer (model input or frame) lent by a pool; `release()` gives it back
+    once, after waiting on its `fence` (the GPU work that still uses it), if any."""
 
-    __slots__ = ("array", "_give_back", "_released")
+    __slots__ = ("array", "fence", "_give_back", "_released")
 
     def __init__(self, array: Any, give_back: Callable[["TensorSlot"], None]):
         self.array = array
+        self.fence: Any = None  # e.g. a CUDA event; `synchronize()` returns once the GPU is done with it
         self._give_back = give_back
         self._released = True
 
@@ -148,14 +160,22 @@ class TensorSlot:
     def release(self) -> None:
         if not self._released:
             self._released = True
+            fence, self.fence = self.fence, None
+            if fence is not None:
+                fence.synchronize()
             self._give_back(self)
+
+
+FrameSlot = TensorSlot  # a frame buffer lent to a source: the same lend/fence/release contract
 
 
 @dataclass(frozen=True, slots=True)
 class Job:
     frame: Frame
-    marks: tuple[tuple[str, int], ...] = ()  # (stage, time.monotonic_ns() when it finished)
+    marks: tuple[tuple[str, int], ...] = ()  # (stage, time.monotonic_ns() when it handed the job on)
     tensor: TensorSlot | None = None
+    frame_slot: FrameSlot | None = None  # the lent buffer `frame.image` lives in, until the upload read it
+    takes: tuple[tuple[str, int], ...] = ()  # (stage, time.monotonic_ns() when it took the job from its queue)
     geometry: Geometry | None = None
     detections: Detections | None = None
     verdict: Verdict | None = None
@@ -166,18 +186,53 @@ class Job:
     def settled(self) -> bool:
         return self.verdict is not None
 
-    def mark(self, stage: str, **changes: Any) -> "Job":
-        return replace(self, marks=self.marks + ((stage, time.monotonic_ns()),), **changes)
+    def mark(self, stage: str, taken_ns: int | None = None, **changes: Any) -> "Job":
+        """The job as `stage` hands it on (now), taken from its queue at `taken_ns`."""
+        takes = self.takes if taken_ns is None else self.takes + ((stage, taken_ns),)
+        return replace(self, marks=self.marks + ((stage, time.monotonic_ns()),), takes=takes, **changes)
+
+    def without_frame_slot(self) -> "Job":
+        """Give the frame buffer back (after its fence); the image is gone with it."""
+        if self.frame_slot is None:
+            return self
+        self.frame_slot.release()
+        return replace(self, frame_slot=None, frame=replace(self.frame, image=None))
 
     def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
-        """Give the job its final verdict now and free its input buffer."""
+        """Give the job its final verdict now and free its input and frame buffers."""
         if self.tensor is not None:
             self.tensor.release()
+        job = self.without_frame_slot()
         verdict = Verdict(outcome, (Reason(code, detail),), late)
-        return replace(self, tensor=None, verdict=verdict, marks=self.marks + ((stage or code.value, time.monotonic_ns()),))
+        return replace(job, tensor=None, verdict=verdict, marks=job.marks + ((stage or code.value, time.monotonic_ns()),))
 
     def age_ms(self, now_ns: int | None = None) -> float:
         return ((now_ns or time.monotonic_ns()) - self.frame.t_capture_ns) / 1e6
+
+
+def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
+                takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int, int]]:
+    """(stage, queue wait ns, work ns) per mark: the share since the previous mark, split at
+    the stage's take time; a stage that recorded no take (capture, a settling step) is
+    all work. A stage that marks twice keeps its take for the first mark only."""
+    taken = dict(takes)
+    out = []
+    previous = t_capture_ns
+    for stage, t_ns in marks:
+        t_take = taken.pop(stage, None)
+        wait = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
+        out.append((stage, wait, t_ns - previous - wait))
+        previous = t_ns
+    return out
+
+
+def queue_waits(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
+                takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
+    """(stage, ns waited in its queue) for each stage that took the job; a stage that took
+    it but has not marked it (the publisher, as it sends) waited since the last mark."""
+    waits = {stage: wait for stage, wait, _work in stage_split(t_capture_ns, marks, takes)}
+    last = marks[-1][1] if marks else t_capture_ns
+    return [(stage, waits[stage] if stage in waits else max(0, t_take - last)) for stage, t_take in takes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode
+from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
+from pipeline.states import CameraState, Health, StageState, WireState
 
 SCHEMA_VERSION = 1
 
-HEALTH_STATES = ("STARTING", "OK", "DEGRADED", "ERROR", "STOPPING")
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # Heartbeat fields a subscriber may rely on; missing ones are filled with empty values so
@@ -109,6 +109,7 @@ def encode_verdict(
     if include_detections:
         msg["detections"] = _detections(job.detections, class_names)
     msg["latency_ms"] = _latency_ms(frame.t_capture_ns, job.marks, t_publish_mono_ns)
+    msg["queue_wait_ms"] = _queue_wait_ms(frame.t_capture_ns, job.marks, job.takes)
     msg["late"] = bool(verdict.late)
     msg["budget_ms"] = budget_ms
     msg["backend"] = job.model_backend
@@ -169,18 +170,35 @@ def _latency_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]], t_publish_m
     return out
 
 
+def _queue_wait_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]],
+                   takes: Sequence[tuple[str, int]]) -> dict[str, float]:
+    """The part of each stage's `latency_ms` share spent waiting in its queue (the rest is
+    the stage's own work); stages that waited in no queue are left out."""
+    return {stage: round(wait / 1e6, 3) for stage, wait in queue_waits(t_capture_ns, tuple(marks), tuple(takes))}
+
+
 # --------------------------------------------------------------------------- heartbeats
 
 
 def encode_heartbeat(status: dict[str, Any], seq: int, t_ns: int) -> bytes:
     """A heartbeat from the caller's `status` (see PROTOCOL.md); we add schema/type/seq/t_ns."""
-    health = status.get("health")
-    if health not in HEALTH_STATES:
-        raise ProtocolError(f"heartbeat health must be one of {HEALTH_STATES}, got {health!r}")
+    health = _state_value(Health, status.get("health"), "heartbeat health")
+    for cid, camera in (status.get("cameras") or {}).items():
+        _state_value(CameraState, camera.get("state", CameraState.CONNECTING), f"camera {cid} state")
+    for name, stage in (status.get("stages") or {}).items():
+        _state_value(StageState, stage.get("state", StageState.STARTING), f"stage {name} state")
     msg: dict[str, Any] = {"schema": SCHEMA_VERSION, "type": "heartbeat", "seq": seq, "t_ns": t_ns, "health": health}
     msg.update(_HEARTBEAT_DEFAULTS)
     msg.update((k, v) for k, v in status.items() if k not in ("schema", "type", "seq", "t_ns"))
     return _dumps(msg)
+
+
+def _state_value(kind: type[WireState], value: object, what: str) -> str:
+    """`value` as its wire string, if it is one of `kind`'s states (pipeline.states)."""
+    try:
+        return str(kind(value).value)
+    except ValueError:
+        raise ProtocolError(f"{what} must be one of {[s.value for s in kind]}, got {value!r}") from None
 
 
 # --------------------------------------------------------------------------- bytes

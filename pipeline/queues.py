@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Sequence
 
 from pipeline.config.models import Overflow
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
@@ -48,19 +48,27 @@ class StageQueue:
     # ----------------------------------------------------------------- producer side
     def put(self, item: Item) -> None:
         """Enqueue; never raises and never blocks longer than `block_timeout_s`."""
-        shed: Job | None = None
+        self.put_many((item,))
+
+    def put_many(self, items: Sequence[Item]) -> None:
+        """Enqueue a batch in order under one lock and one wake-up of the consumer: a stage
+        handing on a batch costs one queue hop, not one per job. Each job meets the
+        overflow policy exactly as with `put`."""
+        shed: list[Job] = []
         with self._cond:
-            if isinstance(item, Job) and not self.lossless and len(self._items) >= self.capacity:
-                shed = self._make_room(item)
-                if shed is item:
-                    self._count_drop()
-                    item = None  # type: ignore[assignment]
-            if item is not None:
+            for item in items:
+                if isinstance(item, Job) and not self.lossless and len(self._items) >= self.capacity:
+                    out = self._make_room(item)
+                    if out is not None:
+                        shed.append(out)
+                    if out is item:
+                        self._count_drop()
+                        continue
                 self._items.append(item)
-                self.high_water = max(self.high_water, len(self._items))
-                self._cond.notify()
-        if shed is not None:
-            self._shed(shed)
+            self.high_water = max(self.high_water, len(self._items))
+            self._cond.notify()
+        for job in shed:
+            self._shed(job)
 
     def _make_room(self, incoming: Job) -> Job:
         """Called with the lock held on a full queue; returns the job to shed."""
@@ -98,14 +106,19 @@ class StageQueue:
             self._cond.notify()  # wake a blocked producer
             return item
 
-    def get_batch(self, max_items: int, max_wait_s: float, timeout_s: float) -> list[Item]:
+    def get_batch(self, max_items: int, max_wait_s: float, timeout_s: float,
+                  wait_until: Callable[[list[Item]], float] | None = None) -> list[Item]:
         """Up to `max_items`: wait `timeout_s` for the first, then at most `max_wait_s`
-        more for the rest. An EndOfStream ends the batch (it is returned last)."""
+        more for the rest, and never past `wait_until(batch)` (a `time.monotonic()`
+        instant, asked again after each item, e.g. the last moment the oldest job in
+        hand can still make its deadline). What is queued already is always taken. An
+        EndOfStream ends the batch (it is returned last)."""
         first = self.get(timeout_s)
         if first is None:
             return []
         batch = [first]
-        deadline = time.monotonic() + max_wait_s
+        cap = time.monotonic() + max_wait_s
+        deadline = min(cap, wait_until(batch)) if wait_until is not None else cap
         while len(batch) < max_items and not isinstance(batch[-1], EndOfStream):
             with self._cond:
                 left = deadline - time.monotonic()
@@ -113,6 +126,8 @@ class StageQueue:
                     break
                 batch.append(self._items.popleft())
                 self._cond.notify()
+            if wait_until is not None:
+                deadline = min(cap, wait_until(batch))
         return batch
 
     def drain(self) -> list[Item]:

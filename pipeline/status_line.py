@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from pipeline.messages import Job, Outcome, ReasonCode
+from pipeline.states import CameraState
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger("pipeline.status")
@@ -55,7 +56,7 @@ def format_status(t: Telemetry, fps: float, counts: Counts, width: int | None = 
         (f"PASS {counts.passed} FAIL defect {counts.fail_defect} late {counts.fail_deadline}", 0),
         (f"NOT_INSPECTED {counts.not_inspected} ERROR {counts.error}", 2),
         (f"drops {drops}", 3),
-        (_cameras(t), 0 if any(cs.state != "STREAMING" for cs in t.cameras.values()) else 1),
+        (_cameras(t), 0 if any(cs.state is not CameraState.STREAMING for cs in t.cameras.values()) else 1),
     ]
     while width is not None and max(f[1] for f in fields) > 0 and len(_join(fields)) > width:
         fields.remove(max(fields, key=lambda f: f[1]))
@@ -69,9 +70,9 @@ def _join(fields: list[tuple[str, int]]) -> str:
 
 def _cameras(t: Telemetry) -> str:
     if len(t.cameras) <= 2:
-        return "  ".join(f"{cid} {cs.state}" for cid, cs in t.cameras.items())
-    streaming = sum(cs.state == "STREAMING" for cs in t.cameras.values())
-    others = " ".join(f"{cid} {cs.state}" for cid, cs in t.cameras.items() if cs.state != "STREAMING")
+        return "  ".join(f"{cid} {cs.state.value}" for cid, cs in t.cameras.items())
+    streaming = sum(cs.state is CameraState.STREAMING for cs in t.cameras.values())
+    others = " ".join(f"{cid} {cs.state.value}" for cid, cs in t.cameras.items() if cs.state is not CameraState.STREAMING)
     return f"cams {streaming}/{len(t.cameras)} STREAMING" + (f", {others}" if others else "")
 
 

@@ -12,29 +12,24 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable
 
 import numpy as np
 
 from pipeline.messages import Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
+from pipeline.states import CameraState, Health, StageState, move
 
 log = logging.getLogger(__name__)
 
 
-class Health(str, Enum):
-    STARTING = "STARTING"
-    OK = "OK"
-    DEGRADED = "DEGRADED"  # running, but a camera is down/stalled or a stage is failing frames
-    ERROR = "ERROR"  # a stage crashed; the pipeline is stopping
-    STOPPING = "STOPPING"
+__all__ = ["CameraStats", "Health", "LatencyWindow", "StageStats", "Telemetry"]
 
 
 @dataclass
 class StageStats:
     name: str
-    state: str = "starting"  # starting | running | stopped | crashed
+    state: StageState = StageState.STARTING
     processed: int = 0
     errors: int = 0
     last_progress_ns: int = field(default_factory=time.monotonic_ns)
@@ -44,11 +39,14 @@ class StageStats:
     def progressed(self) -> None:
         self.last_progress_ns = time.monotonic_ns()
 
+    def move_to(self, state: StageState) -> None:
+        self.state = move(self.state, state)
+
 
 @dataclass
 class CameraStats:
     camera_id: str
-    state: str = "CONNECTING"
+    state: CameraState = CameraState.CONNECTING
     frames_captured: int = 0
     verdicts_published: int = 0
     last_seq: int = -1
@@ -58,6 +56,16 @@ class CameraStats:
     parts_missed: int = 0  # announced parts settled without an image (missed_trigger, source_down, shutdown)
     triggers_rejected: int = 0  # malformed trigger messages
     frames_skipped: int = 0  # free-running frames no announced part claimed
+
+    @property
+    def down_or_stalled(self) -> bool:
+        return self.state in (CameraState.DOWN, CameraState.STALLED)
+
+    def move_to(self, state: CameraState) -> bool:
+        """Move to `state` (a legal move, see pipeline.states); True if the state changed."""
+        changed = state is not self.state
+        self.state = move(self.state, state)
+        return changed
 
 
 class LatencyWindow:
@@ -199,16 +207,20 @@ class Telemetry:
     def stage(self, name: str) -> StageStats:
         return self.stages.setdefault(name, StageStats(name))
 
+    def set_health(self, health: Health) -> None:
+        """Move the stored health (STARTING, OK, STOPPING, ERROR; see pipeline.states)."""
+        self.health = move(self.health, health)
+
     def record_crash(self, stage: str, exc: BaseException) -> None:
-        self.stage(stage).state = "crashed"
+        self.stage(stage).move_to(StageState.CRASHED)
         self.errors.append(f"stage {stage} crashed: {type(exc).__name__}: {exc}")
-        self.health = Health.ERROR
+        self.set_health(Health.ERROR)
         self.crashed.set()
 
     def record_failure(self, stage: str, message: str) -> None:
         """A failure that must stop the pipeline with exit code 1, though no thread crashed."""
         self.errors.append(f"stage {stage}: {message}")
-        self.health = Health.ERROR
+        self.set_health(Health.ERROR)
         self.crashed.set()
 
     def current_health(self) -> Health:
@@ -220,7 +232,7 @@ class Telemetry:
             return self.health, []
         now_ns = now_ns or time.monotonic_ns()
         unhealthy, reasons = False, []
-        bad = [f"{c.camera_id} {c.state}" for c in self.cameras.values() if c.state in ("DOWN", "STALLED")]
+        bad = [f"{c.camera_id} {c.state.value}" for c in self.cameras.values() if c.down_or_stalled]
         if bad:
             reasons.append("camera " + ", ".join(bad))
         reasons += [f"stage {s.name} failing" for s in self.stages.values() if s.failing]
@@ -247,7 +259,7 @@ class Telemetry:
             "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
             "backend": self.backend,
             "cameras": {
-                c.camera_id: {"state": c.state, "frames_captured": c.frames_captured,
+                c.camera_id: {"state": c.state.value, "frames_captured": c.frames_captured,
                               "verdicts_published": c.verdicts_published, "last_seq": c.last_seq,
                               "reconnects": c.reconnects, "parts_announced": c.parts_announced,
                               "parts_missed": c.parts_missed, "triggers_rejected": c.triggers_rejected,
@@ -256,7 +268,7 @@ class Telemetry:
             },
             "counts": dict(self.counts),
             "queues": {name: q.snapshot() for name, q in self.queues.items()},
-            "stages": {s.name: {"state": s.state, "errors": s.errors, "processed": s.processed}
+            "stages": {s.name: {"state": s.state.value, "errors": s.errors, "processed": s.processed}
                        for s in self.stages.values()},
             "publisher_dropped": self.published_dropped,
             "errors": list(self.errors[-10:]),

@@ -52,6 +52,9 @@ def test_healthz_is_503_while_starting_and_unknown_paths_404():
         assert code == 503
         assert json.loads(body)["reason"].startswith("starting")
         assert get(endpoint.url + "/nothing")[0] == 404
+        assert get(endpoint.url + "/livez")[0] == 200  # starting is alive: no restart while warming up
+        code, body = get(endpoint.url + "/readyz")
+        assert code == 503 and body.startswith(b"starting")
         checked = health_command(endpoint.url + "/healthz")
         assert checked.returncode == 1 and "starting" in checked.stdout
         # a second endpoint on the same port is a start-up error naming the port
@@ -78,6 +81,7 @@ def test_metrics_and_health_of_a_running_pipeline(free_tcp_endpoint):
                 break
             threading.Event().wait(0.05)
         seen["health"] = get(service.http.url + "/healthz")
+        seen["probes"] = [get(service.http.url + p) for p in ("/livez", "/readyz")]
         seen["cli"] = health_command(service.http.url + "/healthz")
         for capture in pipeline.captures:
             capture.thread.join(60)
@@ -91,6 +95,7 @@ def test_metrics_and_health_of_a_running_pipeline(free_tcp_endpoint):
     assert code == 200 and json.loads(body) == {"status": "ok", "ready": True, "healthy": True,
                                                 "progressing": True, "reason": ""}
     assert seen["cli"].returncode == 0 and seen["cli"].stdout.strip() == "ok"
+    assert seen["probes"] == [(200, b"ok\n"), (200, b"ok\n")]
     status, text = seen["metrics"]
     assert status == 200
     m = samples(text.decode())

@@ -124,11 +124,11 @@ def test_topics():
 
 
 def test_heartbeat_has_envelope_and_every_documented_field():
-    status = {"health": "OK", "uptime_s": 3.5, "cameras": {"cam0": {"state": "RUNNING", "last_seq": 4}}, "seq": 99}
+    status = {"health": "OK", "uptime_s": 3.5, "cameras": {"cam0": {"state": "STREAMING", "last_seq": 4}}, "seq": 99}
     msg = decode(encode_heartbeat(status, seq=2, t_ns=123))
     assert (msg["schema"], msg["type"], msg["seq"], msg["t_ns"]) == (SCHEMA_VERSION, "heartbeat", 2, 123)
     assert msg["health"] == "OK" and msg["uptime_s"] == 3.5
-    assert msg["cameras"]["cam0"] == {"state": "RUNNING", "last_seq": 4}
+    assert msg["cameras"]["cam0"] == {"state": "STREAMING", "last_seq": 4}
     for field in ("backend", "counts", "queues", "stages", "errors"):
         assert field in msg
 

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from pipeline.messages import Frame, Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.states import CameraState
 from pipeline.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
 from pipeline.telemetry import Health, Telemetry
 
@@ -43,8 +44,8 @@ def read_all(fd: int) -> str:
 
 def busy_telemetry() -> Telemetry:
     t = Telemetry(["cam0"])
-    t.health = Health.OK
-    t.cameras["cam0"].state = "STREAMING"
+    t.set_health(Health.OK)
+    t.cameras["cam0"].move_to(CameraState.STREAMING)
     for ms in (12.5, 20.0, 25.0):
         t.latency.add(ms)
     t.counts.update({"PASS": 123456, "FAIL": 40, "NOT_INSPECTED": 2, "ERROR": 1})

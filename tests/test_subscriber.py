@@ -75,7 +75,7 @@ def test_heartbeat_last_seq_reveals_a_trailing_gap(pub):
     pub.publish_verdict(make_job("cam0", 0))
     send_raw_verdict(pub, "cam0", seq=1)
     pub._last_seq["cam0"] = 3  # the publisher "sent" 2 and 3, which never arrived
-    pub.publish_heartbeat({"health": "OK", "cameras": {"cam0": {"state": "RUNNING"}}})
+    pub.publish_heartbeat({"health": "OK", "cameras": {"cam0": {"state": "STREAMING"}}})
     run.wait_for("GAP cam0: expected seq 2, heartbeat says last was 3 (2 verdicts lost before heartbeat)")
     pub.publish_verdict(make_job("cam0", 4))  # seq 4: contiguous with the heartbeat's baseline
     run.wait_for("cam0 seq=4")

@@ -44,3 +44,13 @@ def test_registry_names_triton_and_import_pipeline_does_not_load_tritonclient():
     assert BACKENDS["triton"] == "pipeline.backends.triton_backend:TritonBackend"
     code = "import sys, pipeline.backends, pipeline.assembly; assert 'tritonclient' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_demo_triton_config_loads_without_opening_a_local_model(tmp_path):
+    from pipeline.config.loader import load_config
+
+    config = load_config(ROOT / "configs" / "demo-triton.yaml", require_model=True)
+    assert config.model.triton.model_name == "demo" and config.model.on_backend_error.action == "continue"
+    moved = tmp_path / "elsewhere.yaml"  # its model.path points nowhere from here: fine for triton
+    moved.write_text((ROOT / "configs" / "demo-triton.yaml").read_text())
+    assert load_config(moved, require_model=True).model.backend.value == "triton"

@@ -50,12 +50,12 @@ def test_heartbeat_carries_own_seq_and_authoritative_last_seq(context):
     sub = sub_socket(context, pub.endpoint, b"line3._heartbeat")
     join_sub(pub, sub)
     pub.publish_verdict(make_job("cam0"))
-    status = {"health": "OK", "uptime_s": 1.0, "cameras": {"cam0": {"state": "RUNNING"}, "cam1": {"state": "STALLED"}}}
+    status = {"health": "OK", "uptime_s": 1.0, "cameras": {"cam0": {"state": "STREAMING"}, "cam1": {"state": "STALLED"}}}
     seq_a, seq_b = pub.publish_heartbeat(status), pub.publish_heartbeat(status)
     (topic, first), (_, second) = receive(sub), receive(sub)
     assert topic == b"line3._heartbeat" and seq_b == seq_a + 1
     assert (first["type"], first["seq"], second["seq"]) == ("heartbeat", seq_a, seq_b)
-    assert first["cameras"] == {"cam0": {"state": "RUNNING", "last_seq": 0}, "cam1": {"state": "STALLED", "last_seq": -1}}
+    assert first["cameras"] == {"cam0": {"state": "STREAMING", "last_seq": 0}, "cam1": {"state": "STALLED", "last_seq": -1}}
     assert abs(first["t_ns"] - time.time_ns()) < 5e9
     assert "last_seq" not in status["cameras"]["cam0"], "the caller's dict must not be modified"
     pub.close()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU lab matrix of docs/BENCHMARKS.md. MODE=cpu runs the same matrix here, tiny, as a dry run.
 set -u
+MODEL=$(realpath "${1:?usage: $0 MODEL.onnx  (a YOLOv8n 640x640 ONNX export; docs/BENCHMARKS.md used random weights)}") || exit 2
 MODE=${MODE:-gpu}
 D=${D:-4}; W=${W:-1.5}
 R=${OUT:-/tmp/bench/out}/r; mkdir -p "$R"
@@ -27,7 +28,7 @@ cameras:
     height: $H1
     fps: 30
 model:
-  path: .benchcarry/yolov8n-640-random.onnx
+  path: $MODEL
   providers: [$PROV]
   input_size: $SIZE
   preprocess: $PRE

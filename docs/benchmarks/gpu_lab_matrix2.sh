@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Second GPU batch: the configs that the first batch showed to work, py-spy, the switch interval knob.
 set -u
+MODEL=$(realpath "${1:?usage: $0 MODEL.onnx  (a YOLOv8n 640x640 ONNX export; docs/BENCHMARKS.md used random weights)}") || exit 2
 D=${D:-4}; W=${W:-1.5}
 R=$OUT/r; mkdir -p "$R"
 source /root/dc/env.sh
@@ -16,7 +17,7 @@ cameras:
     height: 1080
     fps: 30
 model:
-  path: .benchcarry/yolov8n-640-random.onnx
+  path: $MODEL
   providers: [CUDAExecutionProvider]
   input_size: 640
   preprocess: gpu

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Run on the GPU lab machine after ../shared/gpu-lab's setup, carrying .gpurun/ (the cp312
-# wheels of pydantic, prometheus-client, python-json-logger and the yolov8n-640 ONNX).
+# Run on the GPU lab machine, carrying .gpurun/ (the cp312 wheels of pydantic,
+# prometheus-client, python-json-logger): gpu_lab_recheck.sh MODEL.onnx
+MODEL=$(realpath "${1:?usage: $0 MODEL.onnx  (a YOLOv8n 640x640 ONNX export; docs/BENCHMARKS.md used random weights)}") || exit 2
 source /root/dc/env.sh
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpurun/*.whl || exit 3
 export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PIPELINE_TEST_MODEL=$PWD/engines/demo.onnx
@@ -15,7 +16,7 @@ cameras:
     height: 1080
     fps: 30
 model:
-  path: .gpurun/yolov8n-640-random.onnx
+  path: $MODEL
   providers: [CUDAExecutionProvider]
   input_size: 640
   preprocess: gpu

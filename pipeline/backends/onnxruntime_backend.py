@@ -107,12 +107,16 @@ def ort_input_dtype(session: ort.InferenceSession) -> type:
     return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
 
-def open_session(cfg: ModelConfig) -> ort.InferenceSession:
-    """An InferenceSession on exactly the requested providers, or ModelError saying why not."""
+def open_session(cfg: ModelConfig, cuda_stream: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession on exactly the requested providers, or ModelError saying why not.
+    `cuda_stream` (a CUstream handle): the CUDA provider computes on that stream."""
     path = Path(cfg.path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     providers = provider_list(cfg)
+    if cuda_stream is not None:
+        providers = [(p, {**o, "has_user_compute_stream": "1", "user_compute_stream": str(cuda_stream)})
+                     if p == "CUDAExecutionProvider" else (p, o) for p, o in providers]
     try:
         session = ort.InferenceSession(str(path), sess_options=session_options(cfg), providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for bad files

@@ -1,8 +1,9 @@
 """What the bench records per published verdict, and the tap that records it.
 
 Owns the record format shared by every system measured (pipeline, naive loop,
-Ultralytics): camera id, outcome, late flag, capture time, the stage marks and the
-publish time, all `time.monotonic_ns()`. Recording is one tuple append per verdict (no
+Ultralytics): camera id, outcome, late flag, capture time, the stage marks, the
+publish time, the camera's own time and the stages' take times, all
+`time.monotonic_ns()`. Recording is one tuple append per verdict (no
 arithmetic, no lock beyond the GIL's), so measuring does not move what it measures;
 `report` turns the records into numbers afterwards.
 
@@ -19,8 +20,8 @@ from typing import Any
 
 from pipeline.messages import Job
 
-# (camera_id, outcome value, late, t_capture_ns, marks, t_publish_ns, camera_ts_ns)
-Record = tuple[str, str, bool, int, tuple[tuple[str, int], ...], int, "int | None"]
+# (camera_id, outcome value, late, t_capture_ns, marks, t_publish_ns, camera_ts_ns, takes)
+Record = tuple[str, str, bool, int, tuple[tuple[str, int], ...], int, "int | None", tuple[tuple[str, int], ...]]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Recorder:
         frame = job.frame
         if self.start_ns <= frame.t_capture_ns < self.end_ns:
             self.records.append((frame.camera_id, job.verdict.outcome.value, job.verdict.late, frame.t_capture_ns,
-                                 job.marks, t_publish_ns, frame.camera_ts_ns))
+                                 job.marks, t_publish_ns, frame.camera_ts_ns, job.takes))
 
     @property
     def window_s(self) -> float:

@@ -5,7 +5,9 @@ Owns the definitions behind every published figure:
 - latency: capture to the verdict handed to ZeroMQ, over inspected frames (every outcome
   but NOT_INSPECTED); `fps`: inspected frames per second of window;
 - a stage's latency: its mark minus the previous mark, so it includes the wait in the
-  queue in front of it ("publish": the tap's time minus the decide mark);
+  queue in front of it ("publish": the tap's time minus the decide mark); split at the
+  stage's take time into `stages_wait_ms` (in its queue) and `stages_work_ms` (its own
+  work, batch peers included), so a slow stage is told from a waiting one;
 - budget miss: a frame without an inspected verdict within `budget_ms` (flagged late,
   slower than the budget, NOT_INSPECTED, or never reached by a loop), over all frames;
 - ratios: pipeline vs each other system, throughput (x faster) and p99 (x lower).
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.bench.runner import RunResult
+from pipeline.messages import stage_split
 
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p99_9_ms": 99.9}
 NOT_INSPECTED = "NOT_INSPECTED"
@@ -36,7 +39,7 @@ def latency_stats(ms: np.ndarray) -> dict[str, float | None]:
 def samples(result: RunResult) -> dict[str, np.ndarray]:
     """Latency samples in ms of inspected frames: "end_to_end", each stage, "capture_lag"."""
     out: dict[str, list[float]] = defaultdict(list)
-    for _cam, outcome, _late, t_capture, marks, t_publish, camera_ts in result.recorder.records:
+    for _cam, outcome, _late, t_capture, marks, t_publish, camera_ts, _takes in result.recorder.records:
         if outcome == NOT_INSPECTED:
             continue
         out["end_to_end"].append((t_publish - t_capture) / 1e6)
@@ -48,6 +51,25 @@ def samples(result: RunResult) -> dict[str, np.ndarray]:
         if camera_ts is not None:
             out["capture_lag"].append((t_capture - camera_ts) / 1e6)
     return {name: np.asarray(v, np.float64) for name, v in out.items()}
+
+
+def split_samples(result: RunResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per stage, ms waited in its queue and ms of its own work, over inspected frames."""
+    wait: dict[str, list[float]] = defaultdict(list)
+    work: dict[str, list[float]] = defaultdict(list)
+    for _cam, outcome, _late, t_capture, marks, t_publish, _ts, takes in result.recorder.records:
+        if outcome == NOT_INSPECTED or not takes:
+            continue
+        for stage, wait_ns, work_ns in stage_split(t_capture, marks, takes):
+            wait[stage].append(wait_ns / 1e6)
+            work[stage].append(work_ns / 1e6)
+        publish_take = dict(takes).get("publish")
+        if publish_take is not None:
+            last = marks[-1][1] if marks else t_capture
+            wait["publish"].append(max(0, publish_take - last) / 1e6)
+            work["publish"].append((t_publish - max(publish_take, last)) / 1e6)
+    as_arrays = lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()}  # noqa: E731
+    return as_arrays(wait), as_arrays(work)
 
 
 def summarise(name: str, result: RunResult, budget_ms: float) -> tuple[dict, dict[str, np.ndarray]]:
@@ -64,6 +86,7 @@ def summarise(name: str, result: RunResult, budget_ms: float) -> tuple[dict, dic
         **latency_stats(e2e), "budget_ms": budget_ms, "budget_miss_rate": _rate(late, frames),
         "outcomes": _outcomes(records, rec.missed),
         "stages_ms": {k: latency_stats(v) for k, v in lat.items() if k not in ("end_to_end", "capture_lag")},
+        **_split_stats(result),
         "capture_lag_ms": latency_stats(lat["capture_lag"]) if "capture_lag" in lat else None,
         "gpu_memory_mib": result.gpu_memory_mib,
     }
@@ -72,6 +95,14 @@ def summarise(name: str, result: RunResult, budget_ms: float) -> tuple[dict, dic
     if result.batches:
         summary.update(batch_summary(result.batches))
     return summary, lat
+
+
+def _split_stats(result: RunResult) -> dict:
+    wait, work = split_samples(result)
+    if not wait:
+        return {}
+    return {"stages_wait_ms": {k: latency_stats(v) for k, v in wait.items()},
+            "stages_work_ms": {k: latency_stats(v) for k, v in work.items()}}
 
 
 def batch_summary(batches: dict[tuple[int, int], int]) -> dict:
@@ -137,6 +168,11 @@ def format_table(report: dict) -> str:
     for s in systems:
         stages = "  ".join(f"{k} {_ms(v['p50_ms'])}/{_ms(v['p99_ms'])}" for k, v in s["stages_ms"].items())
         lines.append(f"  {s['system']} per stage p50/p99 ms: {stages}")
+        for part in ("wait", "work"):
+            split = s.get(f"stages_{part}_ms")
+            if split:
+                lines.append(f"    {part:<4} p50/p99 ms: " + "  ".join(
+                    f"{k} {_ms(v['p50_ms'])}/{_ms(v['p99_ms'])}" for k, v in split.items()))
         extra = [f"backend {s['backend']}"]
         if s.get("gpu_memory_mib") is not None:
             extra.append(f"GPU memory {s['gpu_memory_mib']:.0f} MiB")
@@ -144,6 +180,7 @@ def format_table(report: dict) -> str:
             sizes = ", ".join(f"{v} of {k}" for k, v in s["batch_sizes"].items())
             extra.append(f"infer batches: {sizes} (mean {s['mean_batch']:.2f}; {s['mixed_camera_batches']} mixed cameras)")
         lines.append("    " + "; ".join(extra))
+    lines += format_engine(report.get("engine"), report.get("pipeline"))
     for name, r in report.get("ratios", {}).items():
         lines.append(f"pipeline vs {name}: {_x(r['throughput_x'])} throughput, {_x(r['p99_lower_x'])} lower p99")
     for name, reason in report.get("skipped", {}).items():
@@ -167,4 +204,18 @@ def format_sweep(rows: list[dict]) -> list[str]:
             continue
         lines.append(f"{'':<33}{r['max_batch']:>9} {r['fps']:>9.1f} {_ms(r['p50_ms']):>8} {_ms(r['p99_ms']):>8} "
                      f"{r['not_inspected']:>9} {r['mean_batch']:>10.2f}")
+    return lines
+
+
+def format_engine(engine: dict | None, pipeline: dict | None) -> list[str]:
+    if not engine:
+        return []
+    if "error" in engine:
+        return [f"backend alone: not measured ({engine['error']})"]
+    parts = [f"batch {r['batch']}: {r['fps']:.1f} frames/s, p50/p99 {_ms(r['p50_ms'])}/{_ms(r['p99_ms'])} ms per batch"
+             for r in engine["rows"]]
+    lines = [f"backend alone ({engine['backend']}, same run): " + "; ".join(parts)]
+    if pipeline and engine.get("pipeline_over_engine") is not None:
+        lines.append(f"pipeline / backend alone at batch {engine['reference_batch']}: "
+                     f"{engine['pipeline_over_engine']:.2f} of its throughput")
     return lines

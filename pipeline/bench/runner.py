@@ -6,6 +6,8 @@ endpoint, no waiting for subscribers; at a rate the config's queue and late poli
 apply unchanged; flat out every queue back-pressures instead of shedding and late frames
 are still inferred (`late_policy: report`), so the run measures capacity rather than the
 shedding policy. The run: warm-up, a recording window, the ordinary bounded shutdown.
+Frames enter through the real capture stage and the sources' slot path (the
+pre-rendered source writes into the pipeline's frame slots, see `frames`).
 Everything else (backend, GPU or CPU preprocessing, batching, rules, the ZeroMQ
 publisher) is exactly what `pipeline run` builds from the same config.
 """
@@ -39,6 +41,7 @@ class BenchSettings:
     rate_fps: float | None = None  # per camera; None: flat out
     ring: int = 8  # pre-rendered frames per camera
     endpoint: str = "tcp://127.0.0.1:*"
+    engine_s: float = 2.0  # seconds of the backend alone per batch size; 0: not measured
 
 
 @dataclass

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.bench import batching, naive, plot, report, ultralytics_loop
+from pipeline.bench import batching, engine, naive, plot, report, ultralytics_loop
 from pipeline.bench.host import describe_machine
 from pipeline.bench.runner import BenchSettings, Progress, bench_config, render_frames, run_pipeline
 from pipeline.bench.sequential import SequentialLoop
@@ -52,6 +52,8 @@ def _run(config: PipelineConfig, opts: SuiteOptions, progress: Progress) -> dict
     progress("pipeline: warming up")
     result = run_pipeline(cfg, opts.settings, frames, lambda m: progress(f"pipeline: {m}"))
     out["pipeline"], latencies["pipeline"] = report.summarise("pipeline", result, cfg.budget_ms)
+    if opts.settings.engine_s > 0:
+        out["engine"] = _engine(cfg, opts.settings.engine_s, out["pipeline"], progress)
     if opts.compare:
         _compare(cfg, opts, frames, result.backend, out, latencies, progress)
         out["ratios"] = report.ratios({k: out[k] for k in ("pipeline", "naive", "ultralytics") if k in out})
@@ -60,6 +62,20 @@ def _run(config: PipelineConfig, opts: SuiteOptions, progress: Progress) -> dict
                                             progress)
     _write(out, latencies, opts, progress)
     return out
+
+
+def _engine(cfg: PipelineConfig, seconds: float, pipeline: dict, progress: Progress) -> dict:
+    """The backend alone at the batch sizes the pipeline ran most and at max_batch."""
+    used = pipeline.get("batch_sizes") or {}
+    common = max(used, key=used.get) if used else "1"
+    reference = cfg.model.max_batch
+    sizes = sorted({1, int(common), reference})
+    result = engine.measure(cfg, sizes, seconds, progress)
+    rows = {r["batch"]: r for r in result.get("rows", [])}
+    if reference in rows and rows[reference]["fps"]:
+        result["reference_batch"] = reference
+        result["pipeline_over_engine"] = round(pipeline["fps"] / rows[reference]["fps"], 3)
+    return result
 
 
 def _compare(cfg: PipelineConfig, opts: SuiteOptions, frames: dict, backend_name: str, out: dict,
@@ -90,6 +106,7 @@ def _meta(cfg: PipelineConfig, opts: SuiteOptions) -> dict:
     return {**describe_machine(), "command": opts.command, "config": opts.config_path, "title": title,
             "cameras": len(cfg.cameras), "frame_size": [cam.width, cam.height], "rate_fps_per_camera": s.rate_fps,
             "duration_s": s.duration_s, "warmup_s": s.warmup_s, "ring_frames": s.ring, "budget_ms": cfg.budget_ms,
+            "engine_s": s.engine_s,
             "model": {"path": str(model.path), "input_size": list(model.input_size), "providers": list(model.providers),
                       "max_batch": model.max_batch, "max_wait_us": model.max_wait_us, "cuda_graph": model.cuda_graph},
             **opts.notes}

@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--switch-interval-ms", type=positive_float, metavar="MS",
                    help="sys.setswitchinterval for the run (Python's default is 5 ms)")
     p.add_argument("--ring", type=positive_int, default=8, metavar="N", help="pre-rendered frames per camera (default 8)")
+    p.add_argument("--engine-s", type=float, default=2.0, metavar="S",
+                   help="seconds of the backend alone per batch size, in the same run (default 2; 0: skip)")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:*", help="where the bench publishes (default: a free port)")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--png", metavar="FILE", help="draw latency CDFs (needs matplotlib: the 'bench' extra)")
@@ -65,7 +67,8 @@ def bench(args: argparse.Namespace) -> int:
         return 2
     config = load_config(args.config, require_model=True)
     print(f"bench: {run_kind(args.rate, args.cameras)}", file=sys.stderr, flush=True)
-    settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint)
+    settings = BenchSettings(args.duration, max(0.0, args.warmup), args.cameras, args.rate, args.ring, args.endpoint,
+                             max(0.0, args.engine_s))
     options = SuiteOptions(settings, args.compare, args.batch_sweep or (), args.max_wait_us, args.switch_interval_ms,
                            Path(args.json) if args.json else None, Path(args.png) if args.png else None,
                            command="pipeline " + shlex.join(sys.argv[1:]), config_path=args.config)

@@ -30,7 +30,9 @@ def load_config(path: str | Path, *, require_model: bool = False) -> PipelineCon
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     config = parse_config(text, source=str(path), base_dir=path.parent)
-    if require_model and not config.model.path.exists():
+    # A model served by Triton lives on the server; model.path then only records its source.
+    served = config.model.triton is not None
+    if require_model and not served and not config.model.path.exists():
         raise ConfigError(not_found_message(str(path), "model.path", config.model.path, path.parent))
     return config
 

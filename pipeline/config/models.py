@@ -204,15 +204,6 @@ class ModelConfig(Strict):
         return value
 
     @model_validator(mode="after")
-    def _graph_needs_batch_1(self) -> "ModelConfig":
-        # Measured on the H100 (docs/BENCHMARKS.md): with max_batch 8 ONNX Runtime's graph
-        # capture fails inside cuDNN once frames flow and every batch errors; batch 1 works.
-        if self.cuda_graph and self.max_batch > 1:
-            raise ValueError("cuda_graph works with max_batch 1 only (ONNX Runtime's capture failed "
-                             f"with batches on the lab GPU); got max_batch {self.max_batch}")
-        return self
-
-    @model_validator(mode="after")
     def _triton_needs_its_section(self) -> "ModelConfig":
         if (self.backend == BackendKind.TRITON) != (self.triton is not None):
             raise ValueError("model.triton (url, model_name, ...) goes with backend triton, and only with it")

@@ -19,7 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health, StageState
+from pipeline.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class HealthMonitor:
         assert self.telemetry is not None
         return [f"{s.name} (no progress for {(now_ns - s.last_progress_ns) / 1e9:.1f} s{', busy' if s.busy else ''})"
                 for s in list(self.telemetry.stages.values())
-                if s.state == "running" and now_ns - s.last_progress_ns > self.stage_stall_ns]
+                if s.state is StageState.RUNNING and now_ns - s.last_progress_ns > self.stage_stall_ns]
 
     def _is_ready(self, t: Telemetry) -> bool:
         if not self._ready:

@@ -1,4 +1,5 @@
-"""The daemon's HTTP endpoint: Prometheus `/metrics` and `/healthz`.
+"""The daemon's HTTP endpoint: Prometheus `/metrics`, `/healthz`, and for Kubernetes'
+probes `/livez` (every stage progressing) and `/readyz` (READY: model warm, cameras seen).
 
 Owns one listening socket (127.0.0.1 by default) served by a small threaded stdlib HTTP
 server on its own daemon threads, so a slow scraper never touches a pipeline thread.
@@ -47,8 +48,16 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"status": "ok" if report.healthy else "unavailable", "ready": report.ready,
                     "healthy": report.healthy, "progressing": report.progressing, "reason": report.reason}
             self._reply(200 if report.healthy else 503, json.dumps(body).encode() + b"\n", "application/json")
+        elif path in ("/livez", "/readyz"):
+            # For orchestrators: alive = every stage makes progress (the systemd watchdog's
+            # rule), so a DEGRADED pipeline waiting out an inference-server outage is not
+            # restarted; ready = READY=1 (model warm, every camera delivered once).
+            report = self.server.monitor.check()
+            ok = report.progressing if path == "/livez" else report.ready
+            self._reply(200 if ok else 503, (b"ok\n" if ok else report.reason.encode() + b"\n"),
+                        "text/plain; charset=utf-8")
         else:
-            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+            self._reply(404, b"not found: try /metrics, /healthz, /livez or /readyz\n", "text/plain; charset=utf-8")
 
     def _reply(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)

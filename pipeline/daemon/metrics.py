@@ -22,9 +22,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.daemon.health import HealthMonitor
-from pipeline.messages import Job
-from pipeline.sources.base import CameraState
-from pipeline.telemetry import Health, Telemetry
+from pipeline.messages import Job, queue_waits
+from pipeline.states import CameraState, Health, StageState
+from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,9 @@ class PipelineMetrics:
         r = self.registry
         self.stage_latency = Histogram("inspection_stage_latency_seconds", "Time each stage added to a frame "
                                        "(since the previous stage's mark)", ["stage"], buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_wait = Histogram("inspection_stage_queue_wait_seconds", "Part of each stage's latency spent "
+                                    "waiting in its queue (the rest is its work)", ["stage"], buckets=LATENCY_BUCKETS,
+                                    registry=r)
         self.e2e_latency = Histogram("inspection_end_to_end_latency_seconds", "Capture to verdict published",
                                      ["camera"], buckets=LATENCY_BUCKETS, registry=r)
         self.verdicts = Counter("inspection_verdicts", "Verdicts published", ["camera", "result"], registry=r)
@@ -49,6 +52,7 @@ class PipelineMetrics:
         r.register(self.collector)
         ProcessCollector(registry=r)
         self._stage_children: dict[str, object] = {}
+        self._wait_children: dict[str, object] = {}
         self._camera_children: dict[str, object] = {}
         self._verdict_children: dict[tuple[str, str], object] = {}
 
@@ -62,6 +66,9 @@ class PipelineMetrics:
             child = self._stage_children.get(stage) or self._stage_children.setdefault(stage, self.stage_latency.labels(stage))
             child.observe((t_ns - previous) / 1e9)
             previous = t_ns
+        for stage, wait_ns in queue_waits(frame.t_capture_ns, job.marks, job.takes):
+            child = self._wait_children.get(stage) or self._wait_children.setdefault(stage, self.stage_wait.labels(stage))
+            child.observe(wait_ns / 1e9)
         cam = frame.camera_id
         e2e = self._camera_children.get(cam) or self._camera_children.setdefault(cam, self.e2e_latency.labels(cam))
         e2e.observe((time.monotonic_ns() - frame.t_capture_ns) / 1e9)
@@ -139,7 +146,7 @@ def _stages(t: Telemetry) -> Iterator:
         processed.add_metric([s.name], s.processed)
         errors.add_metric([s.name], s.errors)
         since.add_metric([s.name], (now - s.last_progress_ns) / 1e9)
-        running.add_metric([s.name], float(s.state == "running"))
+        running.add_metric([s.name], float(s.state is StageState.RUNNING))
     yield from (processed, errors, since, running)
 
 
@@ -148,7 +155,7 @@ def _cameras(t: Telemetry) -> Iterator:
     frames = CounterMetricFamily("inspection_camera_frames_captured", "Frames captured per camera", labels=["camera"])
     for cam in list(t.cameras.values()):
         for s in CameraState:
-            state.add_metric([cam.camera_id, s.value], float(cam.state == s.value))
+            state.add_metric([cam.camera_id, s.value], float(cam.state is s))
         frames.add_metric([cam.camera_id], cam.frames_captured)
     yield from (state, frames)
 

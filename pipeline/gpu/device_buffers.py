@@ -7,10 +7,13 @@ and `PinnedArray` (page-locked host memory, for fast asynchronous copies).
 Ownership, as for the host pool: the preprocess stage acquires a slot and the GPU
 letterbox kernel writes the model input into it; the slot travels with the job; the
 infer stage releases it once the backend has consumed it (or `Job.settle` does, for a
-job settled early). The kernel's stream is synchronised before the slot leaves the
-preprocess stage, so whoever holds a slot may read it on any stream. The pool frees its
-device memory in `close()`, called once by whoever built it, after the stages stopped;
-nothing is freed in `__del__`.
+job settled early). The kernel's work is only enqueued: the slot carries the CUDA event
+recorded after it (`TensorSlot.fence`); a reader orders its stream after that event,
+and `release` waits on it. The pool frees its device memory in `close()`, called once
+by whoever built it, after the stages stopped; nothing is freed in `__del__`.
+
+`PinnedAllocator` makes the page-locked frame slots (`pipeline.buffers.FramePool`'s
+allocator on the GPU path) and frees them all in `close()`.
 """
 
 from __future__ import annotations
@@ -81,3 +84,32 @@ class DeviceSlotPool(SlotPool):
             with self.device.active():
                 for tensor in tensors:
                     tensor.free()
+
+
+class PinnedAllocator:
+    """Allocates page-locked host arrays for frame pools and frees them in `close()`."""
+
+    def __init__(self, device: CudaDevice):
+        self.device = device
+        self._arrays: list[np.ndarray] = []
+        self._addresses: set[int] = set()
+
+    def __call__(self, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        with self.device.active():
+            array = pinned_array(shape, dtype)
+        self._arrays.append(array)
+        self._addresses.add(array.__array_interface__["data"][0])
+        return array
+
+    def owns(self, image: np.ndarray) -> bool:
+        """Whether `image` is (the start of) one of these page-locked arrays."""
+        return image.__array_interface__["data"][0] in self._addresses and image.flags.c_contiguous
+
+    def close(self) -> None:
+        """Free every array handed out; idempotent. Call once the stages have stopped."""
+        arrays, self._arrays = self._arrays, []
+        self._addresses = set()
+        if arrays:
+            with self.device.active():
+                for array in arrays:
+                    array.base.free()

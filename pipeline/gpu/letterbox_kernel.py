@@ -7,11 +7,17 @@ the same shape as the CPU `Letterboxer`, whose convention it reproduces within 1
 
 What crosses the boundary: a host uint8 frame (HxWx3 BGR or HxW gray) and a
 `DeviceTensor` (3, h, w) float32/float16 slot go in; the geometry comes back, and the
-slot holds the model input. Per frame: one copy into a page-locked staging buffer, one
-asynchronous H2D copy and one kernel launch on the transform's own stream, then a
-stream synchronise, so the slot is complete when it leaves (see device_buffers).
-Staging buffers are allocated once per frame size and freed by `close()`.
-A GpuLetterboxer is not thread-safe: one per preprocess thread.
+slot will hold the model input once the transform's stream has run the work.
+
+Per frame, from a page-locked frame slot (one the `PinnedAllocator` made): one
+asynchronous H2D copy straight from the slot and one kernel launch on the transform's
+own stream; nothing waits. `flush()` then records a `CudaFence` (an event from a ring)
+after the batch's work and returns it: the infer stream waits on it, and the slots are
+released only after it completed (see device_buffers). A frame in ordinary pageable
+memory (a source that could not use its slot) takes the old path: a copy into a
+page-locked staging buffer and a stream synchronise, since that staging buffer is
+reused by the next frame. Staging buffers are allocated once per frame size and freed
+by `close()`. A GpuLetterboxer is not thread-safe: one per preprocess thread.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import pycuda.driver as cuda
 from pycuda.compiler import SourceModule
 
 from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
-from pipeline.gpu.device_buffers import DeviceTensor, pinned_array
+from pipeline.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.imaging.letterbox import check_frame, letterbox_geometry
 from pipeline.messages import Geometry
 
@@ -54,17 +60,51 @@ def compiled_kernels(device: CudaDevice) -> dict[np.dtype, cuda.Function]:
     return kernels
 
 
+class CudaFence:
+    """An event recorded on a stream; `synchronize()` returns once the work before it ran."""
+
+    def __init__(self, device: CudaDevice):
+        self.device = device
+        self.event = cuda_call("creating a CUDA event", cuda.Event, cuda.event_flags.DISABLE_TIMING)
+        self._done = True
+
+    def record(self, stream: cuda.Stream) -> CudaFence:
+        self._done = False
+        cuda_call("recording a CUDA event", self.event.record, stream)
+        return self
+
+    def synchronize(self) -> None:
+        if self._done:  # both slots of a job share a fence: the second wait is free
+            return
+        with self.device.active():
+            cuda_call("waiting for the GPU preprocess", self.event.synchronize)
+        self._done = True
+
+
 class GpuLetterboxer:
     """Letterbox frames straight into device slots; see the module docstring."""
 
-    def __init__(self, device: CudaDevice, input_size: tuple[int, int], pad_value: int = 114):
+    def __init__(self, device: CudaDevice, input_size: tuple[int, int], pad_value: int = 114,
+                 pinned: PinnedAllocator | None = None, fences: int = 64):
         self.device = device
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.pad_value = int(pad_value)
+        self.pinned = pinned  # frames in its arrays are uploaded without a staging copy or a wait
         self._kernels = compiled_kernels(device)
         with device.active():
             self.stream = cuda_call("creating the preprocess stream", cuda.Stream)
+            # a ring: a fence is recorded again only after `fences` more batches, long after
+            # its slots were released (there are fewer slots than that in flight)
+            self._fences = [CudaFence(device) for _ in range(fences)]
+        self._next_fence = 0
         self._staging: dict[tuple[int, ...], tuple[np.ndarray, DeviceTensor]] = {}
+
+    def flush(self) -> CudaFence:
+        """A fence after everything enqueued so far (one per batch of frames)."""
+        fence = self._fences[self._next_fence]
+        self._next_fence = (self._next_fence + 1) % len(self._fences)
+        with self.device.active():
+            return fence.record(self.stream)
 
     def geometry(self, src_w: int, src_h: int) -> Geometry:
         return letterbox_geometry(src_w, src_h, *self.input_size)[0]
@@ -78,14 +118,18 @@ class GpuLetterboxer:
         w, h = self.input_size
         grid = ((w + BLOCK[0] - 1) // BLOCK[0], (h + BLOCK[1] - 1) // BLOCK[1])
         channels = 1 if image.ndim == 2 else 3
+        direct = self.pinned is not None and self.pinned.owns(image)
         with self.device.active():
             pinned, frame = self._staging_for(image.shape)
-            np.copyto(pinned, image)  # camera memory is pageable; the async copy needs page-locked
-            cuda_call("copying a frame to the GPU", cuda.memcpy_htod_async, frame.allocation, pinned, self.stream)
+            if not direct:
+                np.copyto(pinned, image)  # pageable memory: the async copy needs page-locked
+            cuda_call("copying a frame to the GPU", cuda.memcpy_htod_async, frame.allocation,
+                      image if direct else pinned, self.stream)
             cuda_call("launching the letterbox kernel", kernel.prepared_async_call, grid, BLOCK, self.stream,
                       frame.ptr, src_w, src_h, channels, out.ptr, w, h, nw, nh,
                       int(geometry.pad_x), int(geometry.pad_y), src_w / nw, src_h / nh, float(self.pad_value))
-            cuda_call("running the letterbox kernel", self.stream.synchronize)
+            if not direct:  # the staging buffer is reused by the next frame
+                cuda_call("running the letterbox kernel", self.stream.synchronize)
         return geometry
 
     def _kernel_for(self, out: object) -> cuda.Function:

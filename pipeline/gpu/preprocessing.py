@@ -3,7 +3,8 @@
 Owns opening and closing them together, in the right order. The assembly calls
 `GpuPreprocess.open` when the chosen backend takes device buffers; the pipeline's
 preprocess stage then gets `transform` (a `GpuLetterboxer`) and `pool` (a
-`DeviceSlotPool`). The device handle here retains the same primary context as the
+`DeviceSlotPool`), and the pipeline's frame pools get `pinned` (a `PinnedAllocator`) as
+their allocator, so frames are uploaded straight from their slots. The device handle here retains the same primary context as the
 backend's own, so the slots' pointers are valid for the backend; it is released last,
 after the pool and the staging buffers, by `close()`.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.gpu.cuda import CudaDevice
-from pipeline.gpu.device_buffers import DeviceSlotPool
+from pipeline.gpu.device_buffers import DeviceSlotPool, PinnedAllocator
 from pipeline.gpu.letterbox_kernel import GpuLetterboxer
 
 
@@ -24,22 +25,25 @@ class GpuPreprocess:
     device: CudaDevice
     transform: GpuLetterboxer
     pool: DeviceSlotPool
+    pinned: PinnedAllocator
 
     @classmethod
     def open(cls, device_id: int, input_size: tuple[int, int], dtype: np.dtype | type, slots: int) -> GpuPreprocess:
         """Retain the device, compile (or load) the kernel and allocate `slots` input slots."""
         device = CudaDevice.open(device_id)
         try:
-            transform = GpuLetterboxer(device, input_size)
+            pinned = PinnedAllocator(device)
+            transform = GpuLetterboxer(device, input_size, pinned=pinned, fences=2 * slots + 8)
             w, h = input_size
             pool = DeviceSlotPool(device, (3, h, w), dtype, slots)
         except BaseException:
             device.close()
             raise
-        return cls(device, transform, pool)
+        return cls(device, transform, pool, pinned)
 
     def close(self) -> None:
         """Free staging buffers and slots, then release the device; idempotent."""
         self.transform.close()
         self.pool.close()
+        self.pinned.close()
         self.device.close()

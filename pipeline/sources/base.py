@@ -4,17 +4,24 @@ A source owns one camera (or a synthetic/replayed stand-in). The capture stage o
 thread, the frame counter and the timestamps; the source only opens, reads and closes.
 A source returns images it no longer needs: a driver buffer is copied or converted
 before `read` returns, so a slow consumer never starves the camera.
+
+Frame slots: a `SlotSource` can also write a frame into a buffer the pipeline lends it
+(`read_into(out, timeout_s)`, `out` a uint8 array of the camera's shape from a
+`pipeline.buffers.FramePool`, page-locked on the GPU path). It returns a `SourceFrame`
+whose image is `out` itself; a frame that does not fit `out` (another size) comes back
+in an array of its own and the capture stage gives the slot back. Writing straight into
+the slot is what saves the per-frame allocation and host copy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from pipeline.messages import GroundTruth
+from pipeline.states import CameraState  # re-exported: sources report their link in it
 
 
 class SourceEnded(Exception):
@@ -23,14 +30,6 @@ class SourceEnded(Exception):
 
 class SourceError(Exception):
     """The source cannot deliver (device gone, stream broken); the message says why."""
-
-
-class CameraState(str, Enum):
-    CONNECTING = "CONNECTING"
-    STREAMING = "STREAMING"
-    STALLED = "STALLED"  # connected but silent past stall_timeout_s
-    DOWN = "DOWN"
-    ENDED = "ENDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +50,15 @@ class FrameSource(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SlotSource(FrameSource, Protocol):
+    """A FrameSource that can write its next frame into a lent buffer."""
+
+    def read_into(self, out: np.ndarray, timeout_s: float) -> SourceFrame | None:
+        """Like `read`, with the image written into `out` (returned as the frame's image)."""
+        ...
 
 
 @runtime_checkable

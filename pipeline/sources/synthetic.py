@@ -125,17 +125,24 @@ class SyntheticSource:
         pass
 
     def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        """The next frame, rendered into the lent slot `out` (a `SlotSource`)."""
         if not self._pacer.wait(timeout_s):
             return None
-        frame = self.render(self._next)
+        frame = self.render(self._next, out)
         self._next += 1
         return frame
 
-    def render(self, k: int) -> SourceFrame:
-        """Frame `k` of this seed: always the same image and truth."""
+    def render(self, k: int, out: np.ndarray | None = None) -> SourceFrame:
+        """Frame `k` of this seed: always the same image and truth, drawn into `out` when
+        it is a (height, width, 3) uint8 buffer, else into a new array."""
         rng = np.random.default_rng((self._seed, k))
         tex, s = self._tex, self._size
-        frame = np.empty((self.height, self.width, 3), np.uint8)
+        shape = (self.height, self.width, 3)
+        fits = out is not None and out.shape == shape and out.dtype == np.uint8
+        frame = out if fits else np.empty(shape, np.uint8)
         self._draw_belt(frame, k)
         part = (Washer if rng.random() < 0.5 else Plate)(rng, s)
         x0 = int(rng.integers(0, self.width - s + 1))

@@ -10,6 +10,11 @@ stage:
 An exception outside job handling is a crash: it is recorded in telemetry (health
 ERROR) and the composition root routes the stage's remaining jobs around it.
 
+A stage takes what its inbox holds (up to `max_batch`) in one wake-up and hands the
+results on in one `put_many`, so a batch costs one queue hop. The moment it took them is
+`self.taken_ns`; handlers stamp it into each job with `self.mark(job, ...)`, so the
+verdict tells the wait in the queue apart from the stage's work.
+
 The jobs a stage has taken from its inbox but not yet passed on are "in hand". When a
 stage hangs (or crashes) the composition root takes them back with `abandon()` and
 settles them itself; from then on the stage passes nothing on, so a stage that wakes up
@@ -20,10 +25,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Sequence
+import time
+from typing import Any, Sequence
 
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
+from pipeline.states import StageState
 from pipeline.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,18 @@ class Stage:
         self._hand_lock = threading.Lock()
         self._in_hand: dict[int, Job] = {}  # id(job) -> job taken from the inbox, not yet passed on
         self._abandoned = False
+        self.taken_ns = 0  # when the items now in hand were taken from the inbox
+        self.ready = threading.Event()  # set once `prepare` has run (or failed): frames may flow
 
     # ------------------------------------------------------------------ subclass API
+    def mark(self, job: Job, **changes: Any) -> Job:
+        """`job` as this stage hands it on, with its take and hand-on times."""
+        return job.mark(self.name, self.taken_ns, **changes)
+
+    def collect(self) -> list:
+        """The next items from the inbox (a subclass may batch by its own rule)."""
+        return self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S)
+
     def handle(self, jobs: list[Job]) -> Sequence[Job]:
         """Turn unsettled jobs into their next form; same length and order."""
         raise NotImplementedError
@@ -58,34 +75,42 @@ class Stage:
     def idle(self) -> None:
         """Called when no job arrived within POLL_S (e.g. to send a heartbeat)."""
 
+    def prepare(self) -> None:
+        """Called once on the stage's own thread before its first job (e.g. a backend's
+        per-thread warm-up); the pipeline lets frames flow only after every stage's."""
+
     def finish(self) -> None:
         """Called once after the last EndOfStream, before it is forwarded."""
 
-    def emit(self, job: Job) -> None:
+    def emit(self, jobs: list[Job]) -> None:
         assert self.outbox is not None
-        self.outbox.put(job)
+        self.outbox.put_many(jobs)
 
     # ------------------------------------------------------------------ the loop
     def start(self) -> None:
         self.thread.start()
 
     def run(self) -> None:
-        self.stats.state = "running"
+        self.stats.move_to(StageState.RUNNING)
         try:
+            try:
+                self.prepare()
+            finally:
+                self.ready.set()
             while self._ends_seen < self.upstreams:
-                items = self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S)
+                items = self.collect()
                 if not items:
                     self.idle()
                     self.stats.progressed()  # idle is progress: the watchdog looks for stuck calls
                     continue
                 self._process(items)
                 if self._abandoned:  # woke up after shutdown routed around it: its work is done
-                    self.stats.state = "abandoned"
+                    self.stats.move_to(StageState.ABANDONED)
                     return
             self.finish()
             if self.outbox is not None:
                 self.outbox.put(EndOfStream(self.name))
-            self.stats.state = "stopped"
+            self.stats.move_to(StageState.STOPPED)
         except BaseException as exc:  # a crash, not a per-frame failure
             log.exception("stage %s crashed", self.name)
             self.telemetry.record_crash(self.name, exc)
@@ -102,31 +127,37 @@ class Stage:
             if not self._abandoned:
                 self._in_hand = {id(item): item for item in items if isinstance(item, Job)}
 
-    def _pass_on(self, taken: Job, result: Job) -> None:
+    def _pass_on(self, pairs: list[tuple[Job, Job]]) -> None:
+        """Hand on the results of the jobs still in hand, in one batch."""
+        if not pairs:
+            return
         with self._hand_lock:
-            if id(taken) not in self._in_hand:
-                return  # abandoned: the composition root has already settled it
-            self.emit(result)
-            del self._in_hand[id(taken)]
+            # jobs no longer in hand were abandoned: the composition root settled them already
+            results = [result for taken, result in pairs if self._in_hand.pop(id(taken), None) is not None]
+            if results:
+                self.emit(results)
 
     def _process(self, items: list) -> None:
+        self.taken_ns = time.monotonic_ns()
         self._take(items)
         jobs: list[Job] = []
+        done: list[tuple[Job, Job]] = []
         for item in items:
             if isinstance(item, EndOfStream):
                 self._ends_seen += 1
             elif item.settled:
-                self._flush(jobs)
+                done += self._flush(jobs)
                 jobs = []
-                self._pass_on(item, item)
+                done.append((item, item))
             else:
                 jobs.append(item)
-        self._flush(jobs)
+        done += self._flush(jobs)
+        self._pass_on(done)
         self.stats.progressed()
 
-    def _flush(self, jobs: list[Job]) -> None:
+    def _flush(self, jobs: list[Job]) -> list[tuple[Job, Job]]:
         if not jobs:
-            return
+            return []
         self.stats.busy = True
         try:
             done = self.handle(jobs)
@@ -135,8 +166,7 @@ class Stage:
         finally:
             self.stats.busy = False
         self.stats.processed += len(jobs)
-        for taken, job in zip(jobs, done):
-            self._pass_on(taken, job)
+        return list(zip(jobs, done))
 
     def _fail(self, jobs: list[Job], exc: Exception) -> list[Job]:
         # Exceptions may name their own reason (BadFrame -> bad_frame, BadModelOutput ->

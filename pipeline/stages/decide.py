@@ -21,6 +21,7 @@ from pipeline.telemetry import Telemetry
 
 class DecideStage(Stage):
     name = "decide"
+    max_batch = 64  # whatever infer handed on (a whole batch) in one wake-up
 
     def __init__(self, rules: RuleBook, mm_per_px: dict[str, float | None], inbox: StageQueue, outbox: StageQueue,
                  telemetry: Telemetry, budget_ms: float, late_policy: LatePolicy):
@@ -43,7 +44,7 @@ class DecideStage(Stage):
         age_ns = time.monotonic_ns() - job.frame.t_capture_ns
         if age_ns > self.budget_ns:
             verdict = self._late(verdict, age_ns / 1e6)
-        return job.mark(self.name, verdict=verdict)
+        return self.mark(job, verdict=verdict)
 
     def _late(self, verdict: Verdict, age_ms: float) -> Verdict:
         if self.late_policy is LatePolicy.REPORT:

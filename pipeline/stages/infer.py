@@ -1,9 +1,17 @@
 """Infer: batches of tensors -> detections in source pixels.
 
-Owns dynamic batching (up to `max_batch` jobs or `max_wait_us` after the first, whichever
-comes first; each job keeps its own capture time), skipping jobs already past their
+Owns dynamic batching, deadline-aware: it takes what is queued (up to `max_batch`) and
+waits for more only while the oldest frame in hand can still make its budget, i.e. until
+`t_capture + budget_ms - (the measured time of a batch one larger) - DOWNSTREAM_MARGIN`,
+and never more than `max_wait_us` after the first frame. Under load the queue holds
+enough for full batches at once; when it is quiet a frame waits at most `max_wait_us`
+and never so long that waiting itself makes it late. Each job keeps its own capture
+time. Also owns skipping jobs already past their
 deadline (NOT_INSPECTED `expired`: no point spending the accelerator on a part whose
-verdict would be late anyway), releasing input slots once the backend has consumed them,
+verdict would be late anyway), releasing input and frame slots once the backend has consumed them (a
+`StreamOrdered` backend is handed the slots' fences and makes its own stream wait on
+them, so the host never waits for the upload; with any other backend the host waits on
+each fence first),
 and decoding the raw output per image, so a malformed output fails only its own frame.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
@@ -18,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from dataclasses import replace
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -26,12 +35,30 @@ from pipeline.backends.base import RemoteBackend
 from pipeline.config.models import BackendErrorPolicy
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
-from pipeline.stages.base import Stage
+from pipeline.stages.base import POLL_S, Stage
 from pipeline.telemetry import Telemetry
 
 Decoder = Callable[[np.ndarray, Geometry], Detections]  # one image's raw output -> detections
 
 log = logging.getLogger(__name__)
+
+DOWNSTREAM_MARGIN_NS = 1_000_000  # decode, decide and publish after the batch: what a wait must leave
+SERVICE_EWMA = 0.1  # weight of a new measurement of a batch size's backend time
+
+
+@runtime_checkable
+class ThreadWarmed(Protocol):
+    """A backend with per-thread state to build on the thread that will run it (ONNX
+    Runtime keeps its CUDA graphs per thread): the infer thread calls this first."""
+
+    def warmup_thread(self) -> None: ...
+
+
+@runtime_checkable
+class StreamOrdered(Protocol):
+    """A backend that orders its work after fences (CUDA events) on its own stream."""
+
+    def wait_for(self, fences: Sequence[Any]) -> None: ...
 
 
 class InferStage(Stage):
@@ -50,6 +77,23 @@ class InferStage(Stage):
         self._batch: np.ndarray | None = None  # allocated once, on first use
         self.error_policy = on_backend_error
         self.failed_in_row = 0  # backend calls that raised since the last one that worked
+        self.stream_ordered = isinstance(backend, StreamOrdered)
+        self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
+
+    def prepare(self) -> None:
+        if isinstance(self.backend, ThreadWarmed):
+            self.backend.warmup_thread()
+
+    def collect(self) -> list:
+        return self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S, self._wait_until)
+
+    def _wait_until(self, batch: list) -> float:
+        """The last instant (time.monotonic) worth waiting for one more frame."""
+        captured = [item.frame.t_capture_ns for item in batch if isinstance(item, Job) and not item.settled]
+        if not captured:
+            return 0.0  # nothing to wait for: hand on what is in hand
+        service = self.service_ns[min(len(batch) + 1, self.max_batch)] or max(self.service_ns)
+        return (min(captured) + self.budget_ns - service - DOWNSTREAM_MARGIN_NS) / 1e9
 
     def handle(self, jobs: list[Job]) -> list[Job]:
         now = time.monotonic_ns()
@@ -63,7 +107,9 @@ class InferStage(Stage):
         return self.skip_expired and now_ns - job.frame.t_capture_ns > self.budget_ns
 
     def _run(self, jobs: list[Job]) -> np.ndarray:
+        started = time.monotonic_ns()
         try:
+            self._order_after_uploads(jobs)
             output = self._infer(jobs)
         except Exception as exc:
             self._backend_failed(exc)
@@ -71,6 +117,12 @@ class InferStage(Stage):
         finally:
             for job in jobs:  # the backend has consumed (or failed on) the inputs
                 job.tensor.release()
+                if job.frame_slot is not None:
+                    job.frame_slot.release()
+        n = len(jobs)
+        seen = self.service_ns[n]
+        took = time.monotonic_ns() - started
+        self.service_ns[n] = took if not seen else seen + SERVICE_EWMA * (took - seen)
         if self.failed_in_row:
             log.warning("inference backend recovered after %d failed batch(es)", self.failed_in_row)
             self.failed_in_row, self.stats.failing = 0, False
@@ -87,6 +139,16 @@ class InferStage(Stage):
             self.telemetry.record_failure(self.name, what)
         else:
             log.error("%s; going on (model.on_backend_error.action: continue)", what)
+
+    def _order_after_uploads(self, jobs: list[Job]) -> None:
+        fences = list({id(f): f for f in (job.tensor.fence for job in jobs) if f is not None}.values())
+        if not fences:
+            return
+        if self.stream_ordered:
+            self.backend.wait_for(fences)  # the GPU waits, not the host
+        else:
+            for fence in fences:
+                fence.synchronize()
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
         if isinstance(self.backend, RemoteBackend):
@@ -118,7 +180,9 @@ class InferStage(Stage):
             code = getattr(exc, "reason_code", ReasonCode.BAD_OUTPUT)
             self.stats.errors += 1
             return job.settle(Outcome.ERROR, code, f"{type(exc).__name__}: {exc}"[:300], self.name)
-        return job.mark(self.name, tensor=None, detections=detections, model_backend=self.backend.name)
+        frame = job.frame if job.frame_slot is None else replace(job.frame, image=None)  # the slot went back
+        return self.mark(job, tensor=None, frame_slot=None, frame=frame, detections=detections,
+                         model_backend=self.backend.name)
 
     def _expire(self, job: Job) -> Job:
         detail = f"{job.age_ms():.1f} ms old before inference"

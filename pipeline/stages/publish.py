@@ -9,12 +9,14 @@ bug upstream) is published as ERROR rather than dropped.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 from pipeline.messages import Job
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
-from pipeline.telemetry import Health, Telemetry
+from pipeline.states import Health
+from pipeline.telemetry import Telemetry
 
 
 class PublishStage(Stage):
@@ -32,7 +34,15 @@ class PublishStage(Stage):
     def handle(self, jobs: list[Job]) -> list[Job]:
         raise RuntimeError("job reached the publisher without a verdict")
 
-    def emit(self, job: Job) -> None:
+    def emit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._publish(job)
+        self.telemetry.published_dropped = self.publisher.dropped
+        self._maybe_heartbeat()
+
+    def _publish(self, job: Job) -> None:
+        # the publish stage's take time: its share splits into queue wait and sending
+        job = replace(job, takes=job.takes + ((self.name, self.taken_ns),))
         if self.tap is not None:
             job = self.tap(job)
         seq = self.publisher.publish_verdict(job)
@@ -41,16 +51,15 @@ class PublishStage(Stage):
         camera.last_seq = seq
         self.telemetry.counts[job.verdict.outcome.value] += 1
         self.telemetry.latency.add((time.monotonic_ns() - job.frame.t_capture_ns) / 1e6)
-        self.telemetry.published_dropped = self.publisher.dropped
         self.telemetry.verdict_published(job)
-        self._maybe_heartbeat()
 
     def idle(self) -> None:
         self._maybe_heartbeat()
         self.stats.progressed()  # an idle publisher is still making progress
 
     def finish(self) -> None:
-        self.telemetry.health = Health.STOPPING if self.telemetry.health is not Health.ERROR else Health.ERROR
+        if self.telemetry.health is not Health.ERROR:
+            self.telemetry.set_health(Health.STOPPING)
         self.heartbeat()
 
     def _maybe_heartbeat(self) -> None:

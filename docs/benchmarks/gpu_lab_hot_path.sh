@@ -1,0 +1,63 @@
+#!/bin/bash
+# The hot path's figures on the GPU lab machine (issue 11's Done-when table).
+# Run there after ../shared/gpu-lab's setup, from the project root, with GPURUN pointing
+# at the folder that carries the cp312 wheels and yolov8n-640-random.onnx (.gpurun/):
+#   bash docs/benchmarks/gpu_lab_hot_path.sh tests   # pytest -m gpu
+#   bash docs/benchmarks/gpu_lab_hot_path.sh quick   # 8 cameras @ 125 and 1 camera @ 300
+#   bash docs/benchmarks/gpu_lab_hot_path.sh table   # every row of the table
+# Logs and JSON go to $OUT.
+GPURUN=${GPURUN:-.gpurun}
+source /root/dc/env.sh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+  "$GPURUN"/*.whl || exit 3
+export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PIPELINE_TEST_MODEL=$PWD/engines/demo.onnx
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+cfg() {  # name model input width height max_batch max_wait_us infer_queue
+cat > "/tmp/$1.yaml" <<EOF
+cameras:
+  - id: cam
+    source: {kind: synthetic, seed: 1}
+    width: $4
+    height: $5
+    fps: 30
+model:
+  path: $2
+  providers: [CUDAExecutionProvider]
+  input_size: $3
+  preprocess: gpu
+  cuda_graph: true
+  cudnn_conv_algo_search: EXHAUSTIVE
+  max_batch: $6
+  max_wait_us: $7
+queues:
+  infer: {size: $8}
+budget_ms: 30
+publisher: {endpoint: "tcp://127.0.0.1:5599"}
+EOF
+}
+b() {  # name config bench-args...
+  n=$1; c=$2; shift 2; echo "=== $n $*"
+  timeout 150 python3 -m pipeline --log-level WARNING bench "/tmp/$c.yaml" --duration 4 --warmup 1.5 \
+    --engine-s 1.5 --json "$OUT/$n.json" "$@" > "$OUT/$n.txt" 2>&1
+  echo "rc=$?"; grep -v '^bench:' "$OUT/$n.txt" | tail -16
+}
+Y=$GPURUN/yolov8n-640-random.onnx
+cfg y1 "$Y" 640 1920 1080 1 0 4
+cfg y8 "$Y" 640 1920 1080 8 2000 16
+cfg d8 engines/demo.onnx 416 1280 1024 8 2000 16
+
+case "${1:-quick}" in
+tests)
+  timeout 280 python3 -m pytest -m gpu tests/gpu -q -p no:cacheprovider -rfEs > "$OUT/gpu_tests.log" 2>&1
+  echo "pytest rc=$?"; tail -25 "$OUT/gpu_tests.log" ;;
+quick)
+  b cam8_125 y8 --cameras 8 --rate 125
+  b cam1_300 y1 --cameras 1 --rate 300 ;;
+table)
+  b cam1_300 y1 --cameras 1 --rate 300 --compare
+  b cam8_125 y8 --cameras 8 --rate 125
+  b cam8_250 y8 --cameras 8 --rate 250
+  b cam8_flat y8 --cameras 8
+  b demo8_125 d8 --cameras 8 --rate 125 ;;
+esac

@@ -1,0 +1,73 @@
+"""Measures what the hop to a Triton server costs against in-process ONNX Runtime
+(figures for docs/SCALING.md) and prints one JSON object.
+
+    python3 tools/measure_triton_hop.py MODEL.onnx GRPC_HOST:PORT HTTP_HOST:PORT MODEL_NAME [--runs N]
+
+The server must serve MODEL.onnx as MODEL_NAME (e.g. `pipeline export-triton MODEL.onnx
+REPO --platform python`, then tritonserver on that repository; tests/triton_server.py
+starts one). Each variant runs the pipeline's own backend (`create_backend`) on random
+input for batch 1 and 4: in-process ONNX Runtime, Triton gRPC with system shared memory,
+gRPC with plain tensors, HTTP with shared memory, HTTP with plain tensors. p50/p99 of
+wall time per call, in ms, after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from pipeline.backends import create_backend
+from pipeline.config.models import ModelConfig
+
+
+def timed(backend, batch: int, runs: int) -> dict[str, float]:
+    w, h = backend.input_size
+    tensors = list(np.random.default_rng(0).random((batch, 3, h, w), dtype=np.float32))
+    for _ in range(5):
+        backend.infer_tensors(tensors)
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        backend.infer_tensors(tensors)
+        samples.append((time.perf_counter() - start) * 1e3)
+    return {"p50_ms": round(float(np.percentile(samples, 50)), 2), "p99_ms": round(float(np.percentile(samples, 99)), 2)}
+
+
+def variants(args) -> dict[str, dict]:
+    base = {"path": args.model, "input_size": 416, "max_batch": 4, "threads": 1}
+    remote = {**base, "backend": "triton"}
+    out = {"onnxruntime in-process": base}
+    for protocol, url in (("grpc", args.grpc), ("http", args.http)):
+        for shm in ("system", "none"):
+            out[f"triton {protocol} {'shm' if shm == 'system' else 'tensors'}"] = {
+                **remote, "triton": {"url": url, "protocol": protocol, "model_name": args.name, "shared_memory": shm}}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("grpc")
+    p.add_argument("http")
+    p.add_argument("name")
+    p.add_argument("--runs", type=int, default=200)
+    args = p.parse_args()
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
+              "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0], "variants": {}}
+    for label, cfg in variants(args).items():
+        backend = create_backend(ModelConfig(**cfg))
+        try:
+            result["variants"][label] = {f"batch {b}": timed(backend, b, args.runs) for b in (1, 4)}
+        finally:
+            backend.close()
+    result["load_1min_after"] = os.getloadavg()[0]
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
