@@ -75,13 +75,7 @@ class FailedPartArchive:
     @classmethod
     def from_config(cls, cfg: ArchiveConfig, config: PipelineConfig, class_names: tuple[str, ...],
                     annotate: Annotator | None = None) -> "FailedPartArchive":
-        try:
-            cfg.path.mkdir(parents=True, exist_ok=True)
-            probe = cfg.path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ArchiveError(f"archive.path {cfg.path}: cannot write there: {exc.strerror or exc}") from None
+        check_writable(cfg.path)
         provenance = {"model_path": str(config.model.path), "model_sha256": file_sha256(config.model.path),
                       "config_sha256": config_sha256(config)}
         return cls(cfg.path, int(cfg.quota_mb * 1024 * 1024), cfg.max_queue, set(cfg.save), class_names,
@@ -220,6 +214,17 @@ def _encode(ext: str, image: np.ndarray, params: list[int]) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {ext}")
     return buf.tobytes()
+
+
+def check_writable(path: Path) -> None:
+    """ArchiveError unless a file can be created in `path` (made if missing)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ArchiveError(f"archive.path {path}: cannot write there: {exc.strerror or exc}") from None
 
 
 def scan(root: Path) -> tuple[deque[tuple[Path, int]], int]:

@@ -18,6 +18,7 @@ from typing import Callable
 from pipeline.app import Parts, Pipeline
 from pipeline.assembly import build_parts
 from pipeline.config.models import PipelineConfig
+from pipeline.daemon.preflight import preflight
 from pipeline.daemon.service import DaemonService
 from pipeline.status_line import StatusLine
 
@@ -42,6 +43,7 @@ class StopRequest:
 def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: float | None = None,
                  status: StatusLine | None = None, config_path: Path | None = None,
                  service: DaemonService | None = None, build: Callable[[PipelineConfig], Parts] = build_parts) -> int:
+    preflight(config)  # the same refusals as `pipeline check-config`, before anything starts
     service = service or DaemonService(config, config_path=config_path)
     stop = StopRequest()
     restore = _install_signal_handlers(stop, service.request_reload)  # before the slow part: a HUP must not kill
