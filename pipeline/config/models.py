@@ -326,6 +326,12 @@ class HttpConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)  # 0: any free port (the log names it)
+    # Served by waitress: one I/O thread for every connection, `threads` answering requests.
+    # Beyond `max_connections` open connections no new one is accepted until some close;
+    # a connection idle for `idle_timeout_s` is closed (docs/OPERATIONS.md).
+    max_connections: int = Field(2000, ge=1, le=60_000)
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
+    threads: int = Field(2, ge=1, le=16)
 
 
 class ArchiveConfig(Strict):
