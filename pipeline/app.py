@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from pipeline.archive import FailedPartArchive
 from pipeline.buffers import Allocator, FramePool, HostSlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
@@ -82,6 +83,8 @@ class Pipeline:
         self.telemetry = Telemetry([c.id for c in config.cameras])
         self.telemetry.backend = getattr(parts.backend, "name", "")
         self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
+        if isinstance(parts.archive, FailedPartArchive):  # a full disk shows in health until space returns
+            parts.archive.on_change = self.telemetry.set_archive_problem
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.frame_pools = self._frame_pools()

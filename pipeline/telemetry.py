@@ -188,6 +188,10 @@ class Telemetry:
         # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
         self.verdict_listeners: list[Callable[[Job], None]] = []
 
+    def set_archive_problem(self, problem: str) -> None:
+        """The archive's word: "" when it writes, else why it does not (health DEGRADED)."""
+        self.archive_problem = problem
+
     def set_health_rules(self, rules: HealthRules) -> None:
         """Before the first verdict: the windows are sized by the rules."""
         self.health_rules = rules
