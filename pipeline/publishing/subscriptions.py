@@ -76,14 +76,12 @@ class SubscriptionGate:
             del self._kept[topic]
         socket.setsockopt(zmq.UNSUBSCRIBE, topic)
 
-    def drain(self, socket: zmq.Socket) -> bool:
-        """Handle up to MAX_DRAIN_PER_CALL queued notices; True if any arrived."""
-        seen = False
-        for _ in range(MAX_DRAIN_PER_CALL):
+    def drain(self, socket: zmq.Socket) -> int:
+        """Handle up to MAX_DRAIN_PER_CALL queued notices; how many there were."""
+        for count in range(MAX_DRAIN_PER_CALL):
             try:
                 notice = socket.recv(zmq.NOBLOCK)
             except zmq.Again:
-                break
-            seen = True
+                return count
             self.handle(socket, notice)
-        return seen
+        return MAX_DRAIN_PER_CALL

@@ -52,7 +52,8 @@ from pipeline.publishing.curve import (
     make_curve_server,
     start_authenticator,
 )
-from pipeline.publishing.subscriptions import SubscriptionGate
+from pipeline.publishing.peer_guard import PeerGuard
+from pipeline.publishing.subscriptions import MAX_DRAIN_PER_CALL, SubscriptionGate
 
 
 class PublisherError(RuntimeError):
@@ -71,6 +72,7 @@ class ZmqPublisher:
         include_detections: bool = True,
         authenticator: Any = None,
         gate: SubscriptionGate | None = None,
+        guard: PeerGuard | None = None,
     ):
         self._socket = socket
         self._authenticator = authenticator  # CURVE's ZAP handler, stopped after the socket closes
@@ -88,6 +90,7 @@ class ZmqPublisher:
         self._closed = False
         # None: libzmq applies subscriptions itself (a plain XPUB or PUB handed to __init__).
         self.gate = gate
+        self.guard = guard  # None: peers are not metered (a socket handed to __init__)
         self.instance_id = new_instance_id()
 
     @classmethod
@@ -126,7 +129,8 @@ class ZmqPublisher:
                 raise PublisherError(f"publisher.curve: {err}") from None
             raise PublisherError(f"cannot bind publisher to {cfg.endpoint!r}: {err.strerror}") from err
         gate = SubscriptionGate(cfg.topic_prefix, cfg.max_subscriptions)
-        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections, authenticator, gate)
+        guard = PeerGuard(socket, cfg.max_gateways, cfg.peer_burst_bytes, cfg.peer_rate_bytes_s)
+        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections, authenticator, gate, guard)
 
     @property
     def endpoint(self) -> str:
@@ -146,7 +150,7 @@ class ZmqPublisher:
             topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
         seq = self._last_seq.get(camera_id, -1) + 1
         if self.gate is not None and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self.gate.drain(self._socket)  # a (re)connecting gateway's subscription takes effect now
+            self._drain_subscriptions()  # a (re)connecting gateway's subscription takes effect now
         payload = self._encode(job, seq)
         self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
         if not self._send(topic, payload):
@@ -166,6 +170,10 @@ class ZmqPublisher:
         if self.gate is not None:
             status["subscriptions"] = {"topics": self.gate.topics, "ignored": self.gate.ignored,
                                        "over_limit": self.gate.over_limit}
+        if self.guard is not None:
+            self.guard.tick()
+            status["peers"] = {"connected": self.guard.peers, "refused": self.guard.refused,
+                               "dropped": self.guard.dropped}
         payload = encode_heartbeat(status, seq, time.time_ns())
         if not self._send(self._heartbeat_topic, payload):
             self.heartbeats_dropped += 1
@@ -183,7 +191,10 @@ class ZmqPublisher:
     def _drain_subscriptions(self) -> None:
         # XPUB queues (un)subscription notices for us; read them so they never pile up.
         if self.gate is not None:
-            self.gate.drain(self._socket)
+            refused_before = self.gate.ignored + self.gate.over_limit
+            flood = self.gate.drain(self._socket) == MAX_DRAIN_PER_CALL
+            if self.guard is not None:  # notices no gateway sends: find and drop their sender now
+                self.guard.tick(urgent=flood or self.gate.ignored + self.gate.over_limit > refused_before)
             return
         while True:
             try:
@@ -197,6 +208,8 @@ class ZmqPublisher:
         """Close the socket; pending messages get at most the socket's LINGER to go out."""
         if not self._closed:
             self._closed = True
+            if self.guard is not None:
+                self.guard.close()
             self._socket.close()
             if self._authenticator is not None:
                 self._authenticator.stop()
