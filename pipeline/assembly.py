@@ -18,7 +18,8 @@ from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import create_backend
 from pipeline.backends.base import ModelError
-from pipeline.backends.yolo_decode import decode, to_detections
+from pipeline.backends.candidate_head import uses_candidate_head
+from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
 from pipeline.config.models import ModelConfig, PipelineConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
@@ -46,10 +47,16 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
 
 
 def make_decoder(model: ModelConfig, num_classes: int):
-    conf, iou, limit = model.confidence, model.iou, model.max_detections
+    """One image's output -> Detections: the candidate head's K x 6 rows when the backend
+    runs the head, else the raw tensor with the same K cap applied on the host."""
+    conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
 
-    def decoder(raw, geometry):
-        return to_detections(decode(raw, num_classes, conf, iou, limit)[0], geometry)
+    if uses_candidate_head(model):
+        def decoder(raw, geometry):
+            return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
+    else:
+        def decoder(raw, geometry):
+            return to_detections(decode(raw, num_classes, conf, iou, limit, k)[0], geometry)
 
     return decoder
 

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from pipeline.backends import ModelError, backend_class, create_backend  # noqa: E402
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from pipeline.backends.yolo_decode import decode, to_detections  # noqa: E402
+from pipeline.backends.yolo_decode import decode_candidates, to_detections  # noqa: E402
 from pipeline.config.models import ModelConfig  # noqa: E402
 from pipeline.imaging import Letterboxer  # noqa: E402
 
@@ -115,7 +115,9 @@ def test_red_square_is_detected_end_to_end(tmp_path, transposed):
     image[:64, :64] = (0, 0, 255)  # BGR red in the top-left quarter
     batch = np.zeros((2, 3, 64, 64), np.float32)
     geometry = Letterboxer((64, 64))(image, batch[0])
-    decoded = decode(backend.infer(batch), len(backend.class_names), 0.5, 0.45, 10)
+    output = backend.infer(batch)
+    assert output.shape == (2, 4, 6)  # the candidate head: K = all 4 anchors of the tiny model
+    decoded = decode_candidates(output, 0.5, 0.45, 10)
     detections = to_detections(decoded[0], geometry)
     np.testing.assert_allclose(detections.boxes, [[0, 0, 64, 64]])
     assert detections.class_ids.tolist() == [0] and detections.scores[0] == pytest.approx(1.0)
@@ -213,5 +215,6 @@ def test_shared_yolov8n_runs_a_batch_of_two_at_640():
     assert len(backend.class_names) == 80
     batch = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)
     output = backend.infer(batch)
-    assert output.shape == (2, 84, 8400) and np.isfinite(output).all()
-    assert len(decode(output, 80, 0.25, 0.45, 100)) == 2
+    # The candidate head (default K 3000 of 8400 anchors) answers (N, K, 6), not (N, 84, 8400).
+    assert output.shape == (2, 3000, 6) and np.isfinite(output).all()
+    assert len(decode_candidates(output, 0.25, 0.45, 100)) == 2

@@ -6,7 +6,11 @@ announced meanwhile get NOT_INSPECTED verdicts, and frames flow again on their o
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
@@ -184,3 +188,25 @@ def test_rtsp_server_killed_and_restarted_while_the_pipeline_runs(free_tcp_endpo
     assert {v["reasons"][0]["code"] for v in missed} <= {"source_down", "missed_trigger"}
     assert "source_down" in {v["reasons"][0]["code"] for v in missed}
     assert telemetry.cameras["rtsp0"].reconnects >= 1
+
+
+def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
+    # A fresh process: FFmpeg reads its log level once, at its first open.
+    code = textwrap.dedent(f"""
+        import logging, time
+        logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
+        from pipeline.sources.backoff import Backoff
+        from pipeline.sources.opencv_source import OpenCVSource
+        source = OpenCVSource("rtsp://127.0.0.1:{free_port()}/cam", Backoff(0.01, 0.01), open_timeout_ms=200, name="c")
+        source.open()
+        deadline = time.monotonic() + 30
+        while source._backoff.failures < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        source.close()
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 0, proc.stderr
+    assert lines and all(line.startswith("LOG camera c: ") for line in lines), lines[:4]
+    assert [int(line.split("attempt ")[1].split(")")[0]) for line in lines] == [1, 20]

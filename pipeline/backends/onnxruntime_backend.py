@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from pipeline.backends.base import ModelError
+from pipeline.backends.candidate_head import headed_model_bytes, raw_output, uses_candidate_head
 from pipeline.backends.model_info import (
     ModelSignature,
     check_input,
@@ -109,16 +110,21 @@ def ort_input_dtype(session: ort.InferenceSession) -> type:
 
 def open_session(cfg: ModelConfig, cuda_stream: int | None = None) -> ort.InferenceSession:
     """An InferenceSession on exactly the requested providers, or ModelError saying why not.
-    `cuda_stream` (a CUstream handle): the CUDA provider computes on that stream."""
+    `cuda_stream` (a CUstream handle): the CUDA provider computes on that stream.
+
+    With model.max_candidates set, the session runs the graph with the candidate head
+    appended in memory (`pipeline.backends.candidate_head`): its first output is (N, K, 6).
+    """
     path = Path(cfg.path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     providers = provider_list(cfg)
+    model = headed_model_bytes(cfg).model_bytes if uses_candidate_head(cfg) else str(path)
     if cuda_stream is not None:
         providers = [(p, {**o, "has_user_compute_stream": "1", "user_compute_stream": str(cuda_stream)})
                      if p == "CUDAExecutionProvider" else (p, o) for p, o in providers]
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(cfg), providers=providers)
+        session = ort.InferenceSession(model, sess_options=session_options(cfg), providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for bad files
         raise ModelError(f"{path}: not a usable ONNX model ({type(exc).__name__}: {exc})") from exc
     active = session.get_providers()
@@ -162,12 +168,20 @@ def session_options(cfg: ModelConfig) -> ort.SessionOptions:
 
 
 def signature(session: ort.InferenceSession, path: Path) -> ModelSignature:
-    """The model's single input and first output; ModelError for a multi-input model."""
+    """The model's single input and raw detection output; ModelError for a multi-input model.
+
+    For a session with the candidate head, the output is the user's raw one (recorded in
+    the headed graph's metadata), so the class-count checks see what the model emits."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1:
         names = [i.name for i in inputs]
         raise ModelError(f"{path}: model has {len(inputs)} inputs {names}, expected one image input")
     first = outputs[0]
-    return ModelSignature(
-        Path(path), inputs[0].name, tuple(inputs[0].shape), inputs[0].type, first.name, tuple(first.shape)
-    )
+    name, shape = raw_output(session.get_modelmeta().custom_metadata_map) or (first.name, tuple(first.shape))
+    return ModelSignature(Path(path), inputs[0].name, tuple(inputs[0].shape), inputs[0].type, name, shape)
+
+
+def output_tail(session: ort.InferenceSession) -> tuple:
+    """The first output's declared shape after the batch axis: (K, 6) with the candidate
+    head (always fixed); the raw (4+C, A) without it, where dims may be symbolic."""
+    return tuple(session.get_outputs()[0].shape[1:])

@@ -4,7 +4,9 @@ Owns loading a plan built by `pipeline build-engine` (checking its sidecar first
 from another TensorRT, GPU or ONNX file is refused, naming the field, or rebuilt, per
 `model.engine_mismatch`), and running it with the name-based tensor API:
 `set_input_shape`, `set_tensor_address`, `execute_async_v3` on the backend's stream.
-Buffers are sized once from the optimization profile's max shape.
+Buffers are sized once from the optimization profile's max shape; the output is the
+candidate head's (N, K, 6) when the plan was built with one (model.max_candidates, checked
+against the sidecar), else the raw (N, 4+C, A).
 
 What crosses the boundary: `infer_tensors` takes the input slots' `DeviceTensor`s
 (batch 1 is bound in place, zero-copy; batch N is gathered device-to-device) and
@@ -159,6 +161,11 @@ def checked_sidecar(cfg: ModelConfig, engine_path: Path, device: CudaDevice) -> 
         problems = mismatches(sidecar, current) if engine_path.is_file() else [f"{engine_path} not found"]
     except SidecarError as exc:
         sidecar, problems = None, [str(exc)]
+    if sidecar is not None and sidecar.build.get("max_candidates") != cfg.max_candidates:
+        # The plan's output is the candidate head's (N, K, 6) or the raw tensor: it must be
+        # what the decoder expects (an engine built before the head has no such field).
+        problems.append(f"engine built with max_candidates {sidecar.build.get('max_candidates')}, "
+                        f"model.max_candidates is {cfg.max_candidates}")
     if not problems and sidecar is not None:
         return sidecar
     if cfg.engine_mismatch == "refuse":
@@ -176,7 +183,7 @@ def rebuild(cfg: ModelConfig, engine_path: Path, device: CudaDevice, old: Engine
     build = dict(old.build) if old is not None else {}
     options = BuildOptions(input_size=tuple(cfg.input_size), max_batch=max(cfg.max_batch, old.max_batch if old else 1),
                            opt_batch=cfg.max_batch, precision=old.precision if old else "fp32",
-                           workspace_mib=int(build.get("workspace_mib", 2048)))
+                           workspace_mib=int(build.get("workspace_mib", 2048)), max_candidates=cfg.max_candidates)
     names = tuple(cfg.class_names or (old.class_names if old else ()))
     gpu = (device.name, device.compute_capability_text)
     try:

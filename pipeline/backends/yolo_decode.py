@@ -1,9 +1,17 @@
-"""Decode raw YOLOv8-style detection output into boxes, scores and class ids.
+"""Decode YOLOv8-style detection output into boxes, scores and class ids.
 
-Owns the meaning of the model's output tensor: (N, 4+C, A) as YOLOv8 exports it, or the
-transposed (N, A, 4+C). Rows 0..3 are cx, cy, w, h in model-input pixels; rows 4.. are
-per-class scores that are already sigmoid (no objectness). Decoding is threshold first
-(cheap, vectorised), then class-aware greedy NMS on the few survivors.
+Owns the meaning of the model's output, in its two forms:
+- the raw tensor (`decode`): (N, 4+C, A) as YOLOv8 exports it, or the transposed
+  (N, A, 4+C). Rows 0..3 are cx, cy, w, h in model-input pixels; rows 4.. are per-class
+  scores that are already sigmoid (no objectness);
+- the candidate head's (N, K, 6) (`decode_candidates`, `pipeline.backends.candidate_head`):
+  the K best anchors by score, each cx, cy, w, h, score, class id.
+Both then do the same thing, matching Ultralytics' `non_max_suppression` (multi_label
+off, class-aware): anchors whose best class score is > `confidence` are candidates; if
+more than `max_candidates` (max_nms) pass, the best by score are kept; per-class greedy
+NMS (a box goes when its IoU with a kept box of its class is > `iou`); the first
+`max_detections` (max_det) kept. With fewer than K candidates, both forms give
+identical detections.
 
 A tensor containing NaN/inf or of the wrong shape raises `BadModelOutput`, so a broken
 model becomes an ERROR verdict, never a silent PASS. `to_detections` maps one image's
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.backends.candidate_head import CANDIDATE_FIELDS
 from pipeline.messages import Detections, Geometry
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (K,4) f32, scores (K,) f32, ids (K,) i64
@@ -29,13 +38,12 @@ def decode(
     conf_threshold: float,
     iou_threshold: float,
     max_detections: int,
-    max_candidates: int = 1024,
+    max_candidates: int | None = None,
 ) -> list[Decoded]:
-    """Per image: boxes xyxy in model-input pixels, scores, class ids; best first.
+    """Per image of a raw output: boxes xyxy in model-input pixels, scores, class ids; best first.
 
-    Only the `max_candidates` best-scoring anchors above the threshold enter NMS: that
-    bounds the worst case (a flooding model, ~8400 candidates, costs ~40 ms in numpy NMS)
-    at a few ms, and greedy NMS keeps the best boxes first anyway.
+    `max_candidates` None: every anchor above the threshold enters NMS; else the best
+    that many by score (the candidate head's K, for a backend that runs no head).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -74,17 +82,39 @@ def _check_finite(output: np.ndarray) -> None:
         raise BadModelOutput(f"model output contains {nan} NaN and {inf} inf values of {output.size}")
 
 
-def _decode_one(pred: np.ndarray, conf: float, iou: float, max_det: int, max_cand: int) -> Decoded:
+def decode_candidates(output: np.ndarray, conf_threshold: float, iou_threshold: float,
+                      max_detections: int) -> list[Decoded]:
+    """Per image of the candidate head's (N, K, 6) output: as `decode`, on those K."""
+    if not isinstance(output, np.ndarray) or output.ndim != 3 or output.shape[2] != CANDIDATE_FIELDS:
+        shape = getattr(output, "shape", type(output).__name__)
+        raise BadModelOutput(f"candidate head output has shape {shape}, expected (N, K, {CANDIDATE_FIELDS})")
+    results = []
+    for image in output:
+        if not np.isfinite(image).all():  # the head spreads any NaN/inf of the raw tensor to every row
+            raise BadModelOutput("model output contains NaN or inf values (seen through the candidate head)")
+        keep = np.flatnonzero(image[:, 4] > conf_threshold)
+        rows = image[keep]
+        results.append(_suppress(rows[:, :4], rows[:, 4].astype(np.float32), rows[:, 5].astype(np.int64),
+                                 iou_threshold, max_detections))
+    return results
+
+
+def _decode_one(pred: np.ndarray, conf: float, iou: float, max_det: int, max_cand: int | None) -> Decoded:
     """`pred` is (4+C, A) for one image."""
     class_scores = pred[4:]
     best = class_scores.max(axis=0)
     keep = np.flatnonzero(best > conf)
-    if len(keep) > max_cand:
-        keep = keep[np.argpartition(-best[keep], max_cand - 1)[:max_cand]]
+    if max_cand is not None and len(keep) > max_cand:
+        # The K best by score, ties to the lower anchor index, as the head's TopK picks them.
+        keep = np.sort(keep[np.argsort(-best[keep], kind="stable")[:max_cand]])
     scores = best[keep].astype(np.float32)
     class_ids = class_scores[:, keep].argmax(axis=0).astype(np.int64)
+    return _suppress(pred[:4, keep].T, scores, class_ids, iou, max_det)
+
+
+def _suppress(xywh: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou: float, max_det: int) -> Decoded:
     with np.errstate(over="ignore"):
-        boxes = _xywh_to_xyxy(pred[:4, keep].T)
+        boxes = _xywh_to_xyxy(xywh)
     if not np.isfinite(boxes).all():
         # Found by fuzzing: finite cx/w near float32's limit overflow to inf corners, which
         # would poison NMS (0 * inf) and the published boxes. No sane model emits them.

@@ -1,8 +1,9 @@
 """`pipeline build-engine MODEL.onnx`: build a TensorRT plan and its sidecar JSON.
 
 Reads the class names and the precision recipe (written by `pipeline convert`) from the
-ONNX file's metadata, builds through `pipeline.engines.builder` with progress on
-stderr, and writes `engines/<name>.engine` + `engines/<name>.engine.json`.
+ONNX file's metadata, builds through `pipeline.engines.builder` (with the candidate head
+appended in memory, K from --max-candidates) with progress on stderr, and writes
+`engines/<name>.engine` + `engines/<name>.engine.json`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ def register(sub) -> None:
                    help="let the plan run on other GPUs (costs some speed)")
     p.add_argument("--timing-cache", type=Path, help="default: beside the engine, keyed on GPU and TensorRT version")
     p.add_argument("--device-id", type=int, default=0, help="the GPU to build for")
+    p.add_argument("--max-candidates", type=positive_int, default=3000, metavar="K",
+                   help="K of the candidate head compiled into the plan; must equal model.max_candidates "
+                        "(default 3000, the config's default; at most 3840, TensorRT's TopK limit)")
+    p.add_argument("--raw-output", action="store_true",
+                   help="build without the candidate head (for model.max_candidates: null)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                            opt_batch=args.opt_batch or args.max_batch, max_batch=args.max_batch,
                            workspace_mib=args.workspace_mib, optimization_level=args.optimization_level,
                            hardware_compatibility=args.hardware_compat, timing_cache=args.timing_cache,
-                           precision=model_metadata(args.model).get("pipeline.precision", "fp32"))
+                           precision=model_metadata(args.model).get("pipeline.precision", "fp32"),
+                           max_candidates=None if args.raw_output else args.max_candidates)
     if not options.min_batch <= options.opt_batch <= options.max_batch:
         return _fail(f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, "
                      f"{options.opt_batch}, {args.max_batch}")

@@ -176,6 +176,10 @@ class ModelConfig(Strict):
     confidence: float = Field(0.25, ge=0.0, le=1.0)
     iou: float = Field(0.45, ge=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=10000)
+    # K: the best anchors by score that enter NMS (Ultralytics' max_nms). ONNX Runtime and
+    # TensorRT pick them in the graph (pipeline.backends.candidate_head) and return K x 6
+    # values an image; null: no head, every anchor above `confidence` enters NMS on the host.
+    max_candidates: int | None = Field(3000, ge=1, le=100_000)
     threads: int = Field(2, ge=0)  # intra-op threads of the CPU provider; 0 = runtime default
     max_batch: int = Field(1, ge=1, le=64)
     max_wait_us: int = Field(0, ge=0, le=1_000_000)

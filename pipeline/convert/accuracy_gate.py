@@ -75,8 +75,9 @@ class GateResult:
 def detect(model: Path, images: list[np.ndarray], input_size: tuple[int, int], providers: tuple[str, ...],
            confidence: float = 0.25) -> tuple[list[Detections], tuple[str, ...]]:
     """The model's detections on every image (in source pixels), and its class names."""
+    # max_candidates None: no candidate head, the raw tensor is decoded below in full.
     backend = OnnxRuntimeBackend.from_config(ModelConfig(path=model, input_size=input_size, providers=providers,
-                                                         threads=0))
+                                                         threads=0, max_candidates=None))
     try:
         letterbox = Letterboxer(input_size)
         tensor = np.empty((1, 3, input_size[1], input_size[0]), np.float32)

@@ -5,7 +5,10 @@ network (precision comes from the ONNX graph: `pipeline convert` makes the FP16 
 Q/DQ INT8 models; no precision builder flags, which 11.x removed), one optimization
 profile over the batch axis (min/opt/max), a workspace limit, an optional hardware
 compatibility level, a timing cache kept beside the engine and keyed on GPU and
-TensorRT version, and progress reported through `IProgressMonitor`.
+TensorRT version, and progress reported through `IProgressMonitor`. The network is
+parsed from the model with the candidate head appended in memory
+(`pipeline.backends.candidate_head`, K = `max_candidates`), so the plan answers
+(N, K, 6) like the ONNX Runtime sessions; `max_candidates` None builds the raw graph.
 
 What crosses the boundary: an ONNX path and `BuildOptions` go in; the plan file and its
 sidecar JSON (`pipeline.engines.sidecar`) come out. TensorRT is imported here and in
@@ -21,6 +24,9 @@ from pathlib import Path
 
 import tensorrt as trt
 
+from pipeline.backends.base import ModelError
+from pipeline.backends.candidate_head import TENSORRT_TOPK_LIMIT, headed_model_bytes
+from pipeline.config.models import ModelConfig
 from pipeline.engines.sidecar import (
     EngineSidecar,
     TensorSpec,
@@ -51,6 +57,7 @@ class BuildOptions:
     hardware_compatibility: str = "none"
     timing_cache: Path | None = None  # None: <engine dir>/timing-<gpu>-trt<version>.cache
     precision: str = "fp32"  # what the ONNX graph holds; recorded in the sidecar
+    max_candidates: int | None = 3000  # K of the candidate head (model.max_candidates); None: no head
 
 
 class ProgressPrinter(trt.IProgressMonitor):
@@ -79,7 +86,7 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, clas
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags())
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    if not parser.parse(_model_bytes(onnx_path, options, class_names), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise EngineBuildError(f"{onnx_path}: TensorRT's ONNX parser refused the model: {errors}")
     if network.num_inputs != 1:
@@ -103,6 +110,22 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, clas
     sidecar = _sidecar(onnx_path, network, options, profile, class_names, gpu, str(cache_path))
     sidecar.write(sidecar_path(engine_path))
     return sidecar
+
+
+def _model_bytes(onnx_path: Path, options: BuildOptions, class_names: tuple[str, ...]) -> bytes:
+    """The ONNX file's bytes, with the candidate head appended unless options.max_candidates is None."""
+    if options.max_candidates is None:
+        return onnx_path.read_bytes()
+    cfg = ModelConfig(path=onnx_path, input_size=options.input_size, max_batch=options.max_batch,
+                      class_names=tuple(class_names) or None, max_candidates=options.max_candidates)
+    try:
+        headed = headed_model_bytes(cfg)
+    except ModelError as exc:
+        raise EngineBuildError(str(exc)) from None
+    if headed.candidates > TENSORRT_TOPK_LIMIT:
+        raise EngineBuildError(f"{onnx_path}: max_candidates {headed.candidates} exceeds TensorRT's TopK limit "
+                               f"of {TENSORRT_TOPK_LIMIT}; use --max-candidates {TENSORRT_TOPK_LIMIT} or less")
+    return headed.model_bytes
 
 
 def _network_flags() -> int:

@@ -37,6 +37,19 @@ NETWORK_SCHEMES = re.compile(r"^(rtsps?|https?|udp|tcp|rtmp|srt)://", re.IGNOREC
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
 
 
+def quiet_native_logs() -> None:
+    """Silence FFmpeg's and OpenCV's own stderr lines (two unprefixed lines per failed
+    open: `[tcp @ 0x..] Connection ... refused`, `[ WARN:0@..] ... can't be used to capture`).
+    They bypass the pipeline's logger, so they break the JSON log format and the
+    documented cadence (this source logs the first and every 20th attempt, with the camera
+    named). OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when FFmpeg first opens something,
+    so this runs before the first open; an operator's own value (e.g. 32 to debug a stream)
+    wins. AV_LOG_QUIET is -8; OpenCV's own level is set for the process."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 class OpenCVSource:
     """A `CameraSource` over a VideoCapture, with its own grab thread."""
 
@@ -63,6 +76,7 @@ class OpenCVSource:
         self._ended = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._grab_loop, name=f"grab.{name}", daemon=True)
+        quiet_native_logs()  # before this source's first open: FFmpeg reads its level once
 
     @classmethod
     def from_config(cls, camera: CameraConfig) -> "OpenCVSource":
