@@ -19,12 +19,13 @@ import numpy as np
 import zmq
 
 from pipeline.archive import FailedPartArchive
-from pipeline.buffers import Allocator, FramePool, HostSlotPool
+from pipeline.buffers import Allocator, FramePool, HostSlotPool, SlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
+from pipeline.contracts import Decoder, FrameSource, InferenceBackend, Publisher, Transform, VerdictSink
+from pipeline.errors import PipelineError
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
-from pipeline.sources.base import FrameSource
 from pipeline.stages.base import Stage
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.decide import DecideStage
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 PREPARE_TIMEOUT_S = 120.0  # a stage's per-thread warm-up (CUDA graph captures) before cameras start
 
 
-class StartupError(Exception):
+class StartupError(PipelineError):
     """The pipeline cannot start; the message names what is wrong (exit code 2)."""
 
 
@@ -48,19 +49,20 @@ class Parts:
     """Everything the pipeline needs from the outside world, already opened."""
 
     sources: dict[str, FrameSource]
-    backend: object  # InferenceBackend
-    transform: object  # (image, out) -> Geometry
-    decoder: object  # (raw, geometry) -> Detections
-    publisher: object  # ZmqPublisher
+    backend: InferenceBackend
+    transform: Transform
+    decoder: Decoder
+    publisher: Publisher
     context: zmq.Context | None = None
     extra_closers: list = field(default_factory=list)
-    archive: object | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
-    slot_pool: object | None = None  # model-input slots; None: host arrays (see slot_count)
+    archive: VerdictSink | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
+    slot_pool: SlotPool | None = None  # model-input slots; None: host arrays (see slot_count)
     triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
     frame_allocator: Allocator | None = None  # frame slots' memory: page-locked on the GPU path; None: np.empty
     # False when something reads the image after inference (the archive, annotation):
     # sources then hand each frame an array of its own, kept as long as the job.
     lend_frame_slots: bool = True
+    backend_choice: str = ""  # why this backend ("configured", or what `auto` found); sent in the heartbeat
 
 
 def slot_count(config: PipelineConfig) -> int:
@@ -81,7 +83,8 @@ class Pipeline:
         self.parts = parts
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
-        self.telemetry.backend = getattr(parts.backend, "name", "")
+        self.telemetry.backend = parts.backend.name
+        self.telemetry.backend_choice = parts.backend_choice
         self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
         if isinstance(parts.archive, FailedPartArchive):  # a full disk shows in health until space returns
             parts.archive.on_change = self.telemetry.set_archive_problem

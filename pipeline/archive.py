@@ -45,6 +45,7 @@ import cv2
 import numpy as np
 
 from pipeline.config.models import ArchiveConfig, PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.messages import Job
 from pipeline.protocol import iso_utc
 
@@ -56,7 +57,7 @@ Annotator = Callable[[np.ndarray, Job, tuple[str, ...]], np.ndarray]
 SUFFIXES = (".png", ".annotated.jpg", ".json")
 
 
-class ArchiveError(Exception):
+class ArchiveError(PipelineError):
     """The archive directory cannot be used (message names it)."""
 
 

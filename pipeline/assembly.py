@@ -16,7 +16,7 @@ import zmq
 from pipeline.annotate import annotate
 from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
-from pipeline.backends import create_backend
+from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
 from pipeline.backends.candidate_head import uses_candidate_head
 from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
@@ -32,11 +32,15 @@ log = logging.getLogger(__name__)
 
 
 def open_backend(model: ModelConfig):
+    return open_chosen_backend(model).backend
+
+
+def open_chosen_backend(model: ModelConfig) -> BackendChoice:
+    """The backend and why it is that one (reported in the heartbeat as `backend_choice`)."""
     try:
-        backend = create_backend(model)
+        return choose_backend(model)
     except ModelError as exc:
         raise StartupError(str(exc)) from None
-    return backend
 
 
 def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
@@ -63,7 +67,8 @@ def make_decoder(model: ModelConfig, num_classes: int):
 
 def build_parts(config: PipelineConfig) -> Parts:
     with contextlib.ExitStack() as undo:
-        backend = open_backend(config.model)
+        choice = open_chosen_backend(config.model)
+        backend = choice.backend
         undo.callback(backend.close)
         check_rules(config, backend.class_names)
         backend.warmup(config.model.warmup_runs)
@@ -96,6 +101,7 @@ def build_parts(config: PipelineConfig) -> Parts:
         parts.frame_allocator = frame_allocator
         parts.lend_frame_slots = archive is None  # the archive reads the raw image after publish
         parts.triggers = triggers
+        parts.backend_choice = choice.why
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
@@ -107,7 +113,7 @@ def open_preprocess(config: PipelineConfig, backend):
     """(transform, slot pool or None, closer, frame allocator or None): the fused CUDA
     kernel writing device slots, with page-locked frame slots, when the backend takes
     device buffers (unless model.preprocess is cpu), else OpenCV."""
-    on_gpu = getattr(backend, "accepts_device_input", False)
+    on_gpu = backend.accepts_device_input
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
         raise StartupError(f"model.preprocess: gpu needs a GPU-resident backend, but {backend.name} takes host "

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 from pipeline.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
 from pipeline.states import CameraState, Health, StageState, WireState
 
@@ -37,6 +38,7 @@ _TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEARTBEAT_DEFAULTS: dict[str, Any] = {
     "uptime_s": 0.0,
     "backend": None,
+    "backend_choice": None,
     "cameras": {},
     "counts": {},
     "queues": {},
@@ -45,7 +47,7 @@ _HEARTBEAT_DEFAULTS: dict[str, Any] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(PipelineError, ValueError):
     """A message cannot be encoded, or received bytes are not a valid message."""
 
 
@@ -183,14 +185,22 @@ def _queue_wait_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]],
 def encode_heartbeat(status: dict[str, Any], seq: int, t_ns: int) -> bytes:
     """A heartbeat from the caller's `status` (see PROTOCOL.md); we add schema/type/seq/t_ns."""
     health = _state_value(Health, status.get("health"), "heartbeat health")
-    for cid, camera in (status.get("cameras") or {}).items():
+    for cid, camera in _mapping(status.get("cameras")).items():
         _state_value(CameraState, camera.get("state", CameraState.CONNECTING), f"camera {cid} state")
-    for name, stage in (status.get("stages") or {}).items():
+    for name, stage in _mapping(status.get("stages")).items():
         _state_value(StageState, stage.get("state", StageState.STARTING), f"stage {name} state")
     msg: dict[str, Any] = {"schema": SCHEMA_VERSION, "type": "heartbeat", "seq": seq, "t_ns": t_ns, "health": health}
     msg.update(_HEARTBEAT_DEFAULTS)
     msg.update((k, v) for k, v in status.items() if k not in ("schema", "type", "seq", "t_ns"))
     return _dumps(msg)
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """The dict entries of a status section; anything else carries no states to check
+    (the fuzz test sends `stages: 1`: still encoded as given, never a crash)."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if isinstance(v, dict)}
 
 
 def _state_value(kind: type[WireState], value: object, what: str) -> str:

@@ -174,6 +174,7 @@ class Telemetry:
         self.started_ns = time.monotonic_ns()
         self.health = Health.STARTING
         self.backend = ""
+        self.backend_choice = ""  # why that backend: "configured", or what `auto` found
         self.stages: dict[str, StageStats] = {}
         self.cameras = {cid: CameraStats(cid) for cid in camera_ids}
         self.queues: dict[str, StageQueue] = {}
@@ -262,6 +263,7 @@ class Telemetry:
             "health_reasons": reasons,
             "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
             "backend": self.backend,
+            "backend_choice": self.backend_choice,
             "cameras": {
                 c.camera_id: {"state": c.state.value, "frames_captured": c.frames_captured,
                               "verdicts_published": c.verdicts_published, "last_seq": c.last_seq,

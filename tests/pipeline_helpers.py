@@ -37,6 +37,8 @@ def config_dict(endpoint: str, cameras: int = 1, fps: float = 30.0, realtime: bo
             data[key] = {**data[key], **value}
         else:
             data[key] = value
+    if data["model"].get("backend", "onnxruntime") not in ("onnxruntime", "auto"):
+        del data["model"]["threads"]  # ONNX Runtime's key: another backend refuses it
     return data
 
 

@@ -96,6 +96,25 @@ def test_check_config_cli_accepts_a_good_file(tmp_path):
 
 def test_cuda_graph_with_batches_is_accepted():
     # one graph per batch size, all captured in warm-up (pipeline.backends.onnxruntime_cuda)
-    text = GOOD.replace("input_size: 320", "input_size: 320\n  cuda_graph: true\n  max_batch: 4")
+    text = GOOD.replace("input_size: 320", "input_size: 320\n  providers: [CUDAExecutionProvider]\n  cuda_graph: true\n"
+                        "  max_batch: 4")
     config = parse_config(text)
     assert config.model.cuda_graph and config.model.max_batch == 4
+
+
+@pytest.mark.parametrize("keys, message", [
+    ("backend: tensorrt\n  cuda_graph: true", "model.cuda_graph does not apply to backend tensorrt"),
+    ("backend: tensorrt\n  threads: 4", "model.threads does not apply to backend tensorrt"),
+    ("backend: onnxruntime\n  engine_mismatch: rebuild", "model.engine_mismatch does not apply to backend onnxruntime"),
+    ("backend: onnxruntime\n  allow_cpu_fallback: true", "model.allow_cpu_fallback does not apply to backend onnxruntime"),
+    ("cuda_graph: true", r"model.cuda_graph applies to ONNX Runtime on CUDA only; providers is \['CPUExecutionProvider'\]"),
+])
+def test_a_key_of_another_backend_is_an_error_naming_the_backend(keys, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(GOOD.replace("input_size: 320", f"input_size: 320\n  {keys}"))
+
+
+def test_auto_takes_the_keys_of_every_backend_it_may_choose():
+    text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: auto\n  engine_mismatch: rebuild\n"
+                        "  cuda_graph: true\n  allow_cpu_fallback: true")
+    assert parse_config(text).model.allow_cpu_fallback

@@ -13,12 +13,13 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pipeline.backends import ModelError, backend_class, create_backend  # noqa: E402
+from pipeline.backends import ModelError, backend_class, choose_backend, create_backend  # noqa: E402
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from pipeline.backends.yolo_decode import decode_candidates, to_detections  # noqa: E402
 from pipeline.config.models import ModelConfig  # noqa: E402
@@ -195,9 +196,18 @@ def test_unavailable_provider_is_named_with_the_available_ones(tiny):
         OnnxRuntimeBackend.from_config(_cfg(tiny, providers=("NoSuchExecutionProvider",)))
 
 
-def test_registry_builds_onnxruntime_and_auto(tiny):
+def test_registry_builds_onnxruntime_and_auto_with_its_reason(tiny):
     assert create_backend(_cfg(tiny, backend="onnxruntime")).name.startswith("onnxruntime:")
-    assert create_backend(_cfg(tiny, backend="auto")).class_names == ("red", "green's")
+    choice = choose_backend(_cfg(tiny, backend="auto", allow_cpu_fallback=True))
+    assert choice.backend.class_names == ("red", "green's")
+    assert choice.why.startswith("auto: ") and "allow_cpu_fallback" in choice.why
+    assert choose_backend(_cfg(tiny, backend="onnxruntime")).why == "configured"
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU backend is here")
+def test_auto_never_settles_for_the_cpu_unless_allowed(tiny):
+    with pytest.raises(ModelError, match=r"backend auto found no GPU backend .*allow_cpu_fallback: true"):
+        choose_backend(_cfg(tiny, backend="auto"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")

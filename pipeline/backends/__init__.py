@@ -3,7 +3,10 @@
 Owns choosing and constructing the `InferenceBackend` for a `ModelConfig`. Each entry is
 imported only when chosen, so `tensorrt`/`pycuda` (and ONNX Runtime itself) are never
 imported by `import pipeline.backends`. Backend "auto" picks TensorRT when it imports and
-a GPU is present, else ONNX Runtime on CUDA when that provider is installed, else CPU.
+a GPU is present, else ONNX Runtime on CUDA when that provider is installed, else the CPU
+only where `model.allow_cpu_fallback` says so (otherwise start-up fails, naming what each
+GPU backend said). What it chose and why is logged and sent in the heartbeat
+(`backend_choice`).
 ONNX Runtime on CUDA means the zero-copy IO-binding backend (`onnxruntime-cuda`) when
 pycuda imports, else the plain session on the CUDA provider with host buffers. Backend
 "triton" is a model served by a Triton Inference Server (docs/SCALING.md); "auto" never
@@ -15,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+from dataclasses import dataclass
 
 from pipeline.backends.base import InferenceBackend, ModelError
 from pipeline.config.models import BackendKind, ModelConfig
@@ -29,7 +33,7 @@ BACKENDS: dict[str, str] = {
     "triton": "pipeline.backends.triton_backend:TritonBackend",  # needs the `triton` extra
 }
 
-__all__ = ["BACKENDS", "InferenceBackend", "ModelError", "backend_class", "create_backend"]
+__all__ = ["BACKENDS", "BackendChoice", "InferenceBackend", "ModelError", "backend_class", "choose_backend", "create_backend"]
 
 
 def backend_class(name: str) -> type:
@@ -44,37 +48,56 @@ def backend_class(name: str) -> type:
     return getattr(module, class_name)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: InferenceBackend
+    why: str  # e.g. "auto: TensorRT imports and a CUDA GPU is present"; "configured"
+
+
 def create_backend(cfg: ModelConfig) -> InferenceBackend:
     """Open the model with the configured (or, for "auto", the best available) backend."""
+    return choose_backend(cfg).backend
+
+
+def choose_backend(cfg: ModelConfig) -> BackendChoice:
+    """The backend `cfg` asks for, and why it is that one."""
     kind = BackendKind(cfg.backend)
     if kind is BackendKind.ONNXRUNTIME and cfg.providers[:1] == ("CUDAExecutionProvider",):
-        return _onnxruntime_on_cuda(cfg)
+        return BackendChoice(_onnxruntime_on_cuda(cfg), "configured")
     if kind is not BackendKind.AUTO:
-        return backend_class(kind.value).from_config(cfg)
+        return BackendChoice(backend_class(kind.value).from_config(cfg), "configured")
+    tried: list[str] = []
     if _tensorrt_usable():
         try:
-            backend = backend_class("tensorrt").from_config(cfg)
-            log.info("backend auto: chose TensorRT (%s)", backend.name)
-            return backend
+            return _chose(backend_class("tensorrt").from_config(cfg), "TensorRT imports and a CUDA GPU is present")
         except ModelError as exc:
-            log.warning("backend auto: TensorRT unusable, falling back to ONNX Runtime: %s", exc)
-    return _auto_onnxruntime(cfg)
+            tried.append(f"TensorRT unusable: {exc}")
+    else:
+        tried.append("TensorRT not installed or no CUDA GPU")
+    return _auto_onnxruntime(cfg, tried)
 
 
-def _auto_onnxruntime(cfg: ModelConfig) -> InferenceBackend:
+def _auto_onnxruntime(cfg: ModelConfig, tried: list[str]) -> BackendChoice:
     import onnxruntime as ort  # lazily, like every backend dependency
 
-    cls = backend_class("onnxruntime")
     if "CUDAExecutionProvider" in ort.get_available_providers():
         try:
-            backend = _onnxruntime_on_cuda(cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)}))
-            log.info("backend auto: chose %s", backend.name)
-            return backend
+            cuda_cfg = cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)})
+            return _chose(_onnxruntime_on_cuda(cuda_cfg), "; ".join([*tried, "ONNX Runtime has the CUDA provider"]))
         except ModelError as exc:
-            log.warning("backend auto: CUDA provider unusable, falling back to CPU: %s", exc)
-    backend = cls.from_config(cfg.model_copy(update={"providers": ("CPUExecutionProvider",)}))
-    log.info("backend auto: chose %s", backend.name)
-    return backend
+            tried.append(f"ONNX Runtime's CUDA provider unusable: {exc}")
+    else:
+        tried.append("ONNX Runtime has no CUDA provider")
+    if not cfg.allow_cpu_fallback:
+        raise ModelError(f"backend auto found no GPU backend ({'; '.join(tried)}); set model.allow_cpu_fallback: "
+                         f"true to run on the CPU, or choose backend: onnxruntime")
+    cpu_cfg = cfg.model_copy(update={"providers": ("CPUExecutionProvider",)})
+    return _chose(backend_class("onnxruntime").from_config(cpu_cfg), "; ".join([*tried, "allow_cpu_fallback: CPU"]))
+
+
+def _chose(backend: InferenceBackend, why: str) -> BackendChoice:
+    log.info("backend auto: chose %s (%s)", backend.name, why)
+    return BackendChoice(backend, f"auto: {why}")
 
 
 def _onnxruntime_on_cuda(cfg: ModelConfig) -> InferenceBackend:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class OnnxRuntimeBackend:
     """A validated ONNX Runtime session; see `InferenceBackend`."""
 
+    accepts_device_input = False  # host arrays in
+
     def __init__(
         self,
         session: ort.InferenceSession,

@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.backends.base import BackendUnavailable, ModelError
+from pipeline.backends.base import BackendDeadline, BackendUnavailable, ModelError
 from pipeline.backends.model_info import ModelSignature, check_input, resolve_class_names
 from pipeline.backends.triton_connection import TensorSpec, TritonConnection
 from pipeline.config.models import ModelConfig, TritonConfig
-from pipeline.messages import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +41,8 @@ class LinkState(str, Enum):
 
 class TritonBackend:
     """A model served by Triton, checked at start-up; see `InferenceBackend`."""
+
+    accepts_device_input = False  # host arrays in
 
     def __init__(self, connection: TritonConnection, cfg: TritonConfig, class_names: tuple[str, ...],
                  input_size: tuple[int, int], max_batch: int):
@@ -101,7 +102,7 @@ class TritonBackend:
         try:
             return conn.infer(self._fill(conn, tensors), n, timeout_s)
         except BackendUnavailable as exc:
-            if exc.reason_code is not ReasonCode.DEADLINE:  # a slow server is still connected
+            if not isinstance(exc, BackendDeadline):  # a slow server is still connected
                 self._disconnected(conn, exc)
             raise
 

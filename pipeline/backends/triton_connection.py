@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.backends.base import BackendUnavailable
-from pipeline.messages import ReasonCode
+from pipeline.backends.base import BackendDeadline, BackendUnavailable
 
 _region_ids = itertools.count()  # region names are unique per process and backend
 
@@ -224,8 +223,7 @@ class translated:
             return False
         text = f"{type(exc).__name__}: {exc}"[:240]
         if _is_timeout(exc):
-            raise BackendUnavailable(f"triton {self.what} took longer than {self.timeout_s * 1e3:.1f} ms ({text})",
-                                     ReasonCode.DEADLINE) from exc
+            raise BackendDeadline(f"triton {self.what} took longer than {self.timeout_s * 1e3:.1f} ms ({text})") from exc
         raise BackendUnavailable(f"triton {self.what} failed ({text})") from exc
 
 

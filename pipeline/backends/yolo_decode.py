@@ -23,12 +23,13 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.backends.candidate_head import CANDIDATE_FIELDS
+from pipeline.errors import ModelOutputError
 from pipeline.messages import Detections, Geometry
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # boxes (K,4) f32, scores (K,) f32, ids (K,) i64
 
 
-class BadModelOutput(ValueError):
+class BadModelOutput(ModelOutputError):
     """The model's output cannot be decoded (wrong shape, NaN or inf)."""
 
 

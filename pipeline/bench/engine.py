@@ -60,7 +60,7 @@ def _one_size(backend, n: int, seconds: float) -> dict:
 def _inputs(backend, n: int):
     """n model inputs where the backend reads them, and how to free them."""
     w, h = backend.input_size
-    if not getattr(backend, "accepts_device_input", False):
+    if not backend.accepts_device_input:
         return [np.zeros((3, h, w), backend.input_dtype) for _ in range(n)], lambda: None
     from pipeline.gpu.device_buffers import DeviceTensor  # a GPU backend: pycuda is there
 

@@ -8,10 +8,10 @@ what was expected. Never lets a traceback reach the user.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline.config.models import PipelineConfig
 from pipeline.config.paths import not_found_message, resolve_existing
@@ -49,6 +49,16 @@ def read_config_text(path: Path) -> str:
 
 
 def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> PipelineConfig:
+    config = validate_yaml(text, source, PipelineConfig)
+    return _resolve_paths(config, base_dir) if base_dir is not None else config
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_yaml(text: str, source: str, model: type[M]) -> M:
+    """YAML text -> `model`, every failure a ConfigError naming file, line and key (the
+    gateway's config uses this too, so both daemons word their errors alike)."""
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -57,10 +67,9 @@ def parse_config(text: str, source: str = "<string>", base_dir: Path | None = No
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        config = PipelineConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source, root)) from None
-    return _resolve_paths(config, base_dir) if base_dir is not None else config
 
 
 def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:

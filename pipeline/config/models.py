@@ -166,6 +166,21 @@ class TritonConfig(Strict):
     reconnect_max_s: float = Field(2.0, gt=0, le=600)
 
 
+# Keys only some backends read (the rest of ModelConfig is every backend's); "auto" takes
+# those of every backend it may choose. `model.triton` has its own check below.
+_AUTO, _ORT, _TRT = BackendKind.AUTO, BackendKind.ONNXRUNTIME, BackendKind.TENSORRT
+ORT_CUDA_KEYS = frozenset({"cuda_graph", "cudnn_conv_algo_search"})
+BACKEND_KEYS: dict[str, frozenset[BackendKind]] = {
+    "providers": frozenset({_ORT, _AUTO}),
+    "threads": frozenset({_ORT, _AUTO}),
+    "cuda_graph": frozenset({_ORT, _AUTO}),
+    "cudnn_conv_algo_search": frozenset({_ORT, _AUTO}),
+    "engine_path": frozenset({_TRT, _AUTO}),
+    "engine_mismatch": frozenset({_TRT, _AUTO}),
+    "allow_cpu_fallback": frozenset({_AUTO}),
+}
+
+
 class ModelConfig(Strict):
     path: Path
     backend: BackendKind = BackendKind.ONNXRUNTIME
@@ -194,6 +209,9 @@ class ModelConfig(Strict):
     preprocess: Literal["auto", "cpu", "gpu"] = "auto"
     on_backend_error: BackendErrorPolicy = BackendErrorPolicy()
     triton: TritonConfig | None = None  # required with backend triton
+    # backend auto only: whether it may settle for ONNX Runtime on the CPU when no GPU
+    # backend opens (false: start-up fails, naming what each GPU backend said).
+    allow_cpu_fallback: bool = False
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -206,6 +224,22 @@ class ModelConfig(Strict):
         if any(v % 32 or v <= 0 for v in value):
             raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
         return value
+
+    @model_validator(mode="after")
+    def _keys_of_its_backend(self) -> "ModelConfig":
+        """A key set for a backend that never reads it is an error naming the backend. (Set
+        to its default, as a dumped-and-reloaded config has every key, it is harmless.)"""
+        fields = type(self).model_fields
+        for key in sorted(k for k in self.model_fields_set & BACKEND_KEYS.keys()
+                          if getattr(self, k) != fields[k].default):
+            runs_on = BACKEND_KEYS[key]
+            if self.backend not in runs_on:
+                raise ValueError(f"model.{key} does not apply to backend {self.backend.value} "
+                                 f"(it is read only by backend {' or '.join(b.value for b in runs_on)})")
+            if key in ORT_CUDA_KEYS and self.backend is BackendKind.ONNXRUNTIME and self.providers[:1] != (
+                    "CUDAExecutionProvider",):
+                raise ValueError(f"model.{key} applies to ONNX Runtime on CUDA only; providers is {list(self.providers)}")
+        return self
 
     @model_validator(mode="after")
     def _triton_needs_its_section(self) -> "ModelConfig":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import onnx
 
+from pipeline.errors import PipelineError
+
 PRECISION_KEY = "pipeline.precision"
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # Only the compute-heavy ops get Q/DQ. The detection head's decode (concat of pixel box
@@ -25,7 +27,7 @@ CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 
-class ConversionError(Exception):
+class ConversionError(PipelineError):
     """The model could not be converted; the message says which step failed."""
 
 

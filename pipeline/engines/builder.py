@@ -33,6 +33,7 @@ from pipeline.engines.sidecar import (
     sha256_file,
     sidecar_path,
 )
+from pipeline.errors import PipelineError
 
 TRT_MAJOR = int(trt.__version__.split(".")[0])
 HARDWARE_COMPATIBILITY = {
@@ -42,7 +43,7 @@ HARDWARE_COMPATIBILITY = {
 }
 
 
-class EngineBuildError(Exception):
+class EngineBuildError(PipelineError):
     """The engine could not be built; the message says which step failed and why."""
 
 

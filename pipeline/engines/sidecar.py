@@ -15,12 +15,14 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 SCHEMA = 1
 # Fields that must equal the loading machine's and model's for a plan to be trusted.
 CHECKED_FIELDS = ("schema", "tensorrt_version", "gpu_name", "compute_capability", "onnx_sha256")
 
 
-class SidecarError(Exception):
+class SidecarError(PipelineError):
     """The sidecar is missing or unreadable; the message names the file."""
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
+from pipeline.errors import PipelineError
+
 PLATFORMS = ("onnxruntime", "python", "tensorrt")
 _TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "float32": "TYPE_FP32",
           "float16": "TYPE_FP16"}
 
 
-class RepositoryError(Exception):
+class RepositoryError(PipelineError):
     """The model cannot be exported; the message names the file and what is wrong."""
 
 

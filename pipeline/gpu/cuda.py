@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 
 import pycuda.driver as cuda
 
+from pipeline.errors import PipelineError
+
 T = TypeVar("T")
 
 
-class CudaError(RuntimeError):
+class CudaError(PipelineError, RuntimeError):
     """A CUDA driver call failed; the message says what was being done."""
 
 

@@ -29,13 +29,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.errors import FrameError
 from pipeline.messages import Geometry
 
 _INV_255 = np.float32(1.0 / 255.0)
 _OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
-class BadFrame(ValueError):
+class BadFrame(FrameError):
     """The frame cannot be preprocessed (wrong dtype, rank or channel count)."""
 
 

@@ -26,6 +26,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.config.models import CurveConfig
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ _Z85_KEY = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 DENIED_LOG_EVERY_S = 10.0
 
 
-class CurveKeyError(ValueError):
+class CurveKeyError(PipelineError, ValueError):
     """A key file is missing, malformed or too widely readable; the message names the file."""
 
 

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Sequence
 import zmq
 
 from pipeline.config.models import PublisherConfig
+from pipeline.errors import PipelineError
 from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
 from pipeline.protocol import (
     ProtocolError,
@@ -56,7 +57,7 @@ from pipeline.publishing.peer_guard import PeerGuard
 from pipeline.publishing.subscriptions import MAX_DRAIN_PER_CALL, SubscriptionGate
 
 
-class PublisherError(RuntimeError):
+class PublisherError(PipelineError, RuntimeError):
     """The publisher cannot start (e.g. its endpoint cannot be bound)."""
 
 

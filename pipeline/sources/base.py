@@ -15,72 +15,40 @@ the slot is what saves the per-frame allocation and host copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from pipeline.contracts import CameraSource, FrameSource, SlotSource, SourceFrame
+from pipeline.errors import PipelineError
+from pipeline.messages import ReasonCode
+from pipeline.states import CameraState
 
-import numpy as np
+# The protocols live in pipeline.contracts with the other parts' contracts; re-exported here.
+__all__ = ["CameraSource", "CameraState", "FrameSource", "LostFrame", "SlotSource", "SourceEnded", "SourceError",
+           "SourceFrame", "lost_frame"]
 
-from pipeline.messages import GroundTruth
-from pipeline.states import CameraState  # re-exported: sources report their link in it
 
-
-class SourceEnded(Exception):
+class SourceEnded(PipelineError):
     """The source has no more frames (end of a replayed file without `loop`)."""
 
 
-class SourceError(Exception):
+class SourceError(PipelineError):
     """The source cannot deliver (device gone, stream broken); the message says why."""
 
-
-@dataclass(frozen=True, slots=True)
-class SourceFrame:
-    image: np.ndarray  # HxWx3 uint8 BGR or HxW uint8 gray, owned by the receiver
-    camera_ts_ns: int | None = None
+    reason = ReasonCode.SOURCE_DOWN
+    frame_lost = False  # the link is the problem, not one frame
     part_id: str | None = None
-    truth: GroundTruth | None = None
 
 
-@runtime_checkable
-class FrameSource(Protocol):
-    def open(self) -> None: ...
+class LostFrame(SourceError):
+    """A frame the source knows existed but cannot deliver (a corrupt file, a trigger that
+    produced no image): the capture stage gives it an ERROR verdict `bad_frame`."""
 
-    def read(self, timeout_s: float) -> SourceFrame | None:
-        """The next frame, or None when none arrived within `timeout_s`.
-        Raises SourceEnded at a clean end, SourceError when broken."""
-        ...
+    reason = ReasonCode.BAD_FRAME
+    frame_lost = True
 
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class SlotSource(FrameSource, Protocol):
-    """A FrameSource that can write its next frame into a lent buffer."""
-
-    def read_into(self, out: np.ndarray, timeout_s: float) -> SourceFrame | None:
-        """Like `read`, with the image written into `out` (returned as the frame's image)."""
-        ...
+    def __init__(self, message: str, part_id: str | None = None):
+        super().__init__(message)
+        self.part_id = part_id
 
 
-@runtime_checkable
-class CameraSource(FrameSource, Protocol):
-    """A FrameSource for a real camera, which keeps its own link up (reconnects by itself).
-
-    `link_state` is CONNECTING, STREAMING or DOWN as the source sees its link; the capture
-    stage adds STALLED (linked but silent). `free_running` sources deliver frames by
-    themselves; the others deliver one per trigger. `fire_trigger` sends a software trigger
-    and returns False when the source has none or is not connected; it may be called from
-    another thread than `read`."""
-
-    link_state: CameraState
-    free_running: bool
-
-    def fire_trigger(self) -> bool: ...
-
-
-def lost_frame(message: str, part_id: str | None = None) -> SourceError:
-    """A SourceError for a frame the source knows existed but cannot deliver (a corrupt
-    file, a trigger that produced no image): the capture stage gives it an ERROR verdict."""
-    exc = SourceError(message)
-    exc.frame_lost = True  # type: ignore[attr-defined]
-    exc.part_id = part_id  # type: ignore[attr-defined]
-    return exc
+def lost_frame(message: str, part_id: str | None = None) -> LostFrame:
+    """The `LostFrame` for `message` (kept for the sources that build it this way)."""
+    return LostFrame(message, part_id)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline.errors import PipelineError
+
 # GenICam name -> (channels in the buffer, cv2 conversion code or None for none)
 CONVERSIONS: dict[str, tuple[int, int | None]] = {
     "Mono8": (1, None),
@@ -24,7 +26,7 @@ CONVERSIONS: dict[str, tuple[int, int | None]] = {
 }
 
 
-class PixelFormatError(ValueError):
+class PixelFormatError(PipelineError, ValueError):
     """A buffer that does not hold what its pixel format and size promise."""
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 import zmq
 
 from pipeline.config.models import CameraConfig
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ MAX_PENDING = 10_000  # far beyond any line; a runaway sender costs memory, not 
 POLL_MS = 50  # how often the inbox thread re-checks its stop events
 
 
-class TriggerMessageError(ValueError):
+class TriggerMessageError(PipelineError, ValueError):
     """A trigger message that cannot be used; the message says what is wrong."""
 
 

@@ -28,7 +28,8 @@ import threading
 import time
 from typing import Any, Sequence
 
-from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
+from pipeline.errors import reason_of
+from pipeline.messages import EndOfStream, Job, Outcome
 from pipeline.queues import StageQueue
 from pipeline.states import StageState
 from pipeline.telemetry import Telemetry
@@ -169,9 +170,9 @@ class Stage:
         return list(zip(jobs, done))
 
     def _fail(self, jobs: list[Job], exc: Exception) -> list[Job]:
-        # Exceptions may name their own reason (BadFrame -> bad_frame, BadModelOutput ->
-        # bad_output); anything else is a generic stage_error.
-        code = getattr(exc, "reason_code", ReasonCode.STAGE_ERROR)
+        # The reason follows from the type (pipeline.errors: BadFrame -> bad_frame,
+        # BackendUnavailable -> backend_unavailable, ...); a foreign exception is stage_error.
+        code = reason_of(exc)
         detail = f"{self.name}: {type(exc).__name__}: {exc}"[:300]
         self.stats.errors += len(jobs)
         if self.stats.errors <= 3 or self.stats.errors % 100 == 0:  # never a log line per frame

@@ -41,6 +41,7 @@ from pipeline.sources.base import (
     CameraSource,
     CameraState,
     FrameSource,
+    LostFrame,
     SlotSource,
     SourceEnded,
     SourceError,
@@ -252,14 +253,14 @@ class CaptureStage:
         return frame_id
 
     def _on_source_error(self, exc: SourceError) -> None:
-        if getattr(exc, "frame_lost", False):
+        if isinstance(exc, LostFrame):
             # The source knows a frame existed but cannot deliver it: it still gets a verdict.
             now = time.monotonic_ns()
-            part_id = getattr(exc, "part_id", None)
+            part_id = exc.part_id
             if self.triggers is not None:  # the lost image was the oldest announced part's
                 part_id = self.triggers.ledger.claim(now) or part_id
             frame = Frame(self.camera_id, self._take_id(), None, now, time.time_ns(), part_id=part_id)
-            self.outbox.put(Job(frame).settle(Outcome.ERROR, ReasonCode.BAD_FRAME, str(exc)[:300], "capture"))
+            self.outbox.put(Job(frame).settle(Outcome.ERROR, exc.reason, str(exc)[:300], "capture"))
             return
         if self.camera.state is not CameraState.DOWN:
             log.warning("camera %s is down: %s", self.camera_id, exc)

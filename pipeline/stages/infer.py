@@ -33,6 +33,7 @@ import numpy as np
 
 from pipeline.backends.base import RemoteBackend
 from pipeline.config.models import BackendErrorPolicy
+from pipeline.errors import reason_of
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.stages.base import POLL_S, Stage
@@ -74,7 +75,6 @@ class InferStage(Stage):
         self.max_batch = max_batch
         self.max_wait_s = max_wait_us / 1e6
         self.skip_expired = skip_expired
-        self._batch: np.ndarray | None = None  # allocated once, on first use
         self.error_policy = on_backend_error
         self.failed_in_row = 0  # backend calls that raised since the last one that worked
         self.stream_ordered = isinstance(backend, StreamOrdered)
@@ -156,28 +156,15 @@ class InferStage(Stage):
             oldest_ns = min(job.frame.t_capture_ns for job in jobs)
             left_s = (oldest_ns + self.budget_ns - time.monotonic_ns()) / 1e9
             return self.backend.infer_tensors_within([job.tensor.array for job in jobs], left_s)
-        infer_tensors = getattr(self.backend, "infer_tensors", None)
-        if infer_tensors is not None:
-            # The backend takes the slots as they are: host arrays, or device buffers the
-            # GPU kernel wrote, which then never come back to the host.
-            return infer_tensors([job.tensor.array for job in jobs])
-        return self.backend.infer(self._stack(jobs))
-
-    def _stack(self, jobs: list[Job]) -> np.ndarray:
-        if len(jobs) == 1:
-            return jobs[0].tensor.array[None]  # a view: no copy for batch 1
-        first = jobs[0].tensor.array
-        if self._batch is None:
-            self._batch = np.empty((self.max_batch, *first.shape), first.dtype)
-        for i, job in enumerate(jobs):
-            self._batch[i] = job.tensor.array
-        return self._batch[: len(jobs)]
+        # The backend takes the slots as they are: host arrays, or device buffers the GPU
+        # kernel wrote, which then never come back to the host (InferenceBackend contract).
+        return self.backend.infer_tensors([job.tensor.array for job in jobs])
 
     def _decoded(self, job: Job, raw: np.ndarray) -> Job:
         try:
             detections = self.decoder(raw[None], job.geometry)
         except ValueError as exc:
-            code = getattr(exc, "reason_code", ReasonCode.BAD_OUTPUT)
+            code = reason_of(exc, default=ReasonCode.BAD_OUTPUT)  # a decoder's ValueError: the output's fault
             self.stats.errors += 1
             return job.settle(Outcome.ERROR, code, f"{type(exc).__name__}: {exc}"[:300], self.name)
         frame = job.frame if job.frame_slot is None else replace(job.frame, image=None)  # the slot went back

@@ -16,26 +16,14 @@ reads it. A job whose transform raises gets its ERROR verdict alone.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
-
-import numpy as np
+from typing import Any
 
 from pipeline.buffers import SlotPool
+from pipeline.contracts import StreamTransform, Transform
 from pipeline.messages import Geometry, Job, Outcome, ReasonCode, TensorSlot
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
 from pipeline.telemetry import Telemetry
-
-Transform = Callable[[np.ndarray, object], Geometry]
-
-
-@runtime_checkable
-class StreamTransform(Protocol):
-    """A transform that only enqueues its work; `flush()` returns the fence after it."""
-
-    def __call__(self, image: np.ndarray, out: object) -> Geometry: ...
-
-    def flush(self) -> Any: ...
 
 
 class PreprocessStage(Stage):

@@ -1,0 +1,167 @@
+"""The contracts between the stages and the parts they run: one module, typed Protocols.
+
+Bottom layer (imports only `messages` and `states`). `Parts` (pipeline.app) is typed with
+these, and a stage learns what a part can do from its type (`isinstance` against a
+runtime-checkable Protocol, or an attribute every implementation has), never by probing
+for attributes with getattr.
+
+- source: `FrameSource` (and `SlotSource`, `CameraSource`) deliver `SourceFrame`s
+- transform: `Transform` turns an image into a model input slot (`StreamTransform` on a stream)
+- backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
+- decoder: `Decoder` turns one image's raw output into `Detections`
+- publisher: `Publisher` sends verdicts and heartbeats
+- sink: `VerdictSink` is offered each job before it is published (the failed-part archive)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from pipeline.messages import Detections, Geometry, GroundTruth, Job
+from pipeline.states import CameraState
+
+# --------------------------------------------------------------------------- source
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFrame:
+    image: np.ndarray  # HxWx3 uint8 BGR or HxW uint8 gray, owned by the receiver
+    camera_ts_ns: int | None = None
+    part_id: str | None = None
+    truth: GroundTruth | None = None
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    def open(self) -> None: ...
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        """The next frame, or None when none arrived within `timeout_s`.
+        Raises SourceEnded at a clean end, SourceError when broken."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SlotSource(FrameSource, Protocol):
+    """A FrameSource that can write its next frame into a lent buffer."""
+
+    def read_into(self, out: np.ndarray, timeout_s: float) -> SourceFrame | None:
+        """Like `read`, with the image written into `out` (returned as the frame's image)."""
+        ...
+
+
+@runtime_checkable
+class CameraSource(FrameSource, Protocol):
+    """A FrameSource for a real camera, which keeps its own link up (reconnects by itself).
+
+    `link_state` is CONNECTING, STREAMING or DOWN as the source sees its link; the capture
+    stage adds STALLED (linked but silent). `free_running` sources deliver frames by
+    themselves; the others deliver one per trigger. `fire_trigger` sends a software trigger
+    and returns False when the source has none or is not connected; it may be called from
+    another thread than `read`."""
+
+    link_state: CameraState
+    free_running: bool
+
+    def fire_trigger(self) -> bool: ...
+
+
+# --------------------------------------------------------------------------- transform
+
+
+class Transform(Protocol):
+    """Letterbox `image` into the slot array `out` (host or device); the geometry used."""
+
+    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+
+
+@runtime_checkable
+class StreamTransform(Protocol):
+    """A transform that only enqueues its work; `flush()` returns the fence after it."""
+
+    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+
+    def flush(self) -> Any: ...
+
+
+# --------------------------------------------------------------------------- backend
+
+
+@runtime_checkable
+class InferenceBackend(Protocol):
+    """A loaded model ready to run batches; one thread calls `infer` at a time."""
+
+    name: str  # runtime and device, e.g. "onnxruntime:CPUExecutionProvider"
+    input_size: tuple[int, int]  # width, height of the model input
+    input_dtype: type  # np.float32 or np.float16
+    class_names: tuple[str, ...]
+    max_batch: int
+    accepts_device_input: bool  # True: `infer_tensors` takes `DeviceTensor`s (GPU preprocessing)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""
+        ...
+
+    def infer_tensors(self, tensors: list[Any]) -> np.ndarray:
+        """Run one batch given as the input slots' arrays: host (3, h, w) arrays for a CPU
+        backend, `DeviceTensor`s for a GPU-resident one (no host copy). The returned
+        array may be a view the next call overwrites."""
+        ...
+
+    def warmup(self, runs: int) -> None:
+        """Run `runs` dummy batches so the first real frame pays no lazy init."""
+        ...
+
+    def close(self) -> None:
+        """Release the runtime's resources; idempotent."""
+        ...
+
+
+@runtime_checkable
+class RemoteBackend(Protocol):
+    """A backend behind a network hop (Triton): each call carries a timeout, taken from
+    the remaining budget of the batch's oldest part, so a slow server costs one verdict
+    `deadline`, not a stalled stage."""
+
+    def infer_tensors_within(self, tensors: list[Any], timeout_s: float) -> np.ndarray:
+        """`infer_tensors` that gives up after `timeout_s` (BackendUnavailable, DEADLINE)."""
+        ...
+
+
+# --------------------------------------------------------------------------- decoder
+
+
+class Decoder(Protocol):
+    """One image's raw model output (1, 4+C, A) and its geometry -> detections in source
+    pixels. Raises a `ModelOutputError` (reason bad_output) on a malformed tensor."""
+
+    def __call__(self, raw: np.ndarray, geometry: Geometry) -> Detections: ...
+
+
+# --------------------------------------------------------------------------- publisher, sink
+
+
+class Publisher(Protocol):
+    """Sends each settled job's verdict and the heartbeats; counts what the wire refused."""
+
+    dropped: int
+
+    def publish_verdict(self, job: Job) -> int: ...
+
+    def publish_heartbeat(self, status: dict[str, Any]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class VerdictSink(Protocol):
+    """Offered every job just before it is published; returns the job to publish (e.g.
+    with the archived image's name); must never block the publish stage."""
+
+    def offer(self, job: Job) -> Job: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,138 @@
+"""One exception hierarchy (pipeline.errors): every error the package raises on purpose is a
+`PipelineError`, and the reason of an ERROR verdict follows from the exception's type, per
+stage. Real stages on real queues and threads, the real letterbox, the real demo model;
+only the failing call is swapped for one that raises."""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.assembly import make_decoder, open_backend
+from pipeline.backends.base import BackendDeadline, BackendUnavailable
+from pipeline.backends.yolo_decode import BadModelOutput
+from pipeline.buffers import HostSlotPool
+from pipeline.errors import PipelineError, reason_of
+from pipeline.imaging import BadFrame, Letterboxer
+from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.queues import StageQueue
+from pipeline.sources.base import LostFrame, SourceError
+from pipeline.stages.infer import InferStage
+from pipeline.stages.preprocess import PreprocessStage
+from pipeline.telemetry import Telemetry
+from tests.pipeline_helpers import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILTIN_BASES = {"Exception", "ValueError", "RuntimeError", "OSError", "TypeError", "KeyError", "LookupError"}
+# Below the errors layer (config) or about code, not frames (states): documented exceptions.
+OUTSIDE = {"PipelineError", "ConfigError", "IllegalTransition"}
+
+
+def test_every_exception_class_of_the_package_is_a_pipeline_error():
+    loose = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ClassDef) or node.name in OUTSIDE:
+                continue
+            bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
+            if bases & BUILTIN_BASES and "PipelineError" not in bases:
+                loose.append(f"{path.relative_to(ROOT)}: {node.name}")
+    assert not loose, f"derive these from pipeline.errors.PipelineError: {loose}"
+
+
+@pytest.mark.parametrize("exc, reason", [
+    (BadFrame("empty"), ReasonCode.BAD_FRAME), (LostFrame("no image", "p1"), ReasonCode.BAD_FRAME),
+    (SourceError("gone"), ReasonCode.SOURCE_DOWN), (BadModelOutput("nan"), ReasonCode.BAD_OUTPUT),
+    (BackendUnavailable("down"), ReasonCode.BACKEND_UNAVAILABLE), (BackendDeadline("slow"), ReasonCode.DEADLINE),
+    (RuntimeError("driver"), ReasonCode.STAGE_ERROR),
+])
+def test_the_reason_follows_from_the_type(exc, reason):
+    assert reason_of(exc) is reason
+    assert isinstance(exc, PipelineError) is (reason is not ReasonCode.STAGE_ERROR)
+
+
+def run_stage(stage, inbox: StageQueue, outbox: StageQueue, jobs: list[Job]) -> list[Job]:
+    """Feed `jobs` and an end of stream through the stage's own thread; what came out."""
+    inbox.put_many([*jobs, EndOfStream("test")])
+    stage.start()
+    out, deadline = [], time.monotonic() + 30
+    while time.monotonic() < deadline:
+        item = outbox.get(0.1)
+        if isinstance(item, EndOfStream):
+            return out
+        if item is not None:
+            out.append(item)
+    raise AssertionError(f"{stage.name} did not finish; got {out}")
+
+
+def job(frame_id: int, image: np.ndarray) -> Job:
+    return Job(Frame("cam0", frame_id, image, time.monotonic_ns(), time.time_ns()))
+
+
+def queues() -> tuple[StageQueue, StageQueue]:
+    return StageQueue("in", 16, lossless=True), StageQueue("out", 16, lossless=True)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    opened = open_backend(make_config("tcp://127.0.0.1:1").model)
+    yield opened
+    opened.close()
+
+
+def preprocessed(backend, n: int) -> list[Job]:
+    w, h = backend.input_size
+    inbox, outbox = queues()
+    pool = HostSlotPool((3, h, w), backend.input_dtype, n)
+    stage = PreprocessStage(Letterboxer((w, h)), pool, inbox, outbox, Telemetry(["cam0"]), upstreams=1)
+    return run_stage(stage, inbox, outbox, [job(i, np.full((h, w, 3), 90, np.uint8)) for i in range(n)])
+
+
+@pytest.mark.parametrize("raised, reason", [
+    (BadFrame("frame has an empty size 0x0"), "bad_frame"), (RuntimeError("opencv: out of memory"), "stage_error"),
+])
+def test_preprocess_error_reason(raised, reason):
+    def transform(image, out):
+        raise raised
+
+    inbox, outbox = queues()
+    stage = PreprocessStage(transform, HostSlotPool((3, 8, 8), np.float32, 2), inbox, outbox, Telemetry(["cam0"]), 1)
+    (got,) = run_stage(stage, inbox, outbox, [job(0, np.zeros((8, 8, 3), np.uint8))])
+    assert got.verdict.outcome is Outcome.ERROR and got.verdict.reasons[0].code.value == reason
+    assert stage.pool.available == 2  # the failed frame's slot went back
+
+
+@pytest.mark.parametrize("raised, reason", [
+    (BackendUnavailable("triton: server not ready"), "backend_unavailable"),
+    (BackendDeadline("triton took longer than 20 ms"), "deadline"),
+    (RuntimeError("CUDA error 700"), "stage_error"),
+])
+def test_infer_backend_error_reason(backend, raised, reason):
+    class Raising:  # the real backend, but this call raises
+        def __getattr__(self, name):
+            return getattr(backend, name)
+
+        def infer_tensors(self, tensors):
+            raise raised
+
+    jobs = preprocessed(backend, 2)
+    inbox, outbox = queues()
+    decoder = make_decoder(make_config("tcp://127.0.0.1:1").model, len(backend.class_names))
+    stage = InferStage(Raising(), decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
+    got = run_stage(stage, inbox, outbox, jobs)
+    assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2
+
+
+def test_infer_decode_error_reason_is_bad_output(backend):
+    def decoder(raw, geometry):
+        raise BadModelOutput("model output contains 3 NaN")
+
+    jobs = preprocessed(backend, 1)
+    inbox, outbox = queues()
+    stage = InferStage(backend, decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000)
+    (got,) = run_stage(stage, inbox, outbox, jobs)
+    assert got.verdict.outcome is Outcome.ERROR and got.verdict.reasons[0].code is ReasonCode.BAD_OUTPUT
