@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import zmq
 
+from pipeline.archive import FailedPartArchive
 from pipeline.buffers import Allocator, FramePool, HostSlotPool, SlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
 from pipeline.contracts import Decoder, FrameSource, InferenceBackend, Publisher, Transform, VerdictSink
@@ -33,7 +34,7 @@ from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from pipeline.stages.publish import PublishStage
 from pipeline.states import Health, StageState
-from pipeline.telemetry import Telemetry
+from pipeline.telemetry import HealthRules, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,9 @@ class Pipeline:
         self.telemetry = Telemetry([c.id for c in config.cameras])
         self.telemetry.backend = parts.backend.name
         self.telemetry.backend_choice = parts.backend_choice
+        self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
+        if isinstance(parts.archive, FailedPartArchive):  # a full disk shows in health until space returns
+            parts.archive.on_change = self.telemetry.set_archive_problem
         self.publish_q = StageQueue("publish", config.queues.publish.size, lossless=True)
         self.queues = self._make_queues()
         self.frame_pools = self._frame_pools()

@@ -13,8 +13,11 @@ Per frame, next to each other under `<path>/<camera>/<YYYYMMDD>/`:
   `<stem>.json`           provenance: camera, frame id, part id, times, verdict, reasons,
                           detections, model file and SHA-256, config SHA-256, backend
 Files are written to a temporary name and renamed, so a reader never sees half a file.
-A full disk (ENOSPC/EDQUOT) disables the archive for the rest of the run with one
-warning: frames are no longer queued or named, the pipeline goes on unaffected.
+A full disk (ENOSPC/EDQUOT) disables the archive with one warning: frames are no longer
+queued or named, the pipeline goes on unaffected, and health says `archive disabled`
+(`on_change`). Every RECHECK_S the writer looks at the free space; once twice the frame
+that failed fits again, the archive re-enables itself with one line. The quota is
+bounded at start by what the disk can hold (90% of free space plus the tree's own size).
 When the tree exceeds the quota, whole frames are removed oldest first (the newest
 frame is always kept). Existing frames are counted at start-up, so the quota holds
 across restarts. Sources hand each frame a fresh image array, so holding a reference
@@ -30,6 +33,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections import deque
@@ -48,6 +52,7 @@ from pipeline.protocol import iso_utc
 log = logging.getLogger(__name__)
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+RECHECK_S = 2.0  # while disabled: how often the writer looks for free space again
 Annotator = Callable[[np.ndarray, Job, tuple[str, ...]], np.ndarray]
 SUFFIXES = (".png", ".annotated.jpg", ".json")
 
@@ -71,18 +76,16 @@ class FailedPartArchive:
         self._thread = threading.Thread(target=self._run, name="archive-writer", daemon=True)
         self._frames: deque[tuple[Path, int]] = deque()  # (stem, bytes), oldest first
         self.saved = self.skipped = self.errors = self.evicted = self.bytes = 0
-        self.disabled = False  # set once by the writer when the disk is full
+        self.disabled = False  # set by the writer when the disk is full, cleared when space returns
+        # Told "" when the archive works and why not when it does not (health, e.g. Telemetry).
+        self.on_change: Callable[[str], None] = lambda problem: None
+        self._attempt_bytes = 0  # size of the frame being written: what must fit to resume
+        self._next_check = 0.0
 
     @classmethod
     def from_config(cls, cfg: ArchiveConfig, config: PipelineConfig, class_names: tuple[str, ...],
                     annotate: Annotator | None = None) -> "FailedPartArchive":
-        try:
-            cfg.path.mkdir(parents=True, exist_ok=True)
-            probe = cfg.path / ".write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as exc:
-            raise ArchiveError(f"archive.path {cfg.path}: cannot write there: {exc.strerror or exc}") from None
+        check_writable(cfg.path)
         provenance = {"model_path": str(config.model.path), "model_sha256": file_sha256(config.model.path),
                       "config_sha256": config_sha256(config)}
         return cls(cfg.path, int(cfg.quota_mb * 1024 * 1024), cfg.max_queue, set(cfg.save), class_names,
@@ -120,6 +123,7 @@ class FailedPartArchive:
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
         self._frames, self.bytes = scan(self.root)
+        self._bound_quota()
         self._enforce_quota()
         self._thread.start()
 
@@ -139,6 +143,8 @@ class FailedPartArchive:
     # ------------------------------------------------------------ writer thread
     def _run(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
+            if self.disabled:
+                self._maybe_resume()
             try:
                 stem, job = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -171,8 +177,31 @@ class FailedPartArchive:
                 self._queue.get_nowait()
                 dropped += 1
         self.skipped += dropped
-        log.warning("archive disabled for the rest of this run: %s is full (%s); verdicts are unaffected, "
+        log.warning("archive disabled until space returns: %s is full (%s); verdicts are unaffected, "
                     "%d queued frame(s) not written", self.root, exc.strerror or exc, dropped)
+        self._next_check = time.monotonic() + RECHECK_S
+        self.on_change(f"{self.root} is full")
+
+    def _maybe_resume(self) -> None:
+        if time.monotonic() < self._next_check:
+            return
+        self._next_check = time.monotonic() + RECHECK_S
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            return
+        if free >= 2 * max(self._attempt_bytes, 1):
+            self.disabled = False
+            log.warning("archive re-enabled: %s has %.1f MB free again", self.root, free / 1e6)
+            self.on_change("")
+
+    def _bound_quota(self) -> None:
+        with contextlib.suppress(OSError):
+            room = int(0.9 * (shutil.disk_usage(self.root).free + self.bytes))
+            if room < self.quota_bytes:
+                log.warning("archive quota %.0f MB is more than %s can hold; using %.0f MB",
+                            self.quota_bytes / 1e6, self.root, room / 1e6)
+                self.quota_bytes = max(room, 1)
 
     def _write(self, stem: Path, job: Job) -> int:
         stem.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +213,7 @@ class FailedPartArchive:
                 drawn = self.annotate(image, job, self.class_names)
                 files[".annotated.jpg"] = _encode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         files[".json"] = json.dumps(self._record(stem, job, list(files)), indent=1).encode()
+        self._attempt_bytes = sum(len(d) for d in files.values())
         for suffix, data in files.items():
             tmp = stem.parent / f".{stem.name}{suffix}.tmp"
             tmp.write_bytes(data)
@@ -221,6 +251,17 @@ def _encode(ext: str, image: np.ndarray, params: list[int]) -> bytes:
     if not ok:
         raise ValueError(f"OpenCV could not encode a {image.shape} {image.dtype} image as {ext}")
     return buf.tobytes()
+
+
+def check_writable(path: Path) -> None:
+    """ArchiveError unless a file can be created in `path` (made if missing)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ArchiveError(f"archive.path {path}: cannot write there: {exc.strerror or exc}") from None
 
 
 def scan(root: Path) -> tuple[deque[tuple[Path, int]], int]:

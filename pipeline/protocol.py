@@ -84,8 +84,12 @@ def encode_verdict(
     budget_ms: float,
     class_names: Sequence[str],
     include_detections: bool = True,
+    instance: str | None = None,
 ) -> bytes:
-    """One verdict message. `t_publish_ns` is wall clock, `t_publish_mono_ns` monotonic."""
+    """One verdict message. `t_publish_ns` is wall clock, `t_publish_mono_ns` monotonic.
+
+    `instance`: the publisher's id, random per start (docs/PROTOCOL.md); omitted if None.
+    """
     verdict, frame = job.verdict, job.frame
     if verdict is None:
         raise ProtocolError(
@@ -114,6 +118,8 @@ def encode_verdict(
     archive = job.extra.get("archive_path")
     if archive is not None:
         msg["archive"] = os.fspath(archive)
+    if instance is not None:
+        msg["instance"] = instance
     return _dumps(msg)
 
 

@@ -1,6 +1,8 @@
 """Runs a pipeline in the foreground: signals, `--frames`/`--duration`, the status line.
 
-Owns the main thread's loop: it waits for the pipeline to finish, a stop signal
+Owns the main thread's loop: start-up runs on a helper thread so that a stop signal
+during it ends the process within a tick, before anything is inspected; then it waits
+for the pipeline to finish, a stop signal
 (SIGINT/SIGTERM), the duration to pass, or a stage to crash, then shuts down within the
 bounded time and returns the process exit code. Each pass of the loop also ticks the
 daemon service (readiness, watchdog pings, status, a reload requested by SIGHUP).
@@ -18,6 +20,7 @@ from typing import Callable
 from pipeline.app import Parts, Pipeline
 from pipeline.assembly import build_parts
 from pipeline.config.models import PipelineConfig
+from pipeline.daemon.preflight import preflight
 from pipeline.daemon.service import DaemonService
 from pipeline.status_line import StatusLine
 
@@ -42,16 +45,22 @@ class StopRequest:
 def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: float | None = None,
                  status: StatusLine | None = None, config_path: Path | None = None,
                  service: DaemonService | None = None, build: Callable[[PipelineConfig], Parts] = build_parts) -> int:
+    preflight(config)  # the same refusals as `pipeline check-config`, before anything starts
     service = service or DaemonService(config, config_path=config_path)
     stop = StopRequest()
     restore = _install_signal_handlers(stop, service.request_reload)  # before the slow part: a HUP must not kill
     try:
         service.open()
-        pipeline = Pipeline(config, build(config), max_frames=frames)
+        parts = _build_interruptibly(config, build, stop)
+        pipeline = Pipeline(config, parts, max_frames=frames) if parts is not None else None
     except BaseException:
         service.close()
         restore()
         raise
+    if pipeline is None:  # stopped during start-up: nothing was inspected, nothing to drain
+        service.close()
+        restore()
+        return 0
     service.attach(pipeline)
     status = status or StatusLine(pipeline.telemetry)
     try:
@@ -64,6 +73,31 @@ def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: 
         service.close()
         restore()
     return code
+
+
+def _build_interruptibly(config: PipelineConfig, build: Callable[[PipelineConfig], Parts],
+                         stop: StopRequest) -> Parts | None:
+    """`build(config)` (model load, warm-up, maybe an engine build: minutes) on a helper
+    thread, so SIGTERM/SIGINT meanwhile returns None within a tick instead of waiting for it
+    and then inspecting parts. The abandoned build dies with the process (a daemon thread)."""
+    result: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            result["parts"] = build(config)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=work, name="start-up", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(TICK_S)
+        if stop:
+            log.info("received %s during start-up, stopping before inspecting anything", stop.signal_name)
+            return None
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["parts"]  # type: ignore[return-value]
 
 
 def _wait(pipeline: Pipeline, stop: StopRequest, duration_s: float | None, status: StatusLine,

@@ -36,6 +36,21 @@ class SeqTracker:
         self.gaps = 0
         self.lost = 0
         self.restarts = 0
+        self.instance: str | None = None  # the publisher's instance id (PROTOCOL.md), once seen
+
+    def on_instance(self, instance: Any) -> str | None:
+        """A RESTART line when the publisher's instance id changed; then every camera expects
+        seq 0 again, so what the new instance sent before we got its first message counts as lost."""
+        if not isinstance(instance, str):
+            return None  # an older publisher without instance ids
+        previous, self.instance = self.instance, instance
+        if previous is None or previous == instance:
+            return None
+        self.restarts += 1
+        last = ", ".join(f"{cid} seq {seq - 1}" for cid, seq in sorted(self.expected.items())) or "none"
+        self.expected = {cid: 0 for cid in self.expected}
+        return (f"RESTART: publisher instance {previous} -> {instance}; last received from the old one: {last}. "
+                "Whatever the old instance sent after those was not received; the new instance's losses follow as GAP lines")
 
     def on_verdict(self, camera_id: str, seq: int) -> str | None:
         """Record a verdict; return a GAP/RESTART line when its seq is not the expected one."""
@@ -158,6 +173,7 @@ class _Session:
         camera_id, seq = msg.get("camera_id"), msg.get("seq")
         if not isinstance(camera_id, str) or not isinstance(seq, int) or isinstance(seq, bool):
             return self._malformed(f"verdict without camera_id/seq: {msg!r:.120}")
+        self._print(self.note, self.seqs.on_instance(msg.get("instance")))
         self._print(self.note, self.seqs.on_verdict(camera_id, seq))
         self.verdicts[str(msg.get("verdict"))] += 1
         if not self.json_lines:
@@ -166,6 +182,7 @@ class _Session:
 
     def _heartbeat(self, msg: dict[str, Any], prefix: str) -> None:
         cameras = msg.get("cameras") if isinstance(msg.get("cameras"), dict) else {}
+        self._print(self.note, self.seqs.on_instance(msg.get("instance")))
         fps = {}
         for cid, info in cameras.items():
             if not isinstance(info, dict) or not _topic_matches(self.topic, f"{prefix}.{cid}"):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.messages import Job
+from pipeline.messages import Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.states import CameraState, Health, StageState, move
 
@@ -90,6 +90,84 @@ class LatencyWindow:
             return tuple(float(v) for v in np.percentile(self._values[:n], qs))
 
 
+@dataclass(frozen=True)
+class HealthRules:
+    """When a camera's recent outcomes make health DEGRADED or ERROR (docs/OPERATIONS.md
+    "Health"): the window is its last `window_verdicts` verdicts, none older than
+    `window_s` (so health recovers within a few seconds of the line recovering); shares
+    apply once it holds `min_verdicts`; `idle_s`: verdicts keep coming, none PASS/FAIL."""
+
+    window_verdicts: int = 50
+    window_s: float = 30.0
+    min_verdicts: int = 20
+    shed_share: float = 0.5  # NOT_INSPECTED
+    bad_output_share: float = 0.2  # ERROR bad_output: the model gives NaN/inf or malformed output
+    error_share: float = 0.2  # any other ERROR
+    idle_s: float = 30.0
+
+
+def outcome_kind(job: Job) -> str:
+    """inspected | shed | bad_output | error: what one verdict says about the line's health."""
+    verdict = job.verdict
+    if verdict is None or verdict.outcome in (Outcome.PASS, Outcome.FAIL):
+        return "inspected"
+    if verdict.outcome is Outcome.NOT_INSPECTED:
+        return "shed"
+    if any(r.code is ReasonCode.BAD_OUTPUT for r in verdict.reasons):
+        return "bad_output"
+    return "error"
+
+
+class OutcomeWindow:
+    """One camera's verdict kinds over the last `window_s` (the publish thread writes,
+    the HTTP and heartbeat threads read, hence the lock)."""
+
+    def __init__(self, size: int = 50) -> None:
+        self._events: deque[tuple[int, str]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.uninspected_since_ns: int | None = None  # first verdict of the current run without PASS/FAIL
+
+    def record(self, kind: str, now_ns: int, window_ns: int) -> None:
+        with self._lock:
+            self._events.append((now_ns, kind))
+            self._prune(now_ns, window_ns)
+            if kind == "inspected":
+                self.uninspected_since_ns = None
+            elif self.uninspected_since_ns is None:
+                self.uninspected_since_ns = now_ns
+
+    def counts(self, now_ns: int, window_ns: int) -> Counter[str]:
+        with self._lock:
+            self._prune(now_ns, window_ns)
+            return Counter(kind for _, kind in self._events)
+
+    def _prune(self, now_ns: int, window_ns: int) -> None:
+        while self._events and now_ns - self._events[0][0] > window_ns:
+            self._events.popleft()
+
+
+_SHARE_RULES = (("shed", "shed_share", "shedding"), ("bad_output", "bad_output_share", "bad_output"),
+                ("error", "error_share", "errors"))
+
+
+def outcome_problems(camera_id: str, window: OutcomeWindow, rules: HealthRules, now_ns: int) -> tuple[bool, list[str]]:
+    """(unhealthy, reasons) from one camera's recent outcomes; unhealthy: nothing inspected for idle_s."""
+    window_ns = int(rules.window_s * 1e9)
+    counts = window.counts(now_ns, window_ns)
+    total = sum(counts.values())
+    since = window.uninspected_since_ns
+    if total and since is not None and now_ns - since >= rules.idle_s * 1e9:
+        return True, [f"not inspecting: {camera_id} has had no PASS or FAIL for {(now_ns - since) / 1e9:.0f} s"]
+    if total < rules.min_verdicts:
+        return False, []
+    reasons = []
+    for kind, limit_name, label in _SHARE_RULES:
+        share = counts[kind] / total
+        if share > getattr(rules, limit_name):
+            reasons.append(f"{label}: {camera_id} {share:.0%} of the last {total} verdicts")
+    return False, reasons
+
+
 class Telemetry:
     """Everything the heartbeat, the status line and the watchdog read."""
 
@@ -106,10 +184,25 @@ class Telemetry:
         self.errors: list[str] = []
         self.published_dropped = 0
         self.crashed = threading.Event()
+        self.health_rules = HealthRules()
+        self.outcomes = {cid: OutcomeWindow(self.health_rules.window_verdicts) for cid in camera_ids}
+        self.archive_problem = ""  # set by the archive while it is disabled (e.g. disk full)
         # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
         self.verdict_listeners: list[Callable[[Job], None]] = []
 
+    def set_archive_problem(self, problem: str) -> None:
+        """The archive's word: "" when it writes, else why it does not (health DEGRADED)."""
+        self.archive_problem = problem
+
+    def set_health_rules(self, rules: HealthRules) -> None:
+        """Before the first verdict: the windows are sized by the rules."""
+        self.health_rules = rules
+        self.outcomes = {cid: OutcomeWindow(rules.window_verdicts) for cid in self.cameras}
+
     def verdict_published(self, job: Job) -> None:
+        window = self.outcomes.get(job.frame.camera_id)
+        if window is not None:
+            window.record(outcome_kind(job), time.monotonic_ns(), int(self.health_rules.window_s * 1e9))
         for listener in tuple(self.verdict_listeners):
             try:
                 listener(job)
@@ -137,12 +230,30 @@ class Telemetry:
         self.crashed.set()
 
     def current_health(self) -> Health:
+        return self.health_and_reasons()[0]
+
+    def health_and_reasons(self, now_ns: int | None = None) -> tuple[Health, list[str]]:
+        """The one health judgement (heartbeat, /healthz, /metrics, systemd STATUS) and why."""
         if self.health in (Health.ERROR, Health.STOPPING, Health.STARTING):
-            return self.health
+            return self.health, []
+        now_ns = now_ns or time.monotonic_ns()
+        unhealthy, reasons = False, []
+        bad = [f"{c.camera_id} {c.state.value}" for c in self.cameras.values() if c.down_or_stalled]
+        if bad:
+            reasons.append("camera " + ", ".join(bad))
         # a camera that never delivered a frame is not known to work: never OK (docs/PROTOCOL.md)
-        bad_camera = any(c.down_or_stalled or c.last_frame_ns == 0 for c in self.cameras.values())
-        failing = any(s.failing for s in self.stages.values())
-        return Health.DEGRADED if bad_camera or failing else Health.OK
+        silent = [c.camera_id for c in self.cameras.values() if c.last_frame_ns == 0 and not c.down_or_stalled]
+        if silent:
+            reasons.append("camera " + ", ".join(silent) + " never delivered")
+        reasons += [f"stage {s.name} failing" for s in self.stages.values() if s.failing]
+        for cid, window in self.outcomes.items():
+            idle, found = outcome_problems(cid, window, self.health_rules, now_ns)
+            unhealthy, reasons = unhealthy or idle, reasons + found
+        if self.archive_problem:
+            reasons.append(f"archive disabled: {self.archive_problem}")
+        if unhealthy:
+            return Health.ERROR, reasons
+        return (Health.DEGRADED if reasons else Health.OK), reasons
 
     def fps(self) -> float:
         elapsed_s = (time.monotonic_ns() - self.started_ns) / 1e9
@@ -151,8 +262,10 @@ class Telemetry:
 
     def snapshot(self) -> dict[str, Any]:
         """The heartbeat body (see docs/PROTOCOL.md)."""
+        health, reasons = self.health_and_reasons()
         return {
-            "health": self.current_health().value,
+            "health": health.value,
+            "health_reasons": reasons,
             "uptime_s": round((time.monotonic_ns() - self.started_ns) / 1e9, 3),
             "backend": self.backend,
             "backend_choice": self.backend_choice,

@@ -58,7 +58,7 @@ def test_healthz_is_503_while_starting_and_unknown_paths_404():
         checked = health_command(endpoint.url + "/healthz")
         assert checked.returncode == 1 and "starting" in checked.stdout
         # a second endpoint on the same port is a start-up error naming the port
-        port = endpoint.server.server_address[1]
+        port = endpoint.port
         with pytest.raises(StartupError, match=f"127.0.0.1:{port}"):
             HttpEndpoint.from_config(HttpConfig(port=port), PipelineMetrics(monitor).registry, monitor)
     finally:

@@ -167,3 +167,29 @@ def test_watching_one_camera_ignores_other_cameras_in_heartbeats(pub):
     run.wait_for("[heartbeat] OK")
     assert "GAP" not in run.out.getvalue() and "cam0 seq" not in run.out.getvalue()
     assert run.finish() == 0
+
+
+def test_a_restart_across_a_disconnection_is_reported_with_what_was_missed(context, free_tcp_endpoint):
+    """The new instance's seq has passed the old one's when the gateway is back: without the
+    instance id that reads as an ordinary gap of 5; it is a restart and 10 lost from the new one."""
+    old = publisher(context, free_tcp_endpoint)
+    run = start(old, timeout_s=1.5)
+    for frame in range(5):
+        old.publish_verdict(make_job("cam0", frame))
+    run.wait_for("cam0 seq=4")
+    old.close()
+    new = publisher(context, free_tcp_endpoint)
+    try:
+        for frame in range(10):  # nobody is subscribed yet: these never reach the gateway
+            new.publish_verdict(make_job("cam0", frame))
+        wait_joined(new, lambda: run.saw(f"instance {old.instance_id} -> {new.instance_id}"))
+        new.publish_verdict(make_job("cam0", 10))
+        run.wait_for("cam0 seq=10")
+        assert run.finish(10) == 0
+    finally:
+        new.close()
+    notes = [line for line in run.lines() if line.startswith(("RESTART", "GAP"))]
+    assert notes[0].startswith(f"RESTART: publisher instance {old.instance_id} -> {new.instance_id}; "
+                               "last received from the old one: cam0 seq 4.")
+    assert notes[1:] == ["GAP cam0: expected seq 0, heartbeat says last was 9 (10 verdicts lost before heartbeat)"]
+    assert "1 restarts" in run.err.getvalue()

@@ -14,8 +14,10 @@ def register(sub) -> None:
 
 def check(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
+    from pipeline.daemon.preflight import preflight
 
     config = load_config(args.config, require_model=not args.no_model)
+    preflight(config)  # exactly what `pipeline run` refuses before it starts
     if not args.no_model:
         from pipeline.assembly import check_rules, open_backend
 

@@ -25,16 +25,27 @@ def load_config(path: str | Path, *, require_model: bool = False) -> PipelineCon
     """`require_model`: a model file found nowhere is a ConfigError naming the config
     file, the key and every place searched (commands that open the model ask for it)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    text = read_config_text(path)
     config = parse_config(text, source=str(path), base_dir=path.parent)
     # A model served by Triton lives on the server; model.path then only records its source.
     served = config.model.triton is not None
     if require_model and not served and not config.model.path.exists():
         raise ConfigError(not_found_message(str(path), "model.path", config.model.path, path.parent))
     return config
+
+
+def read_config_text(path: Path) -> str:
+    """The file as text; ConfigError (never a traceback) if unreadable or not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}: not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}); "
+                          "save the file as UTF-8") from None
 
 
 def parse_config(text: str, source: str = "<string>", base_dir: Path | None = None) -> PipelineConfig:

@@ -342,6 +342,17 @@ class PublisherConfig(Strict):
     # subscriber; the price is that one stalled subscriber costs every subscriber that message.
     nodrop: bool = False
     curve: CurveConfig | None = None  # None: plain TCP, anyone who can connect may subscribe
+    # Limits on what peers can make the daemon hold (docs/PROTOCOL.md "Limits of the PUB
+    # port"): a larger inbound message drops its connection unread; more distinct
+    # subscriptions than this are ignored and counted.
+    max_inbound_bytes: int = Field(1024, ge=256, le=65_536)
+    max_subscriptions: int = Field(1024, ge=1, le=100_000)
+    # Per TCP peer: at most this many connected (more are dropped at once and counted), and
+    # each may send at most peer_burst_bytes + peer_rate_bytes_s per second connected
+    # (a gateway sends a handshake, its subscriptions and pings: far less).
+    max_gateways: int = Field(64, ge=1, le=10_000)
+    peer_burst_bytes: int = Field(16_384, ge=1024)
+    peer_rate_bytes_s: int = Field(1024, ge=16)
 
 
 class LatePolicy(str, Enum):
@@ -359,6 +370,12 @@ class HttpConfig(Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)  # 0: any free port (the log names it)
+    # Served by waitress: one I/O thread for every connection, `threads` answering requests.
+    # Beyond `max_connections` open connections no new one is accepted until some close;
+    # a connection idle for `idle_timeout_s` is closed (docs/OPERATIONS.md).
+    max_connections: int = Field(2000, ge=1, le=60_000)
+    idle_timeout_s: float = Field(10.0, gt=0, le=3600)
+    threads: int = Field(2, ge=1, le=16)
 
 
 class ArchiveConfig(Strict):
@@ -384,6 +401,20 @@ class WatchdogConfig(Strict):
     stage_stall_s: float = Field(3.0, gt=0, le=3600)
 
 
+class HealthConfig(Strict):
+    """Health from verdict outcomes per camera: the last `window_verdicts`, none older than
+    `window_s` (docs/OPERATIONS.md "Health"). DEGRADED above a share, once `min_verdicts`
+    are in the window; ERROR when verdicts keep coming but none was a PASS or FAIL for `idle_s`."""
+
+    window_verdicts: int = Field(50, ge=1, le=100_000)
+    window_s: float = Field(30.0, gt=0, le=3600)
+    min_verdicts: int = Field(20, ge=1)
+    shed_share: float = Field(0.5, ge=0, le=1)
+    bad_output_share: float = Field(0.2, ge=0, le=1)
+    error_share: float = Field(0.2, ge=0, le=1)
+    idle_s: float = Field(30.0, gt=0, le=86_400)
+
+
 class PipelineConfig(Strict):
     """The whole file."""
 
@@ -398,6 +429,7 @@ class PipelineConfig(Strict):
     archive: ArchiveConfig = ArchiveConfig()
     logging: LoggingConfig = LoggingConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
+    health: HealthConfig = HealthConfig()
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> "PipelineConfig":

@@ -8,8 +8,9 @@ Owns the rules:
   loop marks progress each time it comes round (idle or not), so only a stage stuck
   inside one call (a hung driver, a wedged inference) falls behind. A crashed stage is
   not progressing either. This alone decides the systemd watchdog pings.
-- healthy: ready, progressing, and telemetry health OK (no camera down or stalled, not
-  stopping). /healthz answers 200 only then, else 503 with the first reason.
+- healthy: ready, progressing, and telemetry health OK (no camera down or stalled, no
+  outcome rule broken: `Telemetry.health_and_reasons`, not stopping). /healthz answers
+  200 only then, else 503 with the reasons.
 What crosses the boundary: telemetry is read (never written); a `HealthReport` out.
 """
 
@@ -70,8 +71,10 @@ class HealthMonitor:
         return [c.camera_id for c in t.cameras.values() if c.frames_captured == 0]
 
     def _reason(self, t: Telemetry, ready: bool, stuck: list[str]) -> str:
-        health = t.current_health()
+        health, reasons = t.health_and_reasons()
         if health is Health.ERROR:
+            if t.health is not Health.ERROR and reasons:  # judged from outcomes, nothing crashed
+                return "error: " + "; ".join(reasons)
             return "error: " + (t.errors[-1] if t.errors else "a stage crashed")
         if stuck:
             return "stuck: " + ", ".join(stuck)
@@ -80,7 +83,5 @@ class HealthMonitor:
         if not ready:
             return "starting: waiting for a first frame from " + ", ".join(self.waiting_for(t))
         if health is Health.DEGRADED:
-            bad = [f"camera {c.camera_id} {c.state.value}" for c in t.cameras.values() if c.down_or_stalled]
-            bad += [f"stage {s.name} failing" for s in list(t.stages.values()) if s.failing]
-            return "degraded: " + ", ".join(bad)
+            return "degraded: " + "; ".join(reasons)
         return "" if health is Health.OK else f"health {health.value}"

@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.config.models import PipelineConfig
 from pipeline.daemon.health import HealthMonitor
 from pipeline.daemon.http_endpoint import HttpEndpoint
+from pipeline.daemon.limits import ensure_descriptors
 from pipeline.daemon.metrics import PipelineMetrics
 from pipeline.daemon.notify import SdNotifier
 from pipeline.daemon.reload import RuleReloader
@@ -46,6 +47,7 @@ class DaemonService:
         self._next_ping = self._next_status = 0.0
 
     def open(self) -> None:
+        ensure_descriptors(self.config)  # before any connection can take the last descriptor
         self.notifier.status("loading the model and opening the cameras")
         if self.config.http.enabled:
             self.metrics = PipelineMetrics(self.monitor)

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 _KEY_LINE = re.compile(rb'^\s*(public|secret)-key\s*=\s*"?([0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40})"?\s*$')
 _Z85_KEY = re.compile(r"[0-9A-Za-z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+
+
+DENIED_LOG_EVERY_S = 10.0
 
 
 class CurveKeyError(PipelineError, ValueError):
@@ -104,13 +108,25 @@ def load_allowed_clients(paths: tuple[Path, ...]) -> frozenset[bytes]:
 
 
 class _AllowList:
-    """The ZAP credentials provider: a client is admitted when its public key is listed."""
+    """The ZAP credentials provider: a client is admitted when its public key is listed.
+    Refusals are counted and logged at most once per DENIED_LOG_EVERY_S, so a peer retrying
+    a wrong key (or a scan) cannot flood the journal."""
 
     def __init__(self, keys: frozenset[bytes]):
         self._keys = keys
+        self.denied = 0
+        self._next_log = 0.0
 
     def callback(self, domain: str, client_key: bytes) -> bool:
-        return client_key in self._keys
+        if client_key in self._keys:
+            return True
+        self.denied += 1
+        now = time.monotonic()
+        if now >= self._next_log:
+            self._next_log = now + DENIED_LOG_EVERY_S
+            log.warning("CURVE: refused a client whose public key is not in publisher.curve.allowed_clients "
+                        "(%d refused so far; at most one line per %.0f s)", self.denied, DENIED_LOG_EVERY_S)
+        return False
 
 
 class RedactKeys(logging.Filter):
@@ -131,7 +147,9 @@ def start_authenticator(context: zmq.Context, allowed: frozenset[bytes]) -> Thre
         zap_log.addFilter(RedactKeys())
     auth = ThreadAuthenticator(context, log=zap_log)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(allowed))
+    allow_list = _AllowList(allowed)
+    auth.configure_curve_callback(domain="*", credentials_provider=allow_list)
+    auth.allow_list = allow_list  # type: ignore[attr-defined]  # its `denied` count, for the heartbeat and tests
     return auth
 
 

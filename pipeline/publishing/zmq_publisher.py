@@ -15,6 +15,13 @@ water mark (SNDHWM) depends on the socket:
   subscriber then costs every subscriber that message, so it is opt-in.
 Either way the seq number is consumed, so loss is always visible as a gap.
 
+Hardened against what peers send (docs/PROTOCOL.md "Limits of the PUB port"): inbound
+messages larger than `publisher.max_inbound_bytes` drop the connection before anything is
+allocated (ZMQ_MAXMSGSIZE, also before CURVE authentication); subscriptions go through a
+`SubscriptionGate` (manual XPUB), which keeps only those that can match our topics and at
+most `publisher.max_subscriptions` distinct ones. Every verdict and heartbeat carries
+`instance`, random per start, so a gateway sees a restart it was disconnected across.
+
 Not thread-safe (neither is a zmq socket): exactly one thread, the publish stage, owns
 a `ZmqPublisher` from construction to `close()`.
 """
@@ -22,6 +29,7 @@ a `ZmqPublisher` from construction to `close()`.
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from types import MappingProxyType
 from typing import Any, Mapping, Sequence
@@ -45,6 +53,8 @@ from pipeline.publishing.curve import (
     make_curve_server,
     start_authenticator,
 )
+from pipeline.publishing.peer_guard import PeerGuard
+from pipeline.publishing.subscriptions import MAX_DRAIN_PER_CALL, SubscriptionGate
 
 
 class PublisherError(PipelineError, RuntimeError):
@@ -62,6 +72,8 @@ class ZmqPublisher:
         class_names: Sequence[str],
         include_detections: bool = True,
         authenticator: Any = None,
+        gate: SubscriptionGate | None = None,
+        guard: PeerGuard | None = None,
     ):
         self._socket = socket
         self._authenticator = authenticator  # CURVE's ZAP handler, stopped after the socket closes
@@ -77,6 +89,10 @@ class ZmqPublisher:
         self.heartbeats_dropped = 0
         self.encode_errors = 0  # verdicts that could not be encoded and went out as ERROR
         self._closed = False
+        # None: libzmq applies subscriptions itself (a plain XPUB or PUB handed to __init__).
+        self.gate = gate
+        self.guard = guard  # None: peers are not metered (a socket handed to __init__)
+        self.instance_id = new_instance_id()
 
     @classmethod
     def from_config(
@@ -99,6 +115,7 @@ class ZmqPublisher:
         socket.setsockopt(zmq.LINGER, cfg.linger_ms)  # bounds close(): queued messages wait at most this
         socket.setsockopt(zmq.SNDHWM, cfg.sndhwm)
         socket.setsockopt(zmq.IMMEDIATE, 0)
+        _limit_inbound(socket, cfg)
         if cfg.nodrop if nodrop is None else nodrop:
             socket.setsockopt(zmq.XPUB_NODROP, 1)
         authenticator = None
@@ -112,7 +129,9 @@ class ZmqPublisher:
             if isinstance(err, CurveKeyError):
                 raise PublisherError(f"publisher.curve: {err}") from None
             raise PublisherError(f"cannot bind publisher to {cfg.endpoint!r}: {err.strerror}") from err
-        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections, authenticator)
+        gate = SubscriptionGate(cfg.topic_prefix, cfg.max_subscriptions)
+        guard = PeerGuard(socket, cfg.max_gateways, cfg.peer_burst_bytes, cfg.peer_rate_bytes_s)
+        return cls(socket, cfg.topic_prefix, budget_ms, class_names, cfg.include_detections, authenticator, gate, guard)
 
     @property
     def endpoint(self) -> str:
@@ -133,6 +152,8 @@ class ZmqPublisher:
         if topic is None:
             topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
         seq = self._last_seq.get(camera_id, -1) + 1
+        if self.gate is not None and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._drain_subscriptions()  # a (re)connecting gateway's subscription takes effect now
         payload = self._encode(job, seq, t_mono_ns)
         self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
         if not self._send(topic, payload):
@@ -148,7 +169,15 @@ class ZmqPublisher:
         seq = self._heartbeat_seq
         self._heartbeat_seq += 1
         self._drain_subscriptions()
-        payload = encode_heartbeat(self._with_last_seq(status), seq, time.time_ns())
+        status = {**self._with_last_seq(status), "instance": self.instance_id}
+        if self.gate is not None:
+            status["subscriptions"] = {"topics": self.gate.topics, "ignored": self.gate.ignored,
+                                       "over_limit": self.gate.over_limit}
+        if self.guard is not None:
+            self.guard.tick()
+            status["peers"] = {"connected": self.guard.peers, "refused": self.guard.refused,
+                               "dropped": self.guard.dropped}
+        payload = encode_heartbeat(status, seq, time.time_ns())
         if not self._send(self._heartbeat_topic, payload):
             self.heartbeats_dropped += 1
         return seq
@@ -164,6 +193,12 @@ class ZmqPublisher:
 
     def _drain_subscriptions(self) -> None:
         # XPUB queues (un)subscription notices for us; read them so they never pile up.
+        if self.gate is not None:
+            refused_before = self.gate.ignored + self.gate.over_limit
+            flood = self.gate.drain(self._socket) == MAX_DRAIN_PER_CALL
+            if self.guard is not None:  # notices no gateway sends: find and drop their sender now
+                self.guard.tick(urgent=flood or self.gate.ignored + self.gate.over_limit > refused_before)
+            return
         while True:
             try:
                 self._socket.recv(zmq.NOBLOCK)
@@ -176,6 +211,8 @@ class ZmqPublisher:
         """Close the socket; pending messages get at most the socket's LINGER to go out."""
         if not self._closed:
             self._closed = True
+            if self.guard is not None:
+                self.guard.close()
             self._socket.close()
             if self._authenticator is not None:
                 self._authenticator.stop()
@@ -186,13 +223,14 @@ class ZmqPublisher:
         t_wall, t_mono = time.time_ns(), t_mono_ns or time.monotonic_ns()
         args = (seq, t_wall, t_mono, self._budget_ms, self._class_names)
         try:
-            return encode_verdict(job, *args, include_detections=self._include_detections)
+            return encode_verdict(job, *args, include_detections=self._include_detections,
+                                  instance=self.instance_id)
         except ProtocolError:
             if job.verdict is None:
                 raise  # publishing an undecided job is a bug upstream, not a data problem
             # Bad data (e.g. a NaN score) must not cost the part its verdict: send ERROR.
             self.encode_errors += 1
-            return encode_verdict(_as_error(job), *args, include_detections=False)
+            return encode_verdict(_as_error(job), *args, include_detections=False, instance=self.instance_id)
 
     def _send(self, topic: bytes, payload: bytes) -> bool:
         try:
@@ -208,6 +246,18 @@ class ZmqPublisher:
         for cid, info in cameras.items():
             info["last_seq"] = self._last_seq.get(cid, -1)
         return {**status, "cameras": cameras}
+
+
+def new_instance_id() -> str:
+    """16 hex digits, random per start: equal ids mean the same publisher process."""
+    return secrets.token_hex(8)
+
+
+def _limit_inbound(socket: zmq.Socket, cfg: PublisherConfig) -> None:
+    """Bound what one peer can make us hold: message size, queued notices, manual subscriptions."""
+    socket.setsockopt(zmq.MAXMSGSIZE, cfg.max_inbound_bytes)  # checked from the frame header
+    socket.setsockopt(zmq.RCVHWM, 100)  # notices queued per peer before TCP pushes back
+    socket.setsockopt(zmq.XPUB_MANUAL, 1)  # the SubscriptionGate decides what is kept
 
 
 def _secure(socket: zmq.Socket, cfg: PublisherConfig, context: zmq.Context):

@@ -7,6 +7,9 @@ letterboxes), HxW uint8 for grayscale images and HxWx3 BGR uint8 for colour ones
 A folder is read in name order (.png .jpg .jpeg .bmp .tif .tiff, case-insensitive). A file
 that does not decode raises a frame-lost `SourceError` naming it, and the next `read()`
 goes on with the next file, so one bad image costs one ERROR verdict, not the stream.
+Before decoding, a JPEG or PNG is checked from its bytes (`frame_check`): one cut short
+or declaring more pixels than the camera's configured width x height is such a bad file
+too, never decoded, so half a picture is never judged and a huge one never stalls capture.
 At the end, `loop` starts over; otherwise `read()` raises `SourceEnded` (and keeps doing so).
 """
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from pipeline.config.models import CameraConfig, ReplaySourceConfig
 from pipeline.sources.base import SourceEnded, SourceError, SourceFrame, lost_frame
+from pipeline.sources.frame_check import frame_problem
 from pipeline.sources.pacing import Pacer
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
@@ -27,11 +31,13 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 class ReplaySource:
     """A `FrameSource` over a folder of images or one video file."""
 
-    def __init__(self, path: Path | str, fps: float = 30.0, loop: bool = False, realtime: bool = True):
+    def __init__(self, path: Path | str, fps: float = 30.0, loop: bool = False, realtime: bool = True,
+                 max_size: tuple[int, int] | None = None):
         if fps <= 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.path = Path(path)
         self.loop = loop
+        self.max_size = max_size  # (width, height): larger images are refused from their header
         self._pacer = Pacer(fps, realtime)
         self._files: list[Path] | None = None  # folder mode
         self._video: cv2.VideoCapture | None = None  # video mode
@@ -43,7 +49,7 @@ class ReplaySource:
         src = camera.source
         if not isinstance(src, ReplaySourceConfig):
             raise TypeError(f"camera {camera.id}: expected a replay source, got {src.kind!r}")
-        return cls(src.path, camera.fps, src.loop, src.realtime)
+        return cls(src.path, camera.fps, src.loop, src.realtime, (camera.width, camera.height))
 
     def open(self) -> None:
         if not self.path.exists():
@@ -84,8 +90,15 @@ class ReplaySource:
             self._next = 0
         file = self._files[self._next]
         self._next += 1  # before decoding: a bad file is skipped by the next read
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise lost_frame(f"cannot read image {file}: {exc.strerror or exc}") from None
+        problem = frame_problem(data, self.max_size)
+        if problem is not None:
+            raise lost_frame(f"{file}: {problem}")
         # ANYCOLOR keeps gray images single-channel and gives colour (even with alpha) as BGR
-        image = cv2.imread(str(file), cv2.IMREAD_ANYCOLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR)
         if image is None:
             raise lost_frame(f"cannot decode image {file}")
         return image

@@ -132,6 +132,8 @@ class CaptureStage:
         except SourceError as exc:
             self._on_source_error(exc)
             return
+        except SourceEnded:
+            raise  # the end of a finite source is no fault: run() marks the camera ENDED
         except Exception as exc:  # noqa: BLE001 - a buggy source must not kill the camera thread
             self._on_unexpected_raise(exc)
             return

@@ -1,0 +1,65 @@
+"""Health judged from outcomes: a real ONNX model whose output is NaN on every frame
+(built here with onnx.helper, run by ONNX Runtime in the real pipeline) must make the
+heartbeat DEGRADED with reason bad_output, then ERROR once nothing was inspected for
+`health.idle_s` -- never OK while every verdict is ERROR."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.app import Pipeline
+from pipeline.assembly import build_parts
+from pipeline.daemon.health import HealthMonitor
+from tests.pipeline_helpers import VerdictCollector, make_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def nan_model(path) -> None:
+    """images [b,3,416,416] -> output0 [b,7,3380], every value NaN (YOLO layout, 3 classes)."""
+    nan = numpy_helper.from_array(np.full((1, 7, 3380), np.nan, np.float32), "nan")
+    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),  # [b]
+             helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),  # [b, 1, 1]
+             helper.make_node("Mul", ["m3", "zero"], ["z"]),
+             helper.make_node("Add", ["z", "nan"], ["output0"])]
+    graph = helper.make_graph(
+        nodes, "nan", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 416, 416])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 7, 3380])], [nan, zero, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": "{0: 'scratch', 1: 'spot', 2: 'crack'}", "imgsz": "[416, 416]"})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def test_nan_model_output_makes_health_degraded_then_error_never_ok(tmp_path, free_tcp_endpoint):
+    nan_model(tmp_path / "nan.onnx")
+    config = make_config(free_tcp_endpoint, fps=30, model={"path": str(tmp_path / "nan.onnx")},
+                         health={"min_verdicts": 10, "window_s": 60, "idle_s": 2})
+    collector = VerdictCollector(free_tcp_endpoint)
+    pipeline = Pipeline(config, build_parts(config), max_frames=600)
+    monitor = HealthMonitor(stage_stall_s=10)
+    try:
+        pipeline.start()
+        monitor.attach(pipeline.telemetry)
+        degraded = collector.wait_for_heartbeat(30, lambda hb: hb["health"] == "DEGRADED")
+        report = monitor.check()
+        error = collector.wait_for_heartbeat(30, lambda hb: hb["health"] == "ERROR")
+        final = monitor.check()
+    finally:
+        pipeline.stop_event.set()
+        pipeline.shutdown(timeout_s=10)
+        collector.close()
+    verdicts = collector.verdicts["cam0"]
+    assert verdicts and all(v["verdict"] == "ERROR" and v["reasons"][0]["code"] == "bad_output" for v in verdicts)
+    ok_after = [hb for hb in collector.heartbeats if hb["health"] == "OK" and hb["cameras"]["cam0"]["verdicts_published"] >= 10]
+    assert not ok_after, "health said OK with min_verdicts verdicts in the window, every one ERROR"
+    assert degraded is not None and any(r.startswith("bad_output: cam0") for r in degraded["health_reasons"])
+    assert not report.healthy and "bad_output" in report.reason
+    assert error is not None and any("not inspecting" in r for r in error["health_reasons"])
+    assert not final.healthy and final.reason.startswith("error: not inspecting")
