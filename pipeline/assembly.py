@@ -21,6 +21,7 @@ from pipeline.backends.base import ModelError
 from pipeline.backends.candidate_head import uses_candidate_head
 from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
 from pipeline.config.models import ModelConfig, PipelineConfig
+from pipeline.errors import ModelOutputError
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
 from pipeline.rules import RuleBook
@@ -104,7 +105,11 @@ def build_parts(config: PipelineConfig) -> Parts:
         parts.triggers = triggers
         parts.backend_choice = choice.why
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
-        warm_path(parts, config)  # before READY: the first real parts pay no first-call costs
+        try:
+            warm_path(parts, config)  # before READY: the first real parts pay no first-call costs
+        except ModelOutputError as exc:  # a model that cannot judge a blank frame cannot judge a part
+            raise StartupError(f"{config.model.path}: the model's output on a blank frame at warm-up is "
+                               f"unusable ({exc}); check the export (opset, FP16 overflow) or the file") from None
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
         log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))

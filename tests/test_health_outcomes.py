@@ -1,7 +1,8 @@
-"""Health judged from outcomes: a real ONNX model whose output is NaN on every frame
+"""Health judged from outcomes: a real ONNX model whose output is NaN on every part's frame
 (built here with onnx.helper, run by ONNX Runtime in the real pipeline) must make the
 heartbeat DEGRADED with reason bad_output, then ERROR once nothing was inspected for
-`health.idle_s` -- never OK while every verdict is ERROR."""
+`health.idle_s` -- never OK while every verdict is ERROR. A model that is NaN already on
+the warm-up's blank frame never reaches READY: the start fails naming the file."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.app import Pipeline
+from pipeline.app import Pipeline, StartupError
 from pipeline.assembly import build_parts
 from pipeline.daemon.health import HealthMonitor
 from tests.pipeline_helpers import VerdictCollector, make_config
@@ -18,23 +19,34 @@ from tests.pipeline_helpers import VerdictCollector, make_config
 pytestmark = pytest.mark.timeout(120)
 
 
-def nan_model(path) -> None:
-    """images [b,3,416,416] -> output0 [b,7,3380], every value NaN (YOLO layout, 3 classes)."""
+def nan_model(path, *, everywhere: bool = False) -> None:
+    """images [b,3,416,416] -> output0 [b,7,3380] (YOLO layout, 3 classes): NaN for every image
+    holding a pixel brighter than 0.5 (every synthetic part), zeros for a blank letterboxed
+    frame (the warm-up's, padded with 114/255), or NaN for every image when `everywhere`."""
     nan = numpy_helper.from_array(np.full((1, 7, 3380), np.nan, np.float32), "nan")
-    zero = numpy_helper.from_array(np.zeros((), np.float32), "zero")
+    zeros = numpy_helper.from_array(np.zeros((1, 7, 3380), np.float32), "zeros")
+    threshold = numpy_helper.from_array(np.array(-1.0 if everywhere else 0.5, np.float32), "threshold")
     axes = numpy_helper.from_array(np.array([1, 2], np.int64), "axes")
-    nodes = [helper.make_node("ReduceMean", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),  # [b]
+    nodes = [helper.make_node("ReduceMax", ["images"], ["m"], axes=[1, 2, 3], keepdims=0),  # [b]
              helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),  # [b, 1, 1]
-             helper.make_node("Mul", ["m3", "zero"], ["z"]),
-             helper.make_node("Add", ["z", "nan"], ["output0"])]
+             helper.make_node("Greater", ["m3", "threshold"], ["bright"]),
+             helper.make_node("Where", ["bright", "nan", "zeros"], ["output0"])]
     graph = helper.make_graph(
         nodes, "nan", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, 416, 416])],
-        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 7, 3380])], [nan, zero, axes])
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 7, 3380])],
+        [nan, zeros, threshold, axes])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     helper.set_model_props(model, {"names": "{0: 'scratch', 1: 'spot', 2: 'crack'}", "imgsz": "[416, 416]"})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
+
+def test_a_model_nan_on_a_blank_frame_is_refused_at_start(tmp_path, free_tcp_endpoint):
+    nan_model(tmp_path / "nan.onnx", everywhere=True)
+    config = make_config(free_tcp_endpoint, fps=30, model={"path": str(tmp_path / "nan.onnx")})
+    with pytest.raises(StartupError, match=r"nan\.onnx: the model's output on a blank frame at warm-up is unusable"):
+        build_parts(config)
 
 
 def test_nan_model_output_makes_health_degraded_then_error_never_ok(tmp_path, free_tcp_endpoint):
