@@ -46,6 +46,7 @@ def busy_telemetry() -> Telemetry:
     t = Telemetry(["cam0"])
     t.set_health(Health.OK)
     t.cameras["cam0"].move_to(CameraState.STREAMING)
+    t.cameras["cam0"].last_frame_ns = time.monotonic_ns()  # it has delivered: health can be OK
     for ms in (12.5, 20.0, 25.0):
         t.latency.add(ms)
     t.counts.update({"PASS": 123456, "FAIL": 40, "NOT_INSPECTED": 2, "ERROR": 1})
