@@ -19,7 +19,7 @@ from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
 from pipeline.backends.candidate_head import uses_candidate_head
-from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
+from pipeline.backends.yolo_decode import YoloDecoder
 from pipeline.config.models import ModelConfig, PipelineConfig
 from pipeline.errors import ModelOutputError
 from pipeline.imaging.letterbox import Letterboxer
@@ -52,19 +52,11 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
                            f"the model's classes are {list(class_names)}")
 
 
-def make_decoder(model: ModelConfig, num_classes: int):
-    """One image's output -> Detections: the candidate head's K x 6 rows when the backend
-    runs the head, else the raw tensor with the same K cap applied on the host."""
-    conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
-
-    if uses_candidate_head(model):
-        def decoder(raw, geometry):
-            return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
-    else:
-        def decoder(raw, geometry):
-            return to_detections(decode(raw, num_classes, conf, iou, limit, k)[0], geometry)
-
-    return decoder
+def make_decoder(model: ModelConfig, num_classes: int) -> YoloDecoder:
+    """The candidate head's K x 6 rows when the backend runs the head, else the raw
+    tensor with the same K cap applied on the host; a whole batch per call."""
+    return YoloDecoder(num_classes, model.confidence, model.iou, model.max_detections, model.max_candidates,
+                       head=uses_candidate_head(model))
 
 
 def build_parts(config: PipelineConfig) -> Parts:

@@ -84,6 +84,11 @@ class Frame:
     camera_ts_ns: int | None = None  # the camera's own timestamp, when it has one
     truth: GroundTruth | None = None
 
+    def without_image(self) -> "Frame":
+        """The same frame once its image is gone (its buffer went back to the pool)."""
+        return Frame(self.camera_id, self.frame_id, None, self.t_capture_ns, self.t_wall_ns, self.part_id,
+                     self.camera_ts_ns, self.truth)
+
 
 @dataclass(frozen=True, slots=True)
 class Geometry:
@@ -197,7 +202,7 @@ class Job:
         if self.frame_slot is None:
             return self
         self.frame_slot.release()
-        return replace(self, frame_slot=None, frame=replace(self.frame, image=None))
+        return replace(self, frame_slot=None, frame=self.frame.without_image())
 
     def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
         """Give the job its final verdict now and free its input and frame buffers."""
