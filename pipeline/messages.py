@@ -260,10 +260,16 @@ def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
 def queue_waits(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     """(stage, ns waited in its queue) for each stage that took the job; a stage that took
-    it but has not marked it (the publisher, as it sends) waited since the last mark."""
-    waits = {stage: wait for stage, wait, _work in stage_split(t_capture_ns, marks, takes)}
-    last = marks[-1][1] if marks else t_capture_ns
-    return [(stage, waits[stage] if stage in waits else max(0, t_take - last)) for stage, t_take in takes]
+    it but has not marked it (the publisher, as it sends) waited since the last mark.
+    The waits of `stage_split`, in one pass (it runs once per published verdict)."""
+    taken = dict(takes)
+    waits: dict[str, int] = {}
+    previous = t_capture_ns
+    for stage, t_ns in marks:
+        t_take = taken.pop(stage, None)
+        waits[stage] = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
+        previous = t_ns
+    return [(stage, waits[stage] if stage in waits else max(0, t_take - previous)) for stage, t_take in takes]
 
 
 @dataclass(frozen=True, slots=True)

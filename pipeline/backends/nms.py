@@ -60,43 +60,57 @@ def nms_batched(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, im
     grouped = greedy[np.lexsort((class_ids[greedy], image_ids[greedy]))]  # (image, class) runs, greedy order inside
     runs = np.cumsum(_changes(image_ids[grouped]) | _changes(class_ids[grouped]))
     kept = np.zeros(n, bool)
-    kept[_greedy_rounds(_Boxes(shifted), grouped, runs, iou_threshold)] = True
+    kept[_greedy_rounds(shifted, scores, grouped, runs, iou_threshold)] = True
     result = greedy[kept[greedy]]
     rank = np.arange(len(result)) - np.searchsorted(image_ids[result], image_ids[result])
     return result[rank < max_keep]
 
 
-class _Boxes:
-    """Shifted float64 boxes as contiguous columns, and their areas, for cheap gathers."""
-
-    def __init__(self, shifted: np.ndarray):
-        self.x1, self.y1, self.x2, self.y2 = (np.ascontiguousarray(shifted[:, i]) for i in range(4))
-        self.areas = _areas(shifted)
-
-    def iou(self, top: np.ndarray, rest: np.ndarray) -> np.ndarray:
-        """`_iou` of box top[i] with box rest[i], for every i at once."""
-        # np.maximum(., 0) is np.clip(., 0, None) without its dispatch cost
-        w = np.maximum(np.minimum(self.x2[top], self.x2[rest]) - np.maximum(self.x1[top], self.x1[rest]), 0.0)
-        h = np.maximum(np.minimum(self.y2[top], self.y2[rest]) - np.maximum(self.y1[top], self.y1[rest]), 0.0)
-        inter = w * h
-        union = self.areas[top] + self.areas[rest] - inter
-        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+STRAGGLERS = 2  # runs still open at which stepping them one by one costs fewer numpy calls than rounds
 
 
-def _greedy_rounds(boxes: _Boxes, grouped: np.ndarray, runs: np.ndarray, iou_threshold: float) -> np.ndarray:
+def _greedy_rounds(shifted: np.ndarray, scores: np.ndarray, grouped: np.ndarray, runs: np.ndarray,
+                   iou_threshold: float) -> np.ndarray:
     """The greedy loop of `nms`, one step of every run at once: each round keeps the best
     open candidate of every run and drops the open ones it suppresses. `grouped` lists
-    the rows run by run, in greedy order inside each; returns the kept rows."""
+    the rows run by run, in greedy order inside each; returns the kept rows. The last
+    few runs with boxes left (a cluster that keeps several) finish in `nms` itself."""
+    areas = _areas(shifted)
     kept = []
     open_rows, open_runs = grouped, runs
-    while len(open_rows):
-        head = _changes(open_runs)  # the first open row of each run
-        kept.append(open_rows[head])
-        top = open_rows[np.maximum.accumulate(np.where(head, np.arange(len(head)), 0))]  # each row's run head
-        rest = ~head
-        survive = boxes.iou(top[rest], open_rows[rest]) <= iou_threshold
-        open_rows, open_runs = open_rows[rest][survive], open_runs[rest][survive]
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 for two empty boxes: handled below
+        while len(open_rows):
+            head = _changes(open_runs)  # the first open row of each run
+            heads = open_rows[head]
+            if len(heads) <= STRAGGLERS < len(open_rows):
+                kept += _finish_runs(shifted, scores, open_rows, head, iou_threshold)
+                break
+            kept.append(heads)
+            if len(heads) == len(open_rows):
+                break
+            rest = ~head
+            top = heads[np.cumsum(head)[rest] - 1]  # each remaining row's run head
+            others = open_rows[rest]
+            a, b = shifted[top], shifted[others]
+            wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0.0)
+            inter = wh[:, 0] * wh[:, 1]
+            union = areas[top] + areas[others] - inter
+            # as `_iou`: IoU <= threshold survives, and a zero union (two empty boxes) counts as IoU 0
+            survive = (inter / union <= iou_threshold) | (union == 0)
+            open_rows, open_runs = others[survive], open_runs[rest][survive]
     return np.concatenate(kept)
+
+
+def _finish_runs(shifted: np.ndarray, scores: np.ndarray, open_rows: np.ndarray, head: np.ndarray,
+                 iou_threshold: float) -> list[np.ndarray]:
+    """`nms` on what is open of each run (its rows in greedy order already, which `nms`'
+    stable sort by score keeps)."""
+    bounds = np.flatnonzero(head).tolist() + [len(open_rows)]
+    done = []
+    for start, end in zip(bounds, bounds[1:]):
+        rows = open_rows[start:end]
+        done.append(rows[nms(shifted[rows], scores[rows], iou_threshold)])
+    return done
 
 
 def _changes(values: np.ndarray) -> np.ndarray:
