@@ -10,7 +10,7 @@ for attributes with getattr.
 - backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
 - decoder: `Decoder` turns one image's raw output into `Detections`
 - publisher: `Publisher` sends verdicts and heartbeats
-- sink: `VerdictSink` is offered each job before it is published (the failed-part archive)
+- sink: `VerdictSink` receives every published verdict (`EvidenceStore`: one the message names)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pipeline.messages import BayerPattern, Detections, Geometry, GroundTruth, Job
+from pipeline.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
 from pipeline.states import CameraState
 
 # --------------------------------------------------------------------------- source
@@ -181,9 +181,22 @@ class Publisher(Protocol):
 
 
 class VerdictSink(Protocol):
-    """Offered every job just before it is published; returns the job to publish (e.g.
-    with the archived image's name); must never block the publish stage."""
+    """Everything that observes a published verdict receives it here, and only here:
+    telemetry (status line, systemd STATUS, heartbeat counts), `/metrics`, the failed-part
+    archive, the bench's recorder, the eval's scorer. Called on the publish thread right
+    after the message was handed to ZeroMQ, with the clock reading that is the wire's
+    `latency_ms.total` (`PublishedVerdict.t_publish_ns`); must be quick and never block.
+    A sink that raises is logged and dropped: an observer never costs a part its verdict."""
 
-    def offer(self, job: Job) -> Job: ...
+    def verdict_published(self, published: PublishedVerdict) -> None: ...
+
+
+@runtime_checkable
+class EvidenceStore(VerdictSink, Protocol):
+    """A sink whose file the message names (the failed-part archive): `claim` runs just
+    before the send and returns the job naming the file it will write (or unchanged, when
+    it keeps nothing of this part); the write itself is queued by `verdict_published`."""
+
+    def claim(self, job: Job) -> Job: ...
 
     def close(self) -> None: ...

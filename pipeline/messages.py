@@ -224,6 +224,31 @@ class Job:
         return ((now_ns or time.monotonic_ns()) - self.frame.t_capture_ns) / 1e6
 
 
+@dataclass(frozen=True, slots=True)
+class PublishedVerdict:
+    """A verdict as it went out, as every `VerdictSink` receives it.
+
+    `t_publish_ns` is the end of the latency clock, defined here once: the
+    `time.monotonic_ns()` the publish stage reads right before it encodes and sends the
+    message (after the archive named its file). The same reading decides `late` at
+    publish time and is the message's `latency_ms.total`, so the wire, `/metrics`, the
+    status line, systemd STATUS and the bench all report `latency_ms` below.
+    """
+
+    job: Job
+    seq: int  # the per-camera sequence number the message carries
+    t_publish_ns: int
+
+    @property
+    def latency_ns(self) -> int:
+        return self.t_publish_ns - self.job.frame.t_capture_ns
+
+    @property
+    def latency_ms(self) -> float:
+        """Capture to publish, the wire's `latency_ms.total` before its rounding to 1 us."""
+        return self.latency_ns / 1e6
+
+
 def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int, int]]:
     """(stage, queue wait ns, work ns) per mark: the share since the previous mark, split at

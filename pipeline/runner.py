@@ -63,6 +63,7 @@ def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: 
         return 0
     service.attach(pipeline)
     status = status or StatusLine(pipeline.telemetry)
+    pipeline.add_sink(status)
     try:
         pipeline.start()
         _wait(pipeline, stop, duration_s, status, service)

@@ -107,3 +107,25 @@ class FaultyBackend:
             output = np.array(output, copy=True)
             output.reshape(-1)[:: max(1, output.size // 7)] = self.poison
         return output
+
+
+class StallingArchive:
+    """A real failed-part archive whose `claim` (just before the send) stalls `stall_s` on
+    every frame whose id is a multiple of `every`: time after decide that only a
+    publish-time deadline can see."""
+
+    def __init__(self, inner: Any, stall_s: float, every: int = 3):
+        self.inner = inner
+        self.stall_s = stall_s
+        self.every = every
+
+    def claim(self, job: Any) -> Any:
+        if job.frame.frame_id % self.every == 0:
+            threading.Event().wait(self.stall_s)  # the stall itself is the fault, not a wait for something
+        return self.inner.claim(job)
+
+    def verdict_published(self, published: Any) -> None:
+        self.inner.verdict_published(published)
+
+    def close(self) -> None:
+        self.inner.close()

@@ -17,6 +17,7 @@ import zmq
 from pipeline.config.models import PublisherConfig
 from pipeline.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
 from pipeline.publishing import ZmqPublisher
+from pipeline.publishing.zmq_publisher import PublisherError
 
 CLASS_NAMES = ("scratch", "spot", "crack")
 RECV_TIMEOUT_MS = 2000
@@ -54,6 +55,19 @@ def defect_job(camera_id: str = "cam0", frame_id: int = 0, score: float = 0.91) 
 def publisher(context: zmq.Context, endpoint: str = "tcp://127.0.0.1:*", nodrop: bool = False, **cfg: Any) -> ZmqPublisher:
     config = PublisherConfig(endpoint=endpoint, linger_ms=0, **cfg)
     return ZmqPublisher.from_config(config, context, 30.0, CLASS_NAMES, nodrop=nodrop)
+
+
+def rebound_publisher(context: zmq.Context, endpoint: str, timeout_s: float = 5.0) -> ZmqPublisher:
+    """A new publisher on the endpoint a closed one held: libzmq releases the port on its
+    I/O thread after close() returns, so a bind right away can still find it taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return publisher(context, endpoint)
+        except PublisherError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def sub_socket(context: zmq.Context, endpoint: str, topic: bytes = b"", **options: int) -> zmq.Socket:

@@ -9,7 +9,8 @@ shedding policy. The run: warm-up, a recording window, the ordinary bounded shut
 Frames enter through the real capture stage and the sources' slot path (the
 pre-rendered source writes into the pipeline's frame slots, see `frames`).
 Everything else (backend, GPU or CPU preprocessing, batching, rules, the ZeroMQ
-publisher) is exactly what `pipeline run` builds from the same config.
+publisher) is exactly what `pipeline run` builds from the same config; the bench's
+recorder is one more verdict sink.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pipeline.assembly import build_parts
 from pipeline.bench.first_parts import FirstParts
 from pipeline.bench.frames import PrerenderedSource, prerender
 from pipeline.bench.host import gpu_memory_mib
-from pipeline.bench.recording import Recorder, TapPublisher
+from pipeline.bench.recording import Recorder
 from pipeline.config.models import LatePolicy, Overflow, PipelineConfig
 from pipeline.sources import create_source
 from pipeline.sources.base import SourceError, SourceFrame
@@ -118,12 +119,9 @@ def run_pipeline(config: PipelineConfig, settings: BenchSettings, frames: dict[s
         source.close()
     stop = threading.Event()
     parts.sources = _replayers(frames, settings, stop)
-    recorder = Recorder()
-    parts.publisher = TapPublisher(parts.publisher, recorder)
-    pipeline = Pipeline(config, parts)
+    recorder, first = Recorder(), FirstParts()
+    pipeline = Pipeline(config, parts, sinks=(recorder, first))
     batches = _count_batches(pipeline)
-    first = FirstParts()
-    pipeline.telemetry.verdict_listeners.append(first)
     pipeline.start()
     try:
         _timed_window(pipeline, recorder, settings, progress)
