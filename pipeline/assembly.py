@@ -21,7 +21,8 @@ from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
 from pipeline.backends.candidate_head import uses_candidate_head
 from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
-from pipeline.config.models import ModelConfig, PipelineConfig
+from pipeline.config.model import ModelConfig
+from pipeline.config.models import PipelineConfig
 from pipeline.contracts import FrameSource, InferenceBackend
 from pipeline.errors import ModelOutputError
 from pipeline.imaging.letterbox import Letterboxer
@@ -131,7 +132,7 @@ def _warm(parts: Parts, config: PipelineConfig) -> None:
     try:
         warm_path(parts, config)
     except ModelOutputError as exc:  # a model that cannot judge a blank frame cannot judge a part
-        raise StartupError(f"{config.model.path}: the model's output on a blank frame at warm-up is "
+        raise StartupError(f"{config.model.location}: the model's output on a blank frame at warm-up is "
                            f"unusable ({exc}); check the export (opset, FP16 overflow) or the file") from None
 
 
@@ -143,8 +144,8 @@ def open_preprocess(config: PipelineConfig, backend):
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
         raise StartupError(f"model.preprocess: gpu needs a GPU-resident backend, but {backend.name} takes host "
-                           f"arrays; use backend tensorrt, or onnxruntime with providers [CUDAExecutionProvider] "
-                           f"and pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
+                           f"arrays; use backend tensorrt, or onnxruntime-cuda "
+                           f"with pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
     if mode == "cpu" or not on_gpu:
         return Letterboxer(backend.input_size), None, lambda: None, None
     from pipeline.app import slot_count

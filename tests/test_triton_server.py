@@ -21,7 +21,7 @@ from pipeline.app import Pipeline  # noqa: E402
 from pipeline.assembly import build_parts  # noqa: E402
 from pipeline.backends import create_backend  # noqa: E402
 from pipeline.backends.base import ModelError  # noqa: E402
-from pipeline.config.models import ModelConfig  # noqa: E402
+from pipeline.config.model import model_config  # noqa: E402
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config  # noqa: E402
 from tests.triton_server import (  # noqa: E402
     TritonEnvUnavailable,
@@ -117,7 +117,7 @@ def test_same_verdicts_as_the_local_backend(server, free_tcp_endpoint, protocol,
 
 def test_shared_memory_regions_are_registered_and_removed(server):
     before = server_regions(server)
-    backend = create_backend(ModelConfig(**triton_model(server, max_batch=4)))
+    backend = create_backend(model_config(**triton_model(server, max_batch=4)))
     try:
         ours = server_regions(server) - before
         assert len(ours) == 2 and all(name.startswith("inspect_") for name in ours)
@@ -131,13 +131,13 @@ def test_shared_memory_regions_are_registered_and_removed(server):
 
 def test_the_served_model_is_checked_against_the_config(server):
     with pytest.raises(ModelError, match="max_batch_size is 8, but model.max_batch is 16"):
-        create_backend(ModelConfig(**triton_model(server, max_batch=16)))
+        create_backend(model_config(**triton_model(server, max_batch=16)))
     with pytest.raises(ModelError, match="expects 416x416"):
-        create_backend(ModelConfig(**{**triton_model(server), "input_size": 640}))
+        create_backend(model_config(**{**triton_model(server), "input_size": 640}))
     with pytest.raises(ModelError, match="4 class names"):
-        create_backend(ModelConfig(**{**triton_model(server), "class_names": ["a", "b", "c", "d"]}))
+        create_backend(model_config(**{**triton_model(server), "class_names": ["a", "b", "c", "d"]}))
     with pytest.raises(ModelError, match="not ready within"):
-        create_backend(ModelConfig(**triton_model(server, triton={"model_name": "absent", "connect_timeout_s": 0.5})))
+        create_backend(model_config(**triton_model(server, triton={"model_name": "absent", "connect_timeout_s": 0.5})))
 
 
 def test_two_pipelines_share_the_servers_dynamic_batcher(server, free_tcp_endpoint):

@@ -25,7 +25,7 @@ import numpy as np
 from pipeline.backends.base import BackendDeadline, BackendUnavailable, ModelError
 from pipeline.backends.model_info import ModelSignature, check_input, resolve_class_names
 from pipeline.backends.triton_connection import TensorSpec, TritonConnection
-from pipeline.config.models import ModelConfig, TritonConfig
+from pipeline.config.model_triton import TritonConfig, TritonModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,8 @@ class TritonBackend:
         self._stacked: np.ndarray | None = None  # plain-tensor batch buffer, allocated once
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> TritonBackend:
+    def from_config(cls, cfg: TritonModelConfig) -> TritonBackend:
         """Connect, read and check the served model; ModelError naming the server if unusable."""
-        assert cfg.triton is not None  # the config model requires it with backend triton
         t = cfg.triton
         conn = TritonConnection(t.url, t.protocol, t.model_name, t.model_version, t.connect_timeout_s)
         try:
@@ -191,9 +190,8 @@ def _wait_ready(conn: TritonConnection, cfg: TritonConfig) -> tuple[dict, dict]:
             time.sleep(_STARTUP_RETRY_S)  # start-up only: no frames flow yet
 
 
-def _check_model(conn: TritonConnection, metadata: dict, config: dict, cfg: ModelConfig) -> tuple[str, ...]:
+def _check_model(conn: TritonConnection, metadata: dict, config: dict, cfg: TritonModelConfig) -> tuple[str, ...]:
     """Read the tensors into `conn`; ModelError if they do not fit the config; the class names."""
-    assert cfg.triton is not None
     where = Path(f"triton://{cfg.triton.url}/{cfg.triton.model_name}")
     inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
     if len(inputs) != 1 or not outputs:

@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from pipeline.backends.base import RemoteBackend
-from pipeline.config.models import BackendErrorPolicy
+from pipeline.config.model_common import BackendErrorPolicy
 from pipeline.errors import reason_of
 from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue

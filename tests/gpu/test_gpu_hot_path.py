@@ -10,7 +10,7 @@ import pytest
 from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
-from pipeline.config.models import ModelConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.sources.synthetic import SyntheticSource
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config
@@ -20,8 +20,8 @@ SIZE = 416  # the demo model's input
 MAX_BATCH = 4
 
 
-def model_config(**kw) -> ModelConfig:
-    return ModelConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH, **kw)
+def model_config(**kw) -> OnnxRuntimeCudaConfig:
+    return OnnxRuntimeCudaConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def graph_backend(device, cuda_provider):
     from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 
     backend = OnnxRuntimeCudaBackend.from_config(
-        model_config(providers=("CUDAExecutionProvider",), cuda_graph=True), device=device)
+        model_config(cuda_graph=True), device=device)
     backend.warmup(2)
     backend.warmup_thread()  # captures graphs 1..MAX_BATCH on this thread
     yield backend
@@ -74,7 +74,7 @@ def test_event_ordered_graph_run_equals_the_cpu_backend(graph_backend, streamed,
     finally:
         for tensor in tensors:
             tensor.release()
-    cpu = OnnxRuntimeBackend.from_config(model_config())
+    cpu = OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH))
     try:
         lb = Letterboxer((SIZE, SIZE))
         host = [np.empty((3, SIZE, SIZE), np.float32) for _ in frames]
@@ -93,7 +93,7 @@ def test_event_ordered_graph_run_equals_the_cpu_backend(graph_backend, streamed,
 def test_gpu_pipeline_with_graphs_per_batch_and_pinned_frame_slots(device, cuda_provider, free_tcp_endpoint):
     frames = 60
     collector = VerdictCollector(free_tcp_endpoint)
-    model = {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": MAX_BATCH,
+    model = {"backend": "onnxruntime-cuda", "preprocess": "gpu", "max_batch": MAX_BATCH,
              "max_wait_us": 2000, "cuda_graph": True, "input_size": SIZE}
     try:
         config = make_config(free_tcp_endpoint, cameras=3, fps=120, model=model, queues={"infer": {"size": 8}})
