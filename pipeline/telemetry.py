@@ -180,6 +180,9 @@ class Telemetry:
         self.cameras = {cid: CameraStats(cid) for cid in camera_ids}
         self.queues: dict[str, StageQueue] = {}
         self.counts: Counter[str] = Counter()
+        # (size, distinct cameras) -> batches the infer stage ran; written by its thread only (the
+        # bench reads it: the proof that dynamic batching gathers across cameras)
+        self.batches: Counter[tuple[int, int]] = Counter()
         self.latency = LatencyWindow()
         self.errors: list[str] = []
         self.published_dropped = 0

@@ -96,7 +96,7 @@ def preprocessed(backend, n: int) -> list[Job]:
     (BadFrame("frame has an empty size 0x0"), "bad_frame"), (RuntimeError("opencv: out of memory"), "stage_error"),
 ])
 def test_preprocess_error_reason(raised, reason):
-    def transform(image, out):
+    def transform(image, out, bayer=None):
         raise raised
 
     inbox, outbox = queues()

@@ -1,8 +1,8 @@
 """One end of the latency clock: the wire's `latency_ms.total`, the `/metrics` histogram,
 the status line's window and the bench's figures agree on the same frames.
 
-The real pipeline (synthetic cameras, ONNX Runtime with engines/demo.onnx, the ZeroMQ
-publisher), a real SUB socket reading the wire, the daemon's real HTTP endpoint scraped
+The real pipeline through the run driver (synthetic cameras, ONNX Runtime with
+engines/demo.onnx, the ZeroMQ publisher), a real SUB socket reading the wire, the daemon's real HTTP endpoint scraped
 for /metrics, and the bench's own recorder as one more verdict sink.
 """
 
@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
 from pipeline.bench.recording import Recorder
 from pipeline.bench.report import summarise
 from pipeline.bench.runner import RunResult
 from pipeline.daemon.notify import SdNotifier
 from pipeline.daemon.service import DaemonService
+from pipeline.driver import RunDriver, StopReason, Substitutions, Until
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(90)
@@ -48,14 +47,14 @@ def run(tmp_path_factory):
     service = DaemonService(config, SdNotifier(None))
     collector = VerdictCollector(endpoint)
     recorder = Recorder(start_ns=0)  # the bench's recorder, every frame in its window
+    driver = RunDriver(config, frames=FRAMES, substitutions=Substitutions(sinks=(recorder,)))
     try:
         service.open()
-        pipeline = Pipeline(config, build_parts(config), max_frames=FRAMES, sinks=(recorder,))
-        service.attach(pipeline)
-        pipeline.start()
-        for capture in pipeline.captures:
-            capture.thread.join(60)
-        assert pipeline.shutdown(10) == 0
+        pipeline = driver.open()
+        service.attach(pipeline)  # /metrics becomes a sink, as in `pipeline run`
+        driver.start()
+        assert driver.run(Until(duration_s=60)) is StopReason.ENDED
+        assert driver.stop(10) == 0
         assert collector.wait_for(dict.fromkeys(CAMERAS, FRAMES), 10)
         metrics = scrape(service.http.url + "/metrics")
     finally:

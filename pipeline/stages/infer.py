@@ -96,6 +96,7 @@ class InferStage(Stage):
         return (min(captured) + self.budget_ns - service - DOWNSTREAM_MARGIN_NS) / 1e9
 
     def handle(self, jobs: list[Job]) -> list[Job]:
+        self.telemetry.batches[len(jobs), len({job.frame.camera_id for job in jobs})] += 1
         now = time.monotonic_ns()
         live = [i for i, job in enumerate(jobs) if not self._expired_at(job, now)]
         outputs = self._run([jobs[i] for i in live]) if live else None
