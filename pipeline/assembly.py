@@ -19,7 +19,6 @@ from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
-from pipeline.backends.candidate_head import uses_candidate_head
 from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
 from pipeline.config.model import ModelConfig
 from pipeline.config.models import PipelineConfig
@@ -55,12 +54,13 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
                            f"the model's classes are {list(class_names)}")
 
 
-def make_decoder(model: ModelConfig, num_classes: int):
-    """One image's output -> Detections: the candidate head's K x 6 rows when the backend
-    runs the head, else the raw tensor with the same K cap applied on the host."""
+def make_decoder(model: ModelConfig, backend: InferenceBackend):
+    """One image's output -> Detections: the candidate head's K x 6 rows when the backend's
+    model ends in the head, else the raw tensor with the same K cap applied on the host."""
     conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
+    num_classes = len(backend.class_names)
 
-    if uses_candidate_head(model):
+    if backend.emits_candidates:
         def decoder(raw, geometry):
             return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
     else:
@@ -94,7 +94,7 @@ def build_parts(config: PipelineConfig, sources: Mapping[str, FrameSource] | Non
         archive = open_archive(config, backend.class_names)
         if archive is not None:
             undo.callback(archive.close)
-        parts = Parts(opened, backend, transform, make_decoder(config.model, len(backend.class_names)), publisher,
+        parts = Parts(opened, backend, transform, make_decoder(config.model, backend), publisher,
                       context, extra_closers=[archive.close] if archive is not None else [], archive=archive,
                       slot_pool=slot_pool, triggers=triggers, frame_allocator=frame_allocator,
                       lend_frame_slots=archive is None,  # the archive reads the raw image after publish

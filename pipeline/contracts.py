@@ -124,6 +124,9 @@ class InferenceBackend(Protocol):
     class_names: tuple[str, ...]
     max_batch: int
     accepts_device_input: bool  # True: `infer_tensors` takes `DeviceTensor`s (GPU preprocessing)
+    # True: the output is the candidate head's (N, K, 6) rows (pipeline.backends.candidate_head),
+    # decoded by `decode_candidates`; False: the model's raw (N, 4+C, A), decoded in full.
+    emits_candidates: bool
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""

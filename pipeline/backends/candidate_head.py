@@ -37,14 +37,19 @@ OUTPUT_NAME = "candidates"
 # Metadata the headed graph carries: the raw output's [name, shape], so the signature
 # checks (class count, layout) still see what the user's model emits.
 RAW_OUTPUT_KEY = "pipeline.candidate_head.raw_output"
+# A Triton model's config.pbtxt parameter: the K of the head its graph ends in (written by
+# `pipeline export-triton`, read by the Triton backend; with RAW_OUTPUT_KEY beside it
+# when the raw output is known, as for an ONNX export).
+K_KEY = "pipeline.candidate_head.k"
 MIN_OPSET = 11  # GatherElements and TopK with K as an input
 TENSORRT_TOPK_LIMIT = 3840  # ITopKLayer's largest K
 _P = "candidate_head/"  # prefix of every name the head adds, so none collides with the model's
 
 
 def uses_candidate_head(cfg: ModelSettings) -> bool:
-    """Whether the backend runs the head: ONNX Runtime and TensorRT do, unless
-    model.max_candidates is null; Triton serves the user's graph as it is."""
+    """Whether a local backend appends the head (ONNX Runtime; TensorRT has it compiled in
+    by `build-engine`): unless model.max_candidates is null. A Triton model carries the
+    head from `pipeline export-triton`, or not: its config parameters say which."""
     return cfg.max_candidates is not None and isinstance(cfg, LocalModelSettings)
 
 

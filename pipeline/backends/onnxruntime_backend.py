@@ -50,6 +50,7 @@ class OnnxRuntimeBackend:
         self.input_dtype = ort_input_dtype(session)
         self.class_names = tuple(class_names)
         self.max_batch = int(max_batch)
+        self.emits_candidates = has_candidate_head(session)
         self._stacked: np.ndarray | None = None  # batch buffer for max_batch > 1, allocated once
 
     @classmethod
@@ -104,6 +105,11 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         # ONNX Runtime frees the session when the last reference goes.
         self._session = None
+
+
+def has_candidate_head(session: ort.InferenceSession) -> bool:
+    """Whether the session's graph ends in the candidate head (its metadata records the raw output)."""
+    return raw_output(session.get_modelmeta().custom_metadata_map) is not None
 
 
 def ort_input_dtype(session: ort.InferenceSession) -> type:

@@ -40,6 +40,7 @@ import pycuda.driver as cuda
 from pipeline.backends.base import ModelError
 from pipeline.backends.model_info import check_input, input_dtype, resolve_class_names
 from pipeline.backends.onnxruntime_backend import (
+    has_candidate_head,
     open_session,
     ort_input_dtype,
     signature,
@@ -81,6 +82,7 @@ class OnnxRuntimeCudaBackend:
         self.input_dtype = ort_input_dtype(session)
         self.class_names = tuple(class_names)
         self.max_batch = int(max_batch)
+        self.emits_candidates = has_candidate_head(session)
         w, h = self.input_size
         out_dtype = _ORT_DTYPES.get(session.get_outputs()[0].type, np.float32)
         with device.active():

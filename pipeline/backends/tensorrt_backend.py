@@ -58,6 +58,8 @@ class TensorRTBackend:
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input))).type
         self.class_names = class_names
         self.max_batch = max_batch
+        # the sidecar records the K the plan was built with (checked against the config)
+        self.emits_candidates = sidecar.build.get("max_candidates") is not None
         w, h = self.input_size
         with device.active():
             self._context = engine.create_execution_context()

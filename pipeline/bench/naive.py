@@ -54,7 +54,7 @@ def run_naive(loop: SequentialLoop, progress: Progress) -> RunResult:
     try:
         backend.warmup(model.warmup_runs)
         width, height = backend.input_size
-        decoder = make_decoder(model, len(backend.class_names))
+        decoder = make_decoder(model, backend)
         dtype = backend.input_dtype
 
         def process(image):
