@@ -27,6 +27,7 @@ from pipeline.sources.base import CameraState, SourceEnded, SourceError
 from pipeline.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -192,12 +193,8 @@ def camera_state(state: str):
 
 
 def inspected_since(collector: VerdictCollector, count: int, start: int, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["rtsp0"][start:]) >= count:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["rtsp0"][start:])
+                      >= count, timeout_s, poll_s=0.05)
 
 
 @pytest.mark.camera
@@ -249,7 +246,7 @@ def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
         source.open()
         deadline = time.monotonic() + 30
         while source._backoff.failures < 25 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # a poll with a deadline, in the child (it cannot import tests.waiting)
         source.close()
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}

@@ -124,7 +124,7 @@ def test_realtime_paces_reads_at_the_camera_fps(tmp_path):
     source = _open(tmp_path, fps=100.0, loop=True, realtime=True)
     start = time.monotonic()
     assert all(source.read(timeout_s=1.0) is not None for _ in range(10))
-    assert time.monotonic() - start >= 0.08
+    assert time.monotonic() - start >= 0.08  # a lower bound: a loaded machine only lengthens it; pacing in time is what is tested
 
 
 def test_from_config_uses_the_camera_fps_and_source_options(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -30,6 +29,7 @@ from tests.triton_server import (  # noqa: E402
     free_port,
     triton_env,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -219,10 +219,3 @@ def reason(verdict: dict) -> str | None:
     return verdict["reasons"][0]["code"] if verdict["reasons"] else None
 
 
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline, pause = time.monotonic() + timeout_s, threading.Event()
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        pause.wait(0.05)
-    return False
