@@ -2,12 +2,13 @@
 
 Bottom layer. Each counter has one writer (the stage or camera it belongs to), so plain
 attributes suffice under the GIL; readers (heartbeat, status line, watchdog) take
-snapshots and tolerate values that are a few microseconds old.
+snapshots and tolerate values that are a few microseconds old. `Telemetry` is the first
+verdict sink of every pipeline: the published counts, per-camera seq and the latency
+window (status line, systemd STATUS) come from `PublishedVerdict`, on the publish thread.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter, deque
@@ -19,9 +20,6 @@ import numpy as np
 from pipeline.messages import Job, Outcome, PublishedVerdict, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.states import CameraState, Health, StageState, move
-
-log = logging.getLogger(__name__)
-
 
 __all__ = ["CameraStats", "Health", "LatencyWindow", "StageStats", "Telemetry"]
 

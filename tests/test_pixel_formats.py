@@ -11,6 +11,7 @@ import pytest
 from pipeline.config.models import CameraConfig
 from pipeline.messages import BayerPattern
 from pipeline.sources.pixel_formats import PixelFormatError, into_slot, slot_shape, to_pipeline_image
+from tests.pipeline_helpers import assert_exactly_once, run_bayer_camera_pipeline
 
 
 def genicam(pixel_format: str, roi=None, **camera) -> CameraConfig:
@@ -73,3 +74,27 @@ def test_a_frame_that_does_not_fit_its_slot_is_left_to_the_caller(pixel_format, 
 def test_a_short_buffer_names_the_format_and_the_sizes():
     with pytest.raises(PixelFormatError, match=r"BayerRG8 8x6 needs 48 bytes, the buffer has 40"):
         into_slot(bytes(40), "BayerRG8", 8, 6, np.zeros((6, 8), np.uint8))
+
+
+@pytest.mark.timeout(120)
+def test_a_bayer_camera_in_raw_one_byte_slots_is_judged_as_if_it_had_demosaiced_itself(free_tcp_endpoint):
+    """The GPU path's layout on the CPU: raw mosaics in HxW slots, demosaiced by the
+    preprocess transform because each frame carries its pattern, give the verdicts and
+    detections of the same camera demosaicing each frame itself (no slots). A frame
+    that lost its pattern would be letterboxed as gray: other detections. tests/gpu runs
+    the same through the kernel."""
+    frames = 16
+    pipeline, verdicts = run_bayer_camera_pipeline(free_tcp_endpoint, frames, raw_slots_allocator=np.empty)
+    _, reference = run_bayer_camera_pipeline(free_tcp_endpoint, frames, lend=False)
+    assert_exactly_once(verdicts, frames)
+    pool = pipeline.frame_pools["cam0"]
+    assert pool.shape == (480, 640) and pool.available == pool.count
+    assert pipeline.captures[0].frames_unslotted < frames
+    judged, expected = inspected(verdicts), inspected(reference)
+    both = judged.keys() & expected.keys()  # a frame shed by a full queue in either run is not compared
+    assert len(both) >= frames // 2
+    assert {k: judged[k] for k in both} == {k: expected[k] for k in both}
+
+
+def inspected(verdicts: list[dict]) -> dict[int, tuple]:
+    return {v["frame_id"]: (v["verdict"], v["detections"]) for v in verdicts if v["verdict"] in ("PASS", "FAIL")}

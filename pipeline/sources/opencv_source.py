@@ -202,12 +202,7 @@ class OpenCVSource:
         asked_ns = time.monotonic_ns()
         ok = capture.grab()
         arrival_ns = time.monotonic_ns()  # the frame is in; decoding it is our time, not the camera's
-        if ok and not self.is_file and arrival_ns - asked_ns >= self._stuck_grab_ns:
-            # FFmpeg's read timeout fired and it handed over the frame it had in flight
-            # (a frozen server): an old image, never one to judge a part by
-            log.warning("camera %s: a grab took %.1f s (read timeout); dropping its frame and reconnecting",
-                        self.name, (arrival_ns - asked_ns) / 1e9)
-            self.link_state = CameraState.DOWN
+        if ok and not self.is_file and self._stuck(arrival_ns - asked_ns):
             return False
         request = self._claim(wait=self.is_file) if ok else None
         if ok and request is None:
@@ -216,24 +211,32 @@ class OpenCVSource:
             return True  # (a file's reader is only missing when the source is stopping)
         frame = None
         try:
-            image = self._retrieve(capture, request.out) if request is not None else None
-            if image is not None and image.size:
-                stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-                frame = SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None,
-                                    arrival_ns=arrival_ns)
+            frame = self._frame(capture, request.out, arrival_ns) if request is not None else None
         finally:
-            self._complete(request, frame)
-        if frame is not None:
-            return True
-        if self.is_file:
-            with self._cond:
-                self._ended = True
-                self._cond.notify_all()
-            return True
-        log.warning("camera %s: no frame from %s within the read timeout or the stream ended; reconnecting",
-                    self.name, self.uri)
+            self._complete(request, frame, ended=frame is None and self.is_file)
+        if frame is None and not self.is_file:
+            log.warning("camera %s: no frame from %s within the read timeout or the stream ended; reconnecting",
+                        self.name, self.uri)
+            self.link_state = CameraState.DOWN
+            return False
+        return True
+
+    def _stuck(self, grab_ns: int) -> bool:
+        """FFmpeg's read timeout fired and it handed over the frame it had in flight (a
+        frozen server): an old image, never one to judge a part by."""
+        if grab_ns < self._stuck_grab_ns:
+            return False
+        log.warning("camera %s: a grab took %.1f s (read timeout); dropping its frame and reconnecting",
+                    self.name, grab_ns / 1e9)
         self.link_state = CameraState.DOWN
-        return False
+        return True
+
+    def _frame(self, capture: cv2.VideoCapture, out: np.ndarray | None, arrival_ns: int) -> SourceFrame | None:
+        image = self._retrieve(capture, out)
+        if image is None or image.size == 0:
+            return None
+        stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+        return SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None, arrival_ns=arrival_ns)
 
     def _claim(self, wait: bool) -> _Request | None:
         """The waiting reader's request, now this thread's to fill; None when nobody waits
@@ -246,13 +249,12 @@ class OpenCVSource:
                 request.claimed = True
             return request
 
-    def _complete(self, request: _Request | None, frame: SourceFrame | None) -> None:
-        if request is None:
-            with self._cond:  # a grab that failed while a reader waits: it hears of the end
-                self._cond.notify_all()
-            return
+    def _complete(self, request: _Request | None, frame: SourceFrame | None, ended: bool) -> None:
+        """Hand `frame` to its reader (and a file's end to whoever waits) in one step."""
         with self._cond:
-            request.frame, request.done = frame, True
+            self._ended = self._ended or ended
+            if request is not None:
+                request.frame, request.done = frame, True
             self._cond.notify_all()
 
     def _retrieve(self, capture: cv2.VideoCapture, out: np.ndarray | None) -> np.ndarray | None:
