@@ -28,6 +28,7 @@ from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
 from pipeline.publishing.sinks import VerdictSinks
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
+from pipeline.sources.pixel_formats import slot_shape
 from pipeline.stages.base import Stage
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.decide import DecideStage
@@ -114,8 +115,8 @@ class Pipeline:
         if not self.parts.lend_frame_slots:
             return {}
         count, allocate = frame_slot_count(self.config), self.parts.frame_allocator
-        pinned = allocate is not None
-        return {cam.id: FramePool((cam.height, cam.width, 3), count, allocate or np.empty, pinned)
+        pinned = allocate is not None  # page-locked: a Bayer camera's slots hold the raw mosaic for the kernel
+        return {cam.id: FramePool(slot_shape(cam, raw_bayer=pinned), count, allocate or np.empty, pinned)
                 for cam in self.config.cameras}
 
     def _capture(self, camera_id: str, max_frames: int | None) -> CaptureStage:

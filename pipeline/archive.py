@@ -88,7 +88,8 @@ class FailedPartArchive:
     def from_config(cls, cfg: ArchiveConfig, config: PipelineConfig, class_names: tuple[str, ...],
                     annotate: Annotator | None = None) -> "FailedPartArchive":
         check_writable(cfg.path)
-        provenance = {"model_path": str(config.model.path), "model_sha256": file_sha256(config.model.path),
+        model = config.model
+        provenance = {"model_path": model.location, "model_sha256": file_sha256(model.path) if model.path else None,
                       "config_sha256": config_sha256(config)}
         return cls(cfg.path, int(cfg.quota_mb * 1024 * 1024), cfg.max_queue, set(cfg.save), class_names,
                    provenance, annotate, cfg.jpeg_quality)

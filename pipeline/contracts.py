@@ -20,7 +20,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from pipeline.messages import Detections, Geometry, GroundTruth, Job, PublishedVerdict
+from pipeline.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
 from pipeline.states import CameraState
 
 # --------------------------------------------------------------------------- source
@@ -35,6 +35,9 @@ class SourceFrame:
     # time.monotonic_ns() when the frame reached the host, when the source knows it better
     # than the capture stage's read (a grab thread, a driver's receive stamp); else None
     arrival_ns: int | None = None
+    # set when `image` is a raw HxW Bayer mosaic, which a source writes only into a lent
+    # frame slot of that shape (the GPU path demosaics in its kernel); `read` never does
+    bayer: BayerPattern | None = None
 
 
 @runtime_checkable
@@ -51,10 +54,19 @@ class FrameSource(Protocol):
 
 @runtime_checkable
 class SlotSource(FrameSource, Protocol):
-    """A FrameSource that can write its next frame into a lent buffer."""
+    """A FrameSource that can write its next frame into a lent buffer.
+
+    `copies_into_slot`: True when `read_into` decodes elsewhere and then copies into the
+    slot (an image file: OpenCV's imdecode has no destination), which only pays when the
+    slot is page-locked (the GPU path's upload); False when the frame is written into the
+    slot at no cost over `read` (a camera driver's buffer copied once, a video decoded
+    into it, a synthetic frame rendered into it)."""
+
+    copies_into_slot: bool
 
     def read_into(self, out: np.ndarray, timeout_s: float) -> SourceFrame | None:
-        """Like `read`, with the image written into `out` (returned as the frame's image)."""
+        """Like `read`, with the image written into `out` (returned as the frame's image).
+        A frame that does not fit `out` comes back in an array of its own."""
         ...
 
 
@@ -84,16 +96,17 @@ class CameraSource(FrameSource, Protocol):
 
 
 class Transform(Protocol):
-    """Letterbox `image` into the slot array `out` (host or device); the geometry used."""
+    """Letterbox `image` into the slot array `out` (host or device); the geometry used.
+    With `bayer` set, `image` is that raw HxW mosaic and is demosaiced first."""
 
-    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+    def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
 
 @runtime_checkable
 class StreamTransform(Protocol):
     """A transform that only enqueues its work; `flush()` returns the fence after it."""
 
-    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+    def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
     def flush(self) -> Any: ...
 
@@ -111,6 +124,9 @@ class InferenceBackend(Protocol):
     class_names: tuple[str, ...]
     max_batch: int
     accepts_device_input: bool  # True: `infer_tensors` takes `DeviceTensor`s (GPU preprocessing)
+    # True: the output is the candidate head's (N, K, 6) rows (pipeline.backends.candidate_head),
+    # decoded by `decode_candidates`; False: the model's raw (N, 4+C, A), decoded in full.
+    emits_candidates: bool
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""

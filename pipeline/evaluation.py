@@ -6,8 +6,8 @@ part really was defective. What crosses the boundary: settled `Job`s (from a ver
 sink, or handed in by a training script's own loop) go in; a plain dict comes out, the
 one `pipeline eval --json` writes.
 
-`evaluate` runs the REAL pipeline (`build_parts` + `Pipeline`, real threads, queues,
-model and PUB socket) with a `Scorer` as one more verdict sink, but with overrides that
+`evaluate` runs the REAL pipeline through the run driver (real threads, queues, model
+and PUB socket) with a `Scorer` as one more verdict sink, but with overrides that
 make it a measurement of the model and the rules rather than of timing:
   * synthetic sources render flat out (`realtime: false`), so evaluation is fast;
   * every queue blocks (with a long timeout) instead of shedding, so no frame is lost
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 IOU_MATCH = 0.5
 EVAL_BLOCK_TIMEOUT_MS = 60_000  # "block" means block: only a hung stage would reach this
 EVAL_BUDGET_MS = 60_000.0  # the schema's maximum: in eval no verdict is late
+EVAL_DRAIN_S = 60.0  # after the last capture: the queued frames' verdicts (a hung stage is routed around)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -200,29 +201,28 @@ def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConf
 def evaluate(config: PipelineConfig, frames: int, seed: int | None = None, on_job=None) -> dict:
     """Run the pipeline for `frames` frames per camera and measure it; `on_job(job,
     class_names)` sees every verdict too (e.g. to write annotated images)."""
-    from pipeline.app import Pipeline, StartupError
-    from pipeline.assembly import build_parts
+    from pipeline.app import StartupError
+    from pipeline.driver import RunDriver, Substitutions
 
     try:
         config = eval_config(config, seed)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
-    parts = build_parts(config)
-    names = tuple(parts.backend.class_names)
-    tally = Tally.for_rules(config.rules, names)
-    scorer = Scorer(tally, (lambda job: on_job(job, names)) if on_job is not None else None)
-    parts.lend_frame_slots = on_job is None  # an annotating observer reads the image after publish
-    pipeline = Pipeline(config, parts, max_frames=frames, sinks=(scorer,))
+    # an annotating observer reads the image after publish
+    driver = RunDriver(config, frames=frames, substitutions=Substitutions(sinks_read_images=on_job is not None))
+    driver.open()
+    names = driver.class_names
+    scorer = Scorer(Tally.for_rules(config.rules, names), (lambda job: on_job(job, names)) if on_job else None)
+    driver.add_sink(scorer)
     started = time.monotonic()
     try:
-        pipeline.start()
-        # The publish stage ends after the last verdict; a crash ends the wait early and
-        # shutdown routes the remaining frames around the broken stage.
-        while not (pipeline.finished or pipeline.telemetry.crashed.is_set()):
-            time.sleep(0.05)
+        driver.start()
+        driver.run()  # until every camera's frames are captured, or a crash
     finally:
-        code = pipeline.shutdown()
-    report = tally.report()
+        # the frames in flight drain (every queue blocks, so few are left); a crashed
+        # stage is routed around and its frames are published as ERROR
+        code = driver.stop(EVAL_DRAIN_S)
+    report = scorer.tally.report()
     report["run"] = {"frames_per_camera": frames, "cameras": [c.id for c in config.cameras],
                      "seeds": [c.source.seed for c in config.cameras], "exit_code": code,
                      "tap_failures": scorer.failures, "wall_s": round(time.monotonic() - started, 2)}

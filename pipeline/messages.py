@@ -58,6 +58,18 @@ class ReasonCode(str, Enum):
     BACKEND_UNAVAILABLE = "backend_unavailable"  # the inference server was down or refused the request
 
 
+class BayerPattern(str, Enum):
+    """A raw Bayer mosaic's layout, named as GenICam names it (the colours of the first two
+    pixels of the first row: BayerRG8 is R G / G B). A frame whose `bayer` is set holds
+    the undemosaiced HxW mosaic, one byte a pixel; the preprocess transform converts it
+    (the GPU kernel as it resamples, the CPU path with OpenCV)."""
+
+    RG = "BayerRG8"
+    BG = "BayerBG8"
+    GR = "BayerGR8"
+    GB = "BayerGB8"
+
+
 @dataclass(frozen=True, slots=True)
 class GroundTruth:
     """What a synthetic source actually drew: for tests, evaluation and training."""
@@ -77,12 +89,13 @@ class Frame:
 
     camera_id: str
     frame_id: int  # per-camera capture counter: 0, 1, 2, ... with no holes
-    image: np.ndarray | None  # HxWx3 uint8 BGR or HxW uint8 gray; None when settled
+    image: np.ndarray | None  # HxWx3 uint8 BGR or HxW uint8 gray (or mosaic, see bayer); None when settled
     t_capture_ns: int  # time.monotonic_ns() at capture; latency is measured from here
     t_wall_ns: int  # time.time_ns() at capture, for the message
     part_id: str | None = None
     camera_ts_ns: int | None = None  # the camera's own timestamp, when it has one
     truth: GroundTruth | None = None
+    bayer: BayerPattern | None = None  # set: `image` is the raw HxW mosaic (only ever in a lent frame slot)
 
     def without_image(self) -> "Frame":
         """The same frame once its image is gone (its buffer went back to the pool)."""

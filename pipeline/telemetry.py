@@ -2,12 +2,13 @@
 
 Bottom layer. Each counter has one writer (the stage or camera it belongs to), so plain
 attributes suffice under the GIL; readers (heartbeat, status line, watchdog) take
-snapshots and tolerate values that are a few microseconds old.
+snapshots and tolerate values that are a few microseconds old. `Telemetry` is the first
+verdict sink of every pipeline: the published counts, per-camera seq and the latency
+window (status line, systemd STATUS) come from `PublishedVerdict`, on the publish thread.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter, deque
@@ -19,9 +20,6 @@ import numpy as np
 from pipeline.messages import Job, Outcome, PublishedVerdict, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.states import CameraState, Health, StageState, move
-
-log = logging.getLogger(__name__)
-
 
 __all__ = ["CameraStats", "Health", "LatencyWindow", "StageStats", "Telemetry"]
 
@@ -180,6 +178,9 @@ class Telemetry:
         self.cameras = {cid: CameraStats(cid) for cid in camera_ids}
         self.queues: dict[str, StageQueue] = {}
         self.counts: Counter[str] = Counter()
+        # (size, distinct cameras) -> batches the infer stage ran; written by its thread only (the
+        # bench reads it: the proof that dynamic batching gathers across cameras)
+        self.batches: Counter[tuple[int, int]] = Counter()
         self.latency = LatencyWindow()
         self.errors: list[str] = []
         self.published_dropped = 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Collection
 
+import cv2
 import numpy as np
 
+from pipeline.messages import BayerPattern
 from pipeline.sources.base import SourceFrame, lost_frame
 
 # What FaultySource can do to the k-th frame its real source delivers.
@@ -129,3 +131,49 @@ class StallingArchive:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class BayerCamera:
+    """A real synthetic source seen through a Bayer sensor: each rendered BGR frame is
+    sampled to its `pattern` mosaic (one byte a pixel), as a GenICam Bayer camera's
+    buffer holds it. `read_into` writes the mosaic into an HxW slot (the GPU path's
+    layout) and marks the frame with its pattern; `read` demosaics with OpenCV, as the
+    GenICam source does for a frame outside a slot."""
+
+    copies_into_slot = False
+
+    def __init__(self, inner: Any, pattern: BayerPattern):
+        self.inner = inner
+        self.pattern = pattern
+        red = {BayerPattern.RG: (0, 0), BayerPattern.GR: (0, 1), BayerPattern.GB: (1, 0), BayerPattern.BG: (1, 1)}
+        self._red_yx = red[pattern]
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _mosaic(self, bgr: np.ndarray, out: np.ndarray) -> None:
+        ry, rx = self._red_yx
+        out[:] = bgr[:, :, 1]  # green everywhere, then red and blue at their sites
+        out[ry::2, rx::2] = bgr[ry::2, rx::2, 2]
+        out[1 - ry::2, 1 - rx::2] = bgr[1 - ry::2, 1 - rx::2, 0]
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        got = self.inner.read(timeout_s)
+        if got is None:
+            return None
+        if out is not None and out.shape == got.image.shape[:2]:
+            self._mosaic(got.image, out)
+            return SourceFrame(out, truth=got.truth, bayer=self.pattern)
+        mosaic = np.empty(got.image.shape[:2], np.uint8)
+        self._mosaic(got.image, mosaic)
+        return SourceFrame(cv2.cvtColor(mosaic, _TO_BGR[self.pattern]), truth=got.truth)
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+
+_TO_BGR = {BayerPattern.RG: cv2.COLOR_BayerRGGB2BGR, BayerPattern.BG: cv2.COLOR_BayerBGGR2BGR,
+           BayerPattern.GR: cv2.COLOR_BayerGRBG2BGR, BayerPattern.GB: cv2.COLOR_BayerGBRG2BGR}

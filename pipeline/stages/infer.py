@@ -32,7 +32,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from pipeline.backends.base import RemoteBackend
-from pipeline.config.models import BackendErrorPolicy
+from pipeline.config.model_common import BackendErrorPolicy
 from pipeline.contracts import Decoder
 from pipeline.errors import reason_of
 from pipeline.messages import Job, Outcome, ReasonCode
@@ -95,6 +95,7 @@ class InferStage(Stage):
         return (min(captured) + self.budget_ns - service - DOWNSTREAM_MARGIN_NS) / 1e9
 
     def handle(self, jobs: list[Job]) -> list[Job]:
+        self.telemetry.batches[len(jobs), len({job.frame.camera_id for job in jobs})] += 1
         now = time.monotonic_ns()
         expired = [self._expired_at(job, now) for job in jobs]
         live = [job for job, gone in zip(jobs, expired) if not gone]
