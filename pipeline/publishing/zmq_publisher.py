@@ -56,6 +56,10 @@ from pipeline.publishing.curve import (
 from pipeline.publishing.peer_guard import PeerGuard
 from pipeline.publishing.subscriptions import MAX_DRAIN_PER_CALL, SubscriptionGate
 
+# Plain ints: pyzmq's flag enums cost a Python-level operator call per use, per verdict.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+
 
 class PublisherError(PipelineError, RuntimeError):
     """The publisher cannot start (e.g. its endpoint cannot be bound)."""
@@ -152,7 +156,7 @@ class ZmqPublisher:
         if topic is None:
             topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
         seq = self._last_seq.get(camera_id, -1) + 1
-        if self.gate is not None and self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self.gate is not None and self._socket.getsockopt(_EVENTS) & _POLLIN:
             self._drain_subscriptions()  # a (re)connecting gateway's subscription takes effect now
         payload = self._encode(job, seq, t_mono_ns)
         self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
@@ -234,7 +238,10 @@ class ZmqPublisher:
 
     def _send(self, topic: bytes, payload: bytes) -> bool:
         try:
-            self._socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+            # the two frames of one message: libzmq queues a multipart message whole or refuses
+            # its first frame, so the payload's send cannot fail once the topic's went
+            self._socket.send(topic, _NOBLOCK_MORE)
+            self._socket.send(payload, _NOBLOCK)
         except zmq.Again:
             return False
         return True

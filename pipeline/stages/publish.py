@@ -19,7 +19,6 @@ bench, the eval) receives it as `PublishedVerdict.t_publish_ns` right after the 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 from pipeline.contracts import EvidenceStore, Publisher, VerdictSink
 from pipeline.deadline import Deadline
@@ -56,7 +55,7 @@ class PublishStage(Stage):
 
     def _publish(self, job: Job) -> None:
         # the publish stage's take time: its share splits into queue wait and sending
-        job = replace(job, takes=job.takes + ((self.name, self.taken_ns),))
+        job = job.evolve(takes=job.takes + ((self.name, self.taken_ns),))
         if self.archive is not None:
             job = self.archive.claim(job)
         now = time.monotonic_ns()  # the end of the latency clock (see the module docstring)
