@@ -19,7 +19,7 @@ from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
-from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
+from pipeline.backends.yolo_decode import YoloDecoder
 from pipeline.config.model import ModelConfig
 from pipeline.config.models import PipelineConfig
 from pipeline.contracts import FrameSource, InferenceBackend
@@ -54,20 +54,11 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
                            f"the model's classes are {list(class_names)}")
 
 
-def make_decoder(model: ModelConfig, backend: InferenceBackend):
-    """One image's output -> Detections: the candidate head's K x 6 rows when the backend's
-    model ends in the head, else the raw tensor with the same K cap applied on the host."""
-    conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
-    num_classes = len(backend.class_names)
-
-    if backend.emits_candidates:
-        def decoder(raw, geometry):
-            return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
-    else:
-        def decoder(raw, geometry):
-            return to_detections(decode(raw, num_classes, conf, iou, limit, k)[0], geometry)
-
-    return decoder
+def make_decoder(model: ModelConfig, backend: InferenceBackend) -> YoloDecoder:
+    """The candidate head's K x 6 rows when the backend's model ends in the head, else the
+    raw tensor with the same K cap applied on the host; a whole batch per call."""
+    return YoloDecoder(len(backend.class_names), model.confidence, model.iou, model.max_detections,
+                       model.max_candidates, head=backend.emits_candidates)
 
 
 def build_parts(config: PipelineConfig, sources: Mapping[str, FrameSource] | None = None,

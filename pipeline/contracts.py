@@ -8,7 +8,7 @@ for attributes with getattr.
 - source: `FrameSource` (and `SlotSource`, `CameraSource`) deliver `SourceFrame`s
 - transform: `Transform` turns an image into a model input slot (`StreamTransform` on a stream)
 - backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
-- decoder: `Decoder` turns one image's raw output into `Detections`
+- decoder: `Decoder` turns a batch's raw output into `Detections` per image
 - publisher: `Publisher` sends verdicts and heartbeats
 - sink: `VerdictSink` receives every published verdict (`EvidenceStore`: one the message names)
 """
@@ -16,7 +16,7 @@ for attributes with getattr.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -162,10 +162,16 @@ class RemoteBackend(Protocol):
 
 
 class Decoder(Protocol):
-    """One image's raw model output (1, 4+C, A) and its geometry -> detections in source
-    pixels. Raises a `ModelOutputError` (reason bad_output) on a malformed tensor."""
+    """Raw model output and each image's geometry -> detections in source pixels.
+
+    `decode_batch` decodes a whole batch (N, ...) in one pass and answers per image: its
+    `Detections`, or the `ModelOutputError` (reason bad_output) that makes that image
+    alone an ERROR; a batch it cannot read at all (wrong shape) raises one. Calling the
+    decoder decodes one image's (1, ...) output and raises on a malformed tensor."""
 
     def __call__(self, raw: np.ndarray, geometry: Geometry) -> Detections: ...
+
+    def decode_batch(self, raw: np.ndarray, geometries: Sequence[Geometry]) -> list[Detections | Exception]: ...
 
 
 # --------------------------------------------------------------------------- publisher, sink

@@ -97,6 +97,11 @@ class Frame:
     truth: GroundTruth | None = None
     bayer: BayerPattern | None = None  # set: `image` is the raw HxW mosaic (only ever in a lent frame slot)
 
+    def without_image(self) -> "Frame":
+        """The same frame once its image is gone (its buffer went back to the pool)."""
+        return Frame(self.camera_id, self.frame_id, None, self.t_capture_ns, self.t_wall_ns, self.part_id,
+                     self.camera_ts_ns, self.truth)
+
 
 @dataclass(frozen=True, slots=True)
 class Geometry:
@@ -210,7 +215,7 @@ class Job:
         if self.frame_slot is None:
             return self
         self.frame_slot.release()
-        return replace(self, frame_slot=None, frame=replace(self.frame, image=None))
+        return replace(self, frame_slot=None, frame=self.frame.without_image())
 
     def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
         """Give the job its final verdict now and free its input and frame buffers."""
@@ -268,10 +273,16 @@ def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
 def queue_waits(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     """(stage, ns waited in its queue) for each stage that took the job; a stage that took
-    it but has not marked it (the publisher, as it sends) waited since the last mark."""
-    waits = {stage: wait for stage, wait, _work in stage_split(t_capture_ns, marks, takes)}
-    last = marks[-1][1] if marks else t_capture_ns
-    return [(stage, waits[stage] if stage in waits else max(0, t_take - last)) for stage, t_take in takes]
+    it but has not marked it (the publisher, as it sends) waited since the last mark.
+    The waits of `stage_split`, in one pass (it runs once per published verdict)."""
+    taken = dict(takes)
+    waits: dict[str, int] = {}
+    previous = t_capture_ns
+    for stage, t_ns in marks:
+        t_take = taken.pop(stage, None)
+        waits[stage] = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
+        previous = t_ns
+    return [(stage, waits[stage] if stage in waits else max(0, t_take - previous)) for stage, t_take in takes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,8 +128,11 @@ def test_infer_backend_error_reason(backend, raised, reason):
 
 
 def test_infer_decode_error_reason_is_bad_output(backend):
-    def decoder(raw, geometry):
-        raise BadModelOutput("model output contains 3 NaN")
+    class Refusing:  # a decoder that finds every image's output unusable
+        def decode_batch(self, raw, geometries):
+            return [BadModelOutput("model output contains 3 NaN") for _ in geometries]
+
+    decoder = Refusing()
 
     jobs = preprocessed(backend, 1)
     inbox, outbox = queues()
