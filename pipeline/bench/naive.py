@@ -19,6 +19,7 @@ from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.bench.runner import Progress, RunResult
 from pipeline.bench.sequential import SequentialLoop
 from pipeline.config.model import ModelConfig, OnnxRuntimeConfig, OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
+from pipeline.config.model_common import converted
 from pipeline.messages import Geometry
 
 PAD_VALUE = 114
@@ -42,10 +43,7 @@ def naive_model(model: ModelConfig) -> OnnxRuntimeConfig:
     TensorRT or auto config's model on ONNX Runtime's CPU provider."""
     if isinstance(model, OnnxRuntimeCudaConfig):
         return model.model_copy(update={"max_batch": 1, "cuda_graph": False})
-    if isinstance(model, OnnxRuntimeCpuConfig):
-        return model.model_copy(update={"max_batch": 1})
-    keys = OnnxRuntimeCpuConfig.model_fields.keys() - {"backend"}
-    return OnnxRuntimeCpuConfig.model_validate({**model.model_dump(include=set(keys)), "max_batch": 1})
+    return converted(model, OnnxRuntimeCpuConfig, max_batch=1)
 
 
 def run_naive(loop: SequentialLoop, progress: Progress) -> RunResult:

@@ -7,13 +7,11 @@ backend still receives only its own keys. The choosing is `pipeline.backends.cho
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Literal
 
-from pipeline.config.model_common import BackendKind, LocalModelSettings
+from pipeline.config.model_common import BackendKind, converted
 from pipeline.config.model_onnxruntime import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig, OnnxRuntimeCudaKeys
 from pipeline.config.model_tensorrt import TensorRTConfig, TensorRTKeys
-
-C = TypeVar("C", bound=LocalModelSettings)
 
 
 class AutoConfig(OnnxRuntimeCudaKeys, TensorRTKeys):
@@ -25,14 +23,10 @@ class AutoConfig(OnnxRuntimeCudaKeys, TensorRTKeys):
     allow_cpu_fallback: bool = False
 
     def tensorrt(self) -> TensorRTConfig:
-        return self._as(TensorRTConfig)
+        return converted(self, TensorRTConfig)
 
     def onnxruntime_cuda(self) -> OnnxRuntimeCudaConfig:
-        return self._as(OnnxRuntimeCudaConfig)
+        return converted(self, OnnxRuntimeCudaConfig)
 
     def onnxruntime_cpu(self) -> OnnxRuntimeCpuConfig:
-        return self._as(OnnxRuntimeCpuConfig)
-
-    def _as(self, target: type[C]) -> C:
-        keys = target.model_fields.keys() - {"backend"}
-        return target.model_validate(self.model_dump(include=set(keys)))
+        return converted(self, OnnxRuntimeCpuConfig)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -108,3 +108,14 @@ class CudaDeviceKeys(LocalModelSettings):
     """Keys of every backend on a CUDA GPU."""
 
     device_id: int = Field(0, ge=0)
+
+
+C = TypeVar("C", bound=ModelSettings)
+
+
+def converted(source: ModelSettings, target: type[C], **changes: Any) -> C:
+    """`source`'s keys that `target` has (with `changes`), validated as `target`: the
+    config of another backend for the same model (auto trying each; the bench's
+    ONNX Runtime loop for a TensorRT config)."""
+    keys = target.model_fields.keys() - {"backend"}
+    return target.model_validate({**source.model_dump(include=set(keys)), **changes})
