@@ -18,7 +18,7 @@ def test_import_contracts_hold():
 
 
 def test_importing_the_package_needs_no_gpu_or_camera_sdk():
-    code = ("import sys, pipeline.app, pipeline.cli, pipeline.assembly; "
+    code = ("import sys, pipeline.composition.app, pipeline.service.cli, pipeline.composition.assembly; "
             "bad = [m for m in ('tensorrt', 'pycuda', 'gi') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
