@@ -21,12 +21,14 @@ import zmq
 from pipeline.archive import FailedPartArchive
 from pipeline.buffers import Allocator, FramePool, HostSlotPool, SlotPool
 from pipeline.config.models import LatePolicy, PipelineConfig
-from pipeline.contracts import Decoder, FrameSource, InferenceBackend, Publisher, Transform, VerdictSink
+from pipeline.contracts import Decoder, EvidenceStore, FrameSource, InferenceBackend, Publisher, Transform, VerdictSink
 from pipeline.deadline import Deadline
 from pipeline.errors import PipelineError
 from pipeline.messages import EndOfStream, Job, Outcome, ReasonCode
+from pipeline.publishing.sinks import VerdictSinks
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
+from pipeline.sources.pixel_formats import slot_shape
 from pipeline.stages.base import Stage
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.decide import DecideStage
@@ -56,7 +58,7 @@ class Parts:
     publisher: Publisher
     context: zmq.Context | None = None
     extra_closers: list = field(default_factory=list)
-    archive: VerdictSink | None = None  # FailedPartArchive: `offer(job) -> job` names the file, never blocks
+    archive: EvidenceStore | None = None  # FailedPartArchive: names its file in the message, then a sink
     slot_pool: SlotPool | None = None  # model-input slots; None: host arrays (see slot_count)
     triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
     frame_allocator: Allocator | None = None  # frame slots' memory: page-locked on the GPU path; None: np.empty
@@ -79,11 +81,14 @@ def frame_slot_count(config: PipelineConfig) -> int:
 
 
 class Pipeline:
-    def __init__(self, config: PipelineConfig, parts: Parts, max_frames: int | None = None):
+    def __init__(self, config: PipelineConfig, parts: Parts, max_frames: int | None = None,
+                 sinks: tuple[VerdictSink, ...] = ()):
         self.config = config
         self.parts = parts
         self.stop_event = threading.Event()
         self.telemetry = Telemetry([c.id for c in config.cameras])
+        archive = (parts.archive,) if parts.archive is not None else ()
+        self.sinks = VerdictSinks(self.telemetry, *archive, *sinks)  # telemetry first: later sinks read its counts
         self.telemetry.backend = parts.backend.name
         self.telemetry.backend_choice = parts.backend_choice
         self.telemetry.set_health_rules(HealthRules(**config.health.model_dump()))
@@ -110,8 +115,8 @@ class Pipeline:
         if not self.parts.lend_frame_slots:
             return {}
         count, allocate = frame_slot_count(self.config), self.parts.frame_allocator
-        pinned = allocate is not None
-        return {cam.id: FramePool((cam.height, cam.width, 3), count, allocate or np.empty, pinned)
+        pinned = allocate is not None  # page-locked: a Bayer camera's slots hold the raw mosaic for the kernel
+        return {cam.id: FramePool(slot_shape(cam, raw_bayer=pinned), count, allocate or np.empty, pinned)
                 for cam in self.config.cameras}
 
     def _capture(self, camera_id: str, max_frames: int | None) -> CaptureStage:
@@ -134,10 +139,13 @@ class Pipeline:
                        cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT,
                        on_backend_error=cfg.model.on_backend_error),
             DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
-            PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms,
-                         tap=parts.archive.offer if parts.archive is not None else None,
-                         deadline=Deadline(cfg.budget_ms, cfg.late_policy)),
+            PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms, self.sinks,
+                         archive=parts.archive, deadline=Deadline(cfg.budget_ms, cfg.late_policy)),
         ]
+
+    def add_sink(self, sink: VerdictSink) -> None:
+        """One more observer of every published verdict (e.g. /metrics, the status line)."""
+        self.sinks.add(sink)
 
     @property
     def decide(self) -> DecideStage:

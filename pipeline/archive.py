@@ -1,11 +1,13 @@
 """Failed-part archive: evidence of every FAIL/ERROR frame, written off the hot path.
 
 Owns a directory tree, one background writer thread, a bounded queue and a disk quota.
-The publish thread calls `offer(job)` just before it publishes a verdict: when the
-outcome is one to keep, the file name is decided there (a string, nothing touches the
-disk), the job is queued without waiting, and the returned job carries the name in
-`extra["archive_path"]` so the verdict message names the file. A full queue skips the
-frame (counted, logged now and then): the archive never blocks or fails the pipeline.
+It is a `VerdictSink` whose file the message names (`EvidenceStore`): the publish
+thread calls `claim(job)` just before the send; when the outcome is one to keep and the
+queue has room, the file name is decided there (a string, nothing touches the disk) and
+the returned job carries it in `extra["archive_path"]`, so the verdict message names the
+file. Right after the send, `verdict_published` queues the job as it was published
+(late flag included) without waiting. A full queue skips the frame (counted, logged now
+and then): the archive never blocks or fails the pipeline.
 
 Per frame, next to each other under `<path>/<camera>/<YYYYMMDD>/`:
   `<stem>.png`            the raw image, lossless (the path the verdict names)
@@ -46,7 +48,7 @@ import numpy as np
 
 from pipeline.config.models import ArchiveConfig, PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.messages import Job
+from pipeline.messages import Job, PublishedVerdict
 from pipeline.protocol import iso_utc
 
 log = logging.getLogger(__name__)
@@ -86,30 +88,44 @@ class FailedPartArchive:
     def from_config(cls, cfg: ArchiveConfig, config: PipelineConfig, class_names: tuple[str, ...],
                     annotate: Annotator | None = None) -> "FailedPartArchive":
         check_writable(cfg.path)
-        provenance = {"model_path": str(config.model.path), "model_sha256": file_sha256(config.model.path),
+        model = config.model
+        provenance = {"model_path": model.location, "model_sha256": file_sha256(model.path) if model.path else None,
                       "config_sha256": config_sha256(config)}
         return cls(cfg.path, int(cfg.quota_mb * 1024 * 1024), cfg.max_queue, set(cfg.save), class_names,
                    provenance, annotate, cfg.jpeg_quality)
 
     # ------------------------------------------------------------ publish-thread side
-    def offer(self, job: Job) -> Job:
-        """Queue `job` if its outcome is archived; return it naming the file. Never blocks."""
+    def claim(self, job: Job) -> Job:
+        """Before the send: `job` naming the file it will be written to, when its outcome is
+        archived and the queue has room for it. Never blocks, never raises."""
         if self.disabled or job.verdict is None or job.verdict.outcome.value not in self.save:
+            return job
+        if self._queue.full():  # the publish thread is the only producer: room now is room at the put
+            self._skip(job)
             return job
         try:
             stem = self._stem(job)
-            self._queue.put_nowait((stem, job))
-        except queue.Full:
-            self.skipped += 1
-            if self.skipped == 1 or self.skipped % 100 == 0:
-                log.warning("archive queue full: frame not archived (%d skipped so far)", self.skipped,
-                            extra={"camera_id": job.frame.camera_id, "frame_id": job.frame.frame_id})
-            return job
         except Exception:  # noqa: BLE001 - the archive must never cost a verdict
-            log.exception("archive: cannot queue a frame")
+            log.exception("archive: cannot name a frame")
             return job
         name = f"{stem}.png" if job.frame.image is not None else f"{stem}.json"
         return replace(job, extra={**job.extra, "archive_path": name})
+
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        """After the send: queue the write of a claimed job, as it was published."""
+        name = published.job.extra.get("archive_path")
+        if name is None:
+            return
+        try:
+            self._queue.put_nowait((Path(name).with_suffix(""), published.job))
+        except queue.Full:
+            self._skip(published.job)
+
+    def _skip(self, job: Job) -> None:
+        self.skipped += 1
+        if self.skipped == 1 or self.skipped % 100 == 0:
+            log.warning("archive queue full: frame not archived (%d skipped so far)", self.skipped,
+                        extra={"camera_id": job.frame.camera_id, "frame_id": job.frame.frame_id})
 
     def _stem(self, job: Job) -> Path:
         f = job.frame

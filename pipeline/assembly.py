@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import Mapping
 
 import zmq
 
@@ -18,9 +19,10 @@ from pipeline.app import Parts, StartupError
 from pipeline.archive import ArchiveError, FailedPartArchive
 from pipeline.backends import BackendChoice, choose_backend
 from pipeline.backends.base import ModelError
-from pipeline.backends.candidate_head import uses_candidate_head
-from pipeline.backends.yolo_decode import decode, decode_candidates, to_detections
-from pipeline.config.models import ModelConfig, PipelineConfig
+from pipeline.backends.yolo_decode import YoloDecoder
+from pipeline.config.model import ModelConfig
+from pipeline.config.models import PipelineConfig
+from pipeline.contracts import FrameSource, InferenceBackend
 from pipeline.errors import ModelOutputError
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.publishing.zmq_publisher import PublisherError, ZmqPublisher
@@ -52,68 +54,77 @@ def check_rules(config: PipelineConfig, class_names: tuple[str, ...]) -> None:
                            f"the model's classes are {list(class_names)}")
 
 
-def make_decoder(model: ModelConfig, num_classes: int):
-    """One image's output -> Detections: the candidate head's K x 6 rows when the backend
-    runs the head, else the raw tensor with the same K cap applied on the host."""
-    conf, iou, limit, k = model.confidence, model.iou, model.max_detections, model.max_candidates
-
-    if uses_candidate_head(model):
-        def decoder(raw, geometry):
-            return to_detections(decode_candidates(raw, conf, iou, limit)[0], geometry)
-    else:
-        def decoder(raw, geometry):
-            return to_detections(decode(raw, num_classes, conf, iou, limit, k)[0], geometry)
-
-    return decoder
+def make_decoder(model: ModelConfig, backend: InferenceBackend) -> YoloDecoder:
+    """The candidate head's K x 6 rows when the backend's model ends in the head, else the
+    raw tensor with the same K cap applied on the host; a whole batch per call."""
+    return YoloDecoder(len(backend.class_names), model.confidence, model.iou, model.max_detections,
+                       model.max_candidates, head=backend.emits_candidates)
 
 
-def build_parts(config: PipelineConfig) -> Parts:
+def build_parts(config: PipelineConfig, sources: Mapping[str, FrameSource] | None = None,
+                backend: InferenceBackend | None = None) -> Parts:
+    """Every part opened from `config`, except those given: `sources` (camera id -> an
+    unopened source) replace the configured cameras' sources, `backend` (loaded, not yet
+    warmed) the configured model. Nothing stays open when a later part fails."""
     with contextlib.ExitStack() as undo:
-        choice = open_chosen_backend(config.model)
+        choice = BackendChoice(backend, "substituted") if backend is not None else open_chosen_backend(config.model)
         backend = choice.backend
         undo.callback(backend.close)
         check_rules(config, backend.class_names)
         backend.warmup(config.model.warmup_runs)
         transform, slot_pool, close_preprocess, frame_allocator = open_preprocess(config, backend)
         undo.callback(close_preprocess)
-        sources = {}
-        for cam in config.cameras:
-            sources[cam.id] = _open_source(cam)
-            undo.callback(sources[cam.id].close)
+        opened = _open_sources(config, sources, undo)
         context = zmq.Context()
         undo.callback(context.term)
-        try:
-            publisher = ZmqPublisher.from_config(config.publisher, context, config.budget_ms, backend.class_names)
-        except PublisherError as exc:
-            raise StartupError(str(exc)) from None
+        publisher = _open_publisher(config, context, backend.class_names)
         undo.callback(publisher.close)  # before context.term runs, or term waits forever on its socket
-        if not publisher.wait_for_subscriber(config.publisher.await_subscriber_ms / 1000):
-            log.info("no subscriber yet on %s; starting anyway", config.publisher.endpoint)
         triggers = open_trigger_inboxes(config, context)
         for inbox in triggers.values():
             undo.callback(inbox.close)
         archive = open_archive(config, backend.class_names)
         if archive is not None:
             undo.callback(archive.close)
-        parts = Parts(sources, backend, transform,
-                      make_decoder(config.model, len(backend.class_names)), publisher, context,
-                      extra_closers=[archive.close] if archive is not None else [], archive=archive,
-                      slot_pool=slot_pool)
+        parts = Parts(opened, backend, transform, make_decoder(config.model, backend), publisher,
+                      context, extra_closers=[archive.close] if archive is not None else [], archive=archive,
+                      slot_pool=slot_pool, triggers=triggers, frame_allocator=frame_allocator,
+                      lend_frame_slots=archive is None,  # the archive reads the raw image after publish
+                      backend_choice=choice.why)
         parts.extra_closers.append(close_preprocess)
-        parts.frame_allocator = frame_allocator
-        parts.lend_frame_slots = archive is None  # the archive reads the raw image after publish
-        parts.triggers = triggers
-        parts.backend_choice = choice.why
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
-        try:
-            warm_path(parts, config)  # before READY: the first real parts pay no first-call costs
-        except ModelOutputError as exc:  # a model that cannot judge a blank frame cannot judge a part
-            raise StartupError(f"{config.model.path}: the model's output on a blank frame at warm-up is "
-                               f"unusable ({exc}); check the export (opset, FP16 overflow) or the file") from None
+        _warm(parts, config)
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
-        log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))
+        log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(opened))
         return parts
+
+
+def _open_sources(config: PipelineConfig, given: Mapping[str, FrameSource] | None,
+                  undo: contextlib.ExitStack) -> dict[str, FrameSource]:
+    opened: dict[str, FrameSource] = {}
+    for cam in config.cameras:
+        opened[cam.id] = _open_source(cam, given[cam.id] if given is not None else None)
+        undo.callback(opened[cam.id].close)
+    return opened
+
+
+def _open_publisher(config: PipelineConfig, context: zmq.Context, class_names: tuple[str, ...]) -> ZmqPublisher:
+    try:
+        publisher = ZmqPublisher.from_config(config.publisher, context, config.budget_ms, class_names)
+    except PublisherError as exc:
+        raise StartupError(str(exc)) from None
+    if not publisher.wait_for_subscriber(config.publisher.await_subscriber_ms / 1000):
+        log.info("no subscriber yet on %s; starting anyway", config.publisher.endpoint)
+    return publisher
+
+
+def _warm(parts: Parts, config: PipelineConfig) -> None:
+    """Before READY: the first real parts pay no first-call costs."""
+    try:
+        warm_path(parts, config)
+    except ModelOutputError as exc:  # a model that cannot judge a blank frame cannot judge a part
+        raise StartupError(f"{config.model.location}: the model's output on a blank frame at warm-up is "
+                           f"unusable ({exc}); check the export (opset, FP16 overflow) or the file") from None
 
 
 def open_preprocess(config: PipelineConfig, backend):
@@ -124,8 +135,8 @@ def open_preprocess(config: PipelineConfig, backend):
     mode = config.model.preprocess
     if mode == "gpu" and not on_gpu:
         raise StartupError(f"model.preprocess: gpu needs a GPU-resident backend, but {backend.name} takes host "
-                           f"arrays; use backend tensorrt, or onnxruntime with providers [CUDAExecutionProvider] "
-                           f"and pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
+                           f"arrays; use backend tensorrt, or onnxruntime-cuda "
+                           f"with pycuda installed (pip install '.[gpu]'), or preprocess: cpu")
     if mode == "cpu" or not on_gpu:
         return Letterboxer(backend.input_size), None, lambda: None, None
     from pipeline.app import slot_count
@@ -168,9 +179,10 @@ def open_trigger_inboxes(config: PipelineConfig, context: zmq.Context) -> dict[s
     return inboxes
 
 
-def _open_source(cam):
+def _open_source(cam, source: FrameSource | None = None) -> FrameSource:
+    """The camera's configured source (or the one given instead), opened."""
     try:
-        source = create_source(cam)
+        source = create_source(cam) if source is None else source
         source.open()
     except (SourceError, ValueError, OSError) as exc:
         raise StartupError(f"camera {cam.id}: {exc}") from None

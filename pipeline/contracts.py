@@ -8,19 +8,19 @@ for attributes with getattr.
 - source: `FrameSource` (and `SlotSource`, `CameraSource`) deliver `SourceFrame`s
 - transform: `Transform` turns an image into a model input slot (`StreamTransform` on a stream)
 - backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
-- decoder: `Decoder` turns one image's raw output into `Detections`
+- decoder: `Decoder` turns a batch's raw output into `Detections` per image
 - publisher: `Publisher` sends verdicts and heartbeats
-- sink: `VerdictSink` is offered each job before it is published (the failed-part archive)
+- sink: `VerdictSink` receives every published verdict (`EvidenceStore`: one the message names)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from pipeline.messages import Detections, Geometry, GroundTruth, Job
+from pipeline.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
 from pipeline.states import CameraState
 
 # --------------------------------------------------------------------------- source
@@ -35,6 +35,9 @@ class SourceFrame:
     # time.monotonic_ns() when the frame reached the host, when the source knows it better
     # than the capture stage's read (a grab thread, a driver's receive stamp); else None
     arrival_ns: int | None = None
+    # set when `image` is a raw HxW Bayer mosaic, which a source writes only into a lent
+    # frame slot of that shape (the GPU path demosaics in its kernel); `read` never does
+    bayer: BayerPattern | None = None
 
 
 @runtime_checkable
@@ -51,10 +54,19 @@ class FrameSource(Protocol):
 
 @runtime_checkable
 class SlotSource(FrameSource, Protocol):
-    """A FrameSource that can write its next frame into a lent buffer."""
+    """A FrameSource that can write its next frame into a lent buffer.
+
+    `copies_into_slot`: True when `read_into` decodes elsewhere and then copies into the
+    slot (an image file: OpenCV's imdecode has no destination), which only pays when the
+    slot is page-locked (the GPU path's upload); False when the frame is written into the
+    slot at no cost over `read` (a camera driver's buffer copied once, a video decoded
+    into it, a synthetic frame rendered into it)."""
+
+    copies_into_slot: bool
 
     def read_into(self, out: np.ndarray, timeout_s: float) -> SourceFrame | None:
-        """Like `read`, with the image written into `out` (returned as the frame's image)."""
+        """Like `read`, with the image written into `out` (returned as the frame's image).
+        A frame that does not fit `out` comes back in an array of its own."""
         ...
 
 
@@ -84,16 +96,17 @@ class CameraSource(FrameSource, Protocol):
 
 
 class Transform(Protocol):
-    """Letterbox `image` into the slot array `out` (host or device); the geometry used."""
+    """Letterbox `image` into the slot array `out` (host or device); the geometry used.
+    With `bayer` set, `image` is that raw HxW mosaic and is demosaiced first."""
 
-    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+    def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
 
 @runtime_checkable
 class StreamTransform(Protocol):
     """A transform that only enqueues its work; `flush()` returns the fence after it."""
 
-    def __call__(self, image: np.ndarray, out: Any) -> Geometry: ...
+    def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
     def flush(self) -> Any: ...
 
@@ -111,6 +124,9 @@ class InferenceBackend(Protocol):
     class_names: tuple[str, ...]
     max_batch: int
     accepts_device_input: bool  # True: `infer_tensors` takes `DeviceTensor`s (GPU preprocessing)
+    # True: the output is the candidate head's (N, K, 6) rows (pipeline.backends.candidate_head),
+    # decoded by `decode_candidates`; False: the model's raw (N, 4+C, A), decoded in full.
+    emits_candidates: bool
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Run (N, 3, h, w) with N <= max_batch; the raw output, e.g. (N, 4+C, A)."""
@@ -146,10 +162,16 @@ class RemoteBackend(Protocol):
 
 
 class Decoder(Protocol):
-    """One image's raw model output (1, 4+C, A) and its geometry -> detections in source
-    pixels. Raises a `ModelOutputError` (reason bad_output) on a malformed tensor."""
+    """Raw model output and each image's geometry -> detections in source pixels.
+
+    `decode_batch` decodes a whole batch (N, ...) in one pass and answers per image: its
+    `Detections`, or the `ModelOutputError` (reason bad_output) that makes that image
+    alone an ERROR; a batch it cannot read at all (wrong shape) raises one. Calling the
+    decoder decodes one image's (1, ...) output and raises on a malformed tensor."""
 
     def __call__(self, raw: np.ndarray, geometry: Geometry) -> Detections: ...
+
+    def decode_batch(self, raw: np.ndarray, geometries: Sequence[Geometry]) -> list[Detections | Exception]: ...
 
 
 # --------------------------------------------------------------------------- publisher, sink
@@ -168,9 +190,22 @@ class Publisher(Protocol):
 
 
 class VerdictSink(Protocol):
-    """Offered every job just before it is published; returns the job to publish (e.g.
-    with the archived image's name); must never block the publish stage."""
+    """Everything that observes a published verdict receives it here, and only here:
+    telemetry (status line, systemd STATUS, heartbeat counts), `/metrics`, the failed-part
+    archive, the bench's recorder, the eval's scorer. Called on the publish thread right
+    after the message was handed to ZeroMQ, with the clock reading that is the wire's
+    `latency_ms.total` (`PublishedVerdict.t_publish_ns`); must be quick and never block.
+    A sink that raises is logged and dropped: an observer never costs a part its verdict."""
 
-    def offer(self, job: Job) -> Job: ...
+    def verdict_published(self, published: PublishedVerdict) -> None: ...
+
+
+@runtime_checkable
+class EvidenceStore(VerdictSink, Protocol):
+    """A sink whose file the message names (the failed-part archive): `claim` runs just
+    before the send and returns the job naming the file it will write (or unchanged, when
+    it keeps nothing of this part); the write itself is queued by `verdict_published`."""
+
+    def claim(self, job: Job) -> Job: ...
 
     def close(self) -> None: ...

@@ -14,8 +14,6 @@ time and is only flagged: turning an ERROR into a FAIL would hide why.
 
 from __future__ import annotations
 
-import dataclasses
-
 from pipeline.config.models import LatePolicy
 from pipeline.messages import Job, Outcome, Reason, ReasonCode, Verdict
 
@@ -43,4 +41,4 @@ class Deadline:
         age_ns = now_ns - job.frame.t_capture_ns
         if verdict is None or verdict.late or age_ns <= self.budget_ns:
             return job
-        return dataclasses.replace(job, verdict=late_verdict(verdict, age_ns / 1e6, self.budget_ms, self.policy))
+        return job.evolve(verdict=late_verdict(verdict, age_ns / 1e6, self.budget_ms, self.policy))

@@ -2,12 +2,12 @@
 
 Owns the quality numbers of the project: detections matched to the truth per class
 (precision and recall at IoU 0.5, greedy by score) and verdicts compared with whether a
-part really was defective. What crosses the boundary: settled `Job`s (from a publisher
-tap, or handed in by a training script's own loop) go in; a plain dict comes out, the
+part really was defective. What crosses the boundary: settled `Job`s (from a verdict
+sink, or handed in by a training script's own loop) go in; a plain dict comes out, the
 one `pipeline eval --json` writes.
 
-`evaluate` runs the REAL pipeline (`build_parts` + `Pipeline`, real threads, queues,
-model and PUB socket) with a tap wrapped around the publisher, but with overrides that
+`evaluate` runs the REAL pipeline through the run driver (real threads, queues, model
+and PUB socket) with a `Scorer` as one more verdict sink, but with overrides that
 make it a measurement of the model and the rules rather than of timing:
   * synthetic sources render flat out (`realtime: false`), so evaluation is fast;
   * every queue blocks (with a long timeout) instead of shedding, so no frame is lost
@@ -27,6 +27,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -37,13 +38,14 @@ from pipeline.config.models import (
     QueueConfig,
     RulesConfig,
 )
-from pipeline.messages import Job, Outcome
+from pipeline.messages import Job, Outcome, PublishedVerdict
 
 log = logging.getLogger(__name__)
 
 IOU_MATCH = 0.5
 EVAL_BLOCK_TIMEOUT_MS = 60_000  # "block" means block: only a hung stage would reach this
 EVAL_BUDGET_MS = 60_000.0  # the schema's maximum: in eval no verdict is late
+EVAL_DRAIN_S = 60.0  # after the last capture: the queued frames' verdicts (a hung stage is routed around)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -152,28 +154,27 @@ def _ratio(a: int, b: int) -> float:
 # --------------------------------------------------------------------------- running
 
 
-class PublisherTap:
-    """Wraps the real publisher: hands every verdict job to `on_job`, then publishes it.
+class Scorer:
+    """The eval's `VerdictSink`: every published verdict into the tally, then to `on_job`.
 
-    Runs on the publish stage's thread, like the publisher itself, so `on_job` must be
-    quick and must not raise: an error there is logged and the verdict still goes out.
+    Runs on the publish stage's thread after the send, so it must be quick; an error in
+    scoring is counted and logged here, and the next verdict is scored again.
     """
 
-    def __init__(self, publisher, on_job):
-        self._publisher = publisher
+    def __init__(self, tally: Tally, on_job: Callable[[Job], None] | None = None):
+        self.tally = tally
         self._on_job = on_job
         self.failures = 0
 
-    def publish_verdict(self, job: Job, t_mono_ns: int | None = None) -> int:
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        job = published.job
         try:
-            self._on_job(job)
+            self.tally.add_job(job)
+            if self._on_job is not None:
+                self._on_job(job)
         except Exception:  # measuring must never cost a part its verdict
             self.failures += 1
-            log.exception("evaluation tap failed on camera %s frame %d", job.frame.camera_id, job.frame.frame_id)
-        return self._publisher.publish_verdict(job, t_mono_ns)
-
-    def __getattr__(self, name: str):  # publish_heartbeat, close, dropped, ...
-        return getattr(self._publisher, name)
+            log.exception("evaluation failed on camera %s frame %d", job.frame.camera_id, job.frame.frame_id)
 
 
 def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConfig:
@@ -200,38 +201,31 @@ def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConf
 def evaluate(config: PipelineConfig, frames: int, seed: int | None = None, on_job=None) -> dict:
     """Run the pipeline for `frames` frames per camera and measure it; `on_job(job,
     class_names)` sees every verdict too (e.g. to write annotated images)."""
-    from pipeline.app import Pipeline, StartupError
-    from pipeline.assembly import build_parts
+    from pipeline.app import StartupError
+    from pipeline.driver import RunDriver, Substitutions
 
     try:
         config = eval_config(config, seed)
     except ValueError as exc:
         raise StartupError(str(exc)) from None
-    parts = build_parts(config)
-    names = tuple(parts.backend.class_names)
-    tally = Tally.for_rules(config.rules, names)
-
-    def record(job: Job) -> None:
-        tally.add_job(job)
-        if on_job is not None:
-            on_job(job, names)
-
-    parts.publisher = tap = PublisherTap(parts.publisher, record)
-    parts.lend_frame_slots = on_job is None  # an annotating observer reads the image after publish
-    pipeline = Pipeline(config, parts, max_frames=frames)
+    # an annotating observer reads the image after publish
+    driver = RunDriver(config, frames=frames, substitutions=Substitutions(sinks_read_images=on_job is not None))
+    driver.open()
+    names = driver.class_names
+    scorer = Scorer(Tally.for_rules(config.rules, names), (lambda job: on_job(job, names)) if on_job else None)
+    driver.add_sink(scorer)
     started = time.monotonic()
     try:
-        pipeline.start()
-        # The publish stage ends after the last verdict; a crash ends the wait early and
-        # shutdown routes the remaining frames around the broken stage.
-        while not (pipeline.finished or pipeline.telemetry.crashed.is_set()):
-            time.sleep(0.05)
+        driver.start()
+        driver.run()  # until every camera's frames are captured, or a crash
     finally:
-        code = pipeline.shutdown()
-    report = tally.report()
+        # the frames in flight drain (every queue blocks, so few are left); a crashed
+        # stage is routed around and its frames are published as ERROR
+        code = driver.stop(EVAL_DRAIN_S)
+    report = scorer.tally.report()
     report["run"] = {"frames_per_camera": frames, "cameras": [c.id for c in config.cameras],
                      "seeds": [c.source.seed for c in config.cameras], "exit_code": code,
-                     "tap_failures": tap.failures, "wall_s": round(time.monotonic() - started, 2)}
+                     "tap_failures": scorer.failures, "wall_s": round(time.monotonic() - started, 2)}
     return report
 
 

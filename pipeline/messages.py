@@ -3,7 +3,7 @@
 Bottom layer: every stage imports this module, it imports no stage.
 
 A `Job` is one captured frame on its way to a verdict. Each stage returns a new `Job`
-(`dataclasses.replace`) with its own timestamp appended to `marks`, so a verdict alone
+(`Job.evolve`, a cheaper `dataclasses.replace`) with its own timestamp appended to `marks`, so a verdict alone
 tells its whole latency story. A job whose `verdict` is already set (shed, expired or
 failed upstream) is passed through untouched by the remaining stages and published:
 that is how every captured frame gets exactly one verdict.
@@ -26,7 +26,7 @@ the latency splits into the wait in its queue and its own work (`stage_split`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Callable
 
@@ -58,6 +58,18 @@ class ReasonCode(str, Enum):
     BACKEND_UNAVAILABLE = "backend_unavailable"  # the inference server was down or refused the request
 
 
+class BayerPattern(str, Enum):
+    """A raw Bayer mosaic's layout, named as GenICam names it (the colours of the first two
+    pixels of the first row: BayerRG8 is R G / G B). A frame whose `bayer` is set holds
+    the undemosaiced HxW mosaic, one byte a pixel; the preprocess transform converts it
+    (the GPU kernel as it resamples, the CPU path with OpenCV)."""
+
+    RG = "BayerRG8"
+    BG = "BayerBG8"
+    GR = "BayerGR8"
+    GB = "BayerGB8"
+
+
 @dataclass(frozen=True, slots=True)
 class GroundTruth:
     """What a synthetic source actually drew: for tests, evaluation and training."""
@@ -77,12 +89,18 @@ class Frame:
 
     camera_id: str
     frame_id: int  # per-camera capture counter: 0, 1, 2, ... with no holes
-    image: np.ndarray | None  # HxWx3 uint8 BGR or HxW uint8 gray; None when settled
+    image: np.ndarray | None  # HxWx3 uint8 BGR or HxW uint8 gray (or mosaic, see bayer); None when settled
     t_capture_ns: int  # time.monotonic_ns() at capture; latency is measured from here
     t_wall_ns: int  # time.time_ns() at capture, for the message
     part_id: str | None = None
     camera_ts_ns: int | None = None  # the camera's own timestamp, when it has one
     truth: GroundTruth | None = None
+    bayer: BayerPattern | None = None  # set: `image` is the raw HxW mosaic (only ever in a lent frame slot)
+
+    def without_image(self) -> "Frame":
+        """The same frame once its image is gone (its buffer went back to the pool)."""
+        return Frame(self.camera_id, self.frame_id, None, self.t_capture_ns, self.t_wall_ns, self.part_id,
+                     self.camera_ts_ns, self.truth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,28 +205,73 @@ class Job:
     def settled(self) -> bool:
         return self.verdict is not None
 
-    def mark(self, stage: str, taken_ns: int | None = None, **changes: Any) -> "Job":
-        """The job as `stage` hands it on (now), taken from its queue at `taken_ns`."""
+    def evolve(self, **changes: Any) -> "Job":
+        """`dataclasses.replace(self, **changes)` at about half its cost: each stage hands
+        on a new job per frame, so this runs several times for every part."""
+        if not changes.keys() <= _JOB_FIELDS:
+            raise TypeError(f"Job has no field {sorted(changes.keys() - _JOB_FIELDS)}")
+        get = changes.get
+        return Job(get("frame", self.frame), get("marks", self.marks), get("tensor", self.tensor),
+                   get("frame_slot", self.frame_slot), get("takes", self.takes), get("geometry", self.geometry),
+                   get("detections", self.detections), get("verdict", self.verdict),
+                   get("model_backend", self.model_backend), get("extra", self.extra))
+
+    def mark(self, stage: str, taken_ns: int | None = None, t_ns: int | None = None, **changes: Any) -> "Job":
+        """The job as `stage` hands it on, at `t_ns` (default now: a stage handing on a
+        batch reads the clock once for all of it), taken from its queue at `taken_ns`."""
         takes = self.takes if taken_ns is None else self.takes + ((stage, taken_ns),)
-        return replace(self, marks=self.marks + ((stage, time.monotonic_ns()),), takes=takes, **changes)
+        mark = (stage, time.monotonic_ns() if t_ns is None else t_ns)
+        return self.evolve(marks=self.marks + (mark,), takes=takes, **changes)
 
     def without_frame_slot(self) -> "Job":
         """Give the frame buffer back (after its fence); the image is gone with it."""
         if self.frame_slot is None:
             return self
         self.frame_slot.release()
-        return replace(self, frame_slot=None, frame=replace(self.frame, image=None))
+        return self.evolve(frame_slot=None, frame=self.frame.without_image())
 
     def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
         """Give the job its final verdict now and free its input and frame buffers."""
         if self.tensor is not None:
             self.tensor.release()
-        job = self.without_frame_slot()
+        frame, slot = self.frame, self.frame_slot
+        if slot is not None:
+            slot.release()
+            frame = frame.without_image()
         verdict = Verdict(outcome, (Reason(code, detail),), late)
-        return replace(job, tensor=None, verdict=verdict, marks=job.marks + ((stage or code.value, time.monotonic_ns()),))
+        return self.evolve(frame=frame, frame_slot=None, tensor=None, verdict=verdict,
+                           marks=self.marks + ((stage or code.value, time.monotonic_ns()),))
 
     def age_ms(self, now_ns: int | None = None) -> float:
         return ((now_ns or time.monotonic_ns()) - self.frame.t_capture_ns) / 1e6
+
+
+_JOB_FIELDS = frozenset(f.name for f in fields(Job))
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedVerdict:
+    """A verdict as it went out, as every `VerdictSink` receives it.
+
+    `t_publish_ns` is the end of the latency clock, defined here once: the
+    `time.monotonic_ns()` the publish stage reads right before it encodes and sends the
+    message (after the archive named its file). The same reading decides `late` at
+    publish time and is the message's `latency_ms.total`, so the wire, `/metrics`, the
+    status line, systemd STATUS and the bench all report `latency_ms` below.
+    """
+
+    job: Job
+    seq: int  # the per-camera sequence number the message carries
+    t_publish_ns: int
+
+    @property
+    def latency_ns(self) -> int:
+        return self.t_publish_ns - self.job.frame.t_capture_ns
+
+    @property
+    def latency_ms(self) -> float:
+        """Capture to publish, the wire's `latency_ms.total` before its rounding to 1 us."""
+        return self.latency_ns / 1e6
 
 
 def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
@@ -230,10 +293,16 @@ def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
 def queue_waits(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     """(stage, ns waited in its queue) for each stage that took the job; a stage that took
-    it but has not marked it (the publisher, as it sends) waited since the last mark."""
-    waits = {stage: wait for stage, wait, _work in stage_split(t_capture_ns, marks, takes)}
-    last = marks[-1][1] if marks else t_capture_ns
-    return [(stage, waits[stage] if stage in waits else max(0, t_take - last)) for stage, t_take in takes]
+    it but has not marked it (the publisher, as it sends) waited since the last mark.
+    The waits of `stage_split`, in one pass (it runs once per published verdict)."""
+    taken = dict(takes)
+    waits: dict[str, int] = {}
+    previous = t_capture_ns
+    for stage, t_ns in marks:
+        t_take = taken.pop(stage, None)
+        waits[stage] = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
+        previous = t_ns
+    return [(stage, waits[stage] if stage in waits else max(0, t_take - previous)) for stage, t_take in takes]
 
 
 @dataclass(frozen=True, slots=True)

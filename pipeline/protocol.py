@@ -105,7 +105,7 @@ def encode_verdict(
         "t_capture_ns": frame.t_wall_ns,
         "t_capture": iso_utc(frame.t_wall_ns),
         "t_publish_ns": t_publish_ns,
-        "verdict": Outcome(verdict.outcome).value,
+        "verdict": _member(Outcome, verdict.outcome),
         "reasons": [_reason(r) for r in verdict.reasons],
     }
     if include_detections:
@@ -123,14 +123,28 @@ def encode_verdict(
     return _dumps(msg)
 
 
+_last_second: tuple[int, str] = (-1, "")  # the last whole second iso_utc formatted: verdicts come in bursts
+
+
 def iso_utc(t_wall_ns: int) -> str:
     """ISO-8601 UTC with microseconds, e.g. 2024-05-01T12:00:00.123456Z."""
+    global _last_second
     seconds, ns = divmod(int(t_wall_ns), 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1000:06d}Z"
+    cached, text = _last_second  # one read of the pair: safe if another thread replaces it
+    if cached != seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, text)
+    return f"{text}.{ns // 1000:06d}Z"
+
+
+def _member(kind: type[Enum], value: Any) -> Any:
+    """`value` as a member of the str-valued enum `kind` (JSON writes a member as its
+    value); a plain string is looked up, so an unknown one still raises."""
+    return value if type(value) is kind else kind(value).value
 
 
 def _reason(reason: Reason) -> dict[str, Any]:
-    out: dict[str, Any] = {"code": ReasonCode(reason.code).value, "detail": reason.detail}
+    out: dict[str, Any] = {"code": _member(ReasonCode, reason.code), "detail": reason.detail}
     if reason.class_name is not None:
         out["class"] = reason.class_name
     if reason.score is not None:
@@ -229,9 +243,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+# One encoder for every message (json.dumps with options builds a new one per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_json_default)
+
+
 def _dumps(msg: dict[str, Any]) -> bytes:
     try:
-        text = json.dumps(msg, separators=(",", ":"), allow_nan=False, default=_json_default)
+        text = _ENCODER.encode(msg)
     except (TypeError, ValueError) as err:
         # e.g. a NaN/inf score: refuse rather than emit JSON a C or Node parser rejects
         raise ProtocolError(f"cannot encode {msg.get('type')} message: {err}") from err

@@ -115,25 +115,35 @@ class StageQueue:
                   wait_until: Callable[[list[Item]], float] | None = None) -> list[Item]:
         """Up to `max_items`: wait `timeout_s` for the first, then at most `max_wait_s`
         more for the rest, and never past `wait_until(batch)` (a `time.monotonic()`
-        instant, asked again after each item, e.g. the last moment the oldest job in
-        hand can still make its deadline). What is queued already is always taken. An
+        instant, asked again as the batch grows, e.g. the last moment the oldest job in
+        hand can still make its deadline). What is queued already is always taken, under
+        one lock and with one wake-up for the producers it makes room for. An
         EndOfStream ends the batch (it is returned last)."""
-        first = self.get(timeout_s)
-        if first is None:
-            return []
-        batch = [first]
+        with self._lock:
+            if not self._items and not self._not_empty.wait_for(lambda: self._items, timeout_s):
+                return []
+            batch = self._take_queued(max_items)
+        if max_wait_s <= 0:
+            return batch  # no waiting for more: the batch is what was queued
         cap = time.monotonic() + max_wait_s
-        deadline = min(cap, wait_until(batch)) if wait_until is not None else cap
         while len(batch) < max_items and not isinstance(batch[-1], EndOfStream):
+            deadline = min(cap, wait_until(batch)) if wait_until is not None else cap
             with self._lock:
                 left = deadline - time.monotonic()
                 if not self._items and (left <= 0 or not self._not_empty.wait_for(lambda: self._items, left)):
                     break
-                batch.append(self._items.popleft())
-                self._not_full.notify()
-            if wait_until is not None:
-                deadline = min(cap, wait_until(batch))
+                batch += self._take_queued(max_items - len(batch))
         return batch
+
+    def _take_queued(self, limit: int) -> list[Item]:
+        """Up to `limit` queued items, up to and including an EndOfStream; the lock is held."""
+        items, taken = self._items, []
+        while items and len(taken) < limit:
+            taken.append(items.popleft())
+            if isinstance(taken[-1], EndOfStream):
+                break
+        self._not_full.notify(len(taken))  # wake the producers blocked on the room made
+        return taken
 
     def drain(self) -> list[Item]:
         with self._lock:

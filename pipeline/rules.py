@@ -38,10 +38,10 @@ class RuleBook:
             return PASS
         areas = (det.boxes[:, 2] - det.boxes[:, 0]) * (det.boxes[:, 3] - det.boxes[:, 1])
         reasons: list[Reason] = []
-        for class_id in np.unique(det.class_ids):
+        for class_id in sorted(set(det.class_ids.tolist())):  # np.unique's order, without its cost
             if class_id in self._ignored or class_id >= len(self.class_names):
                 continue
-            reasons += self._judge_class(det, areas, int(class_id), mm_per_px)
+            reasons += self._judge_class(det, areas, class_id, mm_per_px)
         return Verdict(Outcome.FAIL, tuple(reasons)) if reasons else PASS
 
     def _judge_class(self, det: Detections, areas: np.ndarray, class_id: int, mm_per_px: float | None) -> list[Reason]:
@@ -50,7 +50,8 @@ class RuleBook:
         idx = np.flatnonzero((det.class_ids == class_id) & (det.scores >= rule.min_confidence) & (areas >= rule.min_area_px2))
         if rule.min_area_mm2 is not None and scale_mm2 is not None:
             idx = idx[areas[idx] * scale_mm2 >= rule.min_area_mm2]
-        idx = [i for i in idx if self._in_roi(det.boxes[i])]
+        if self._include or self._exclude:
+            idx = [i for i in idx if self._in_roi(det.boxes[i])]
         if len(idx) <= rule.max_count:
             return []
         name = self.class_names[class_id]
@@ -74,6 +75,6 @@ def _describe_rule(name: str, rule: ClassRuleConfig, count: int) -> str:
 
 
 def _reason(det: Detections, areas: np.ndarray, i: int, name: str, rule: str, scale_mm2: float | None) -> Reason:
-    box = tuple(float(v) for v in det.boxes[i])
+    box = tuple(det.boxes[i].tolist())
     return Reason(ReasonCode.DEFECT, class_name=name, score=float(det.scores[i]), box=box,  # type: ignore[arg-type]
                   area_px2=float(areas[i]), area_mm2=float(areas[i] * scale_mm2) if scale_mm2 else None, rule=rule)

@@ -9,8 +9,11 @@ verdict on each target) and `soak.png` (the plot docs/RELIABILITY.md shows).
 What crosses the boundary: a `PipelineConfig` and timings come in; a `SoakReport` and
 the three files go out. The pipeline under test is the real one (`build_parts`); the
 subscriber is an ordinary SUB socket on its own thread, so CURVE configs are not
-supported here. Memory held per sample is a few numbers, never per-frame data, so the
-soak itself does not grow the RSS it measures.
+supported here; its latency is the wire's `latency_ms.total`, the figure every other
+report uses. The run goes through the run driver (pipeline.driver): until the duration,
+the stop event, a crash or the end of every source, sampling on the driver's tick.
+Memory held per sample is a few numbers, never per-frame data, so the soak itself does
+not grow the RSS it measures.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ from typing import Callable
 import numpy as np
 import zmq
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
 from pipeline.config.models import PipelineConfig
+from pipeline.driver import RunDriver, StopReason, Until
 from pipeline.protocol import ProtocolError, decode
 
 TARGET_RSS_MB_PER_H = 5.0
@@ -137,21 +139,52 @@ def run_soak(config: PipelineConfig, duration_s: float, interval_s: float, warmu
     """Run the pipeline for `duration_s`, sampling every `interval_s`; early stop on `stop`."""
     stop = stop or threading.Event()
     listener = Listener(config.publisher.endpoint)
-    pipeline = Pipeline(config, build_parts(config))
-    samples: list[Sample] = []
+    driver = RunDriver(config)
+    sampler = Sampler(listener, interval_s, progress)
     try:
-        pipeline.start()
-        start = time.monotonic()
-        while not stop.wait(interval_s) and not pipeline.telemetry.crashed.is_set():
-            samples.append(_sample(time.monotonic() - start, listener, interval_s))
-            if progress is not None:
-                progress(samples[-1])
-            if samples[-1].t_s >= duration_s:
-                break
+        if driver.open(interrupted=stop.is_set) is not None:
+            try:
+                driver.start()
+                sampler.begin()
+                if driver.run(Until(duration_s, signal=stop.is_set), tick=sampler.tick) is StopReason.DURATION:
+                    sampler.finish(duration_s)
+            finally:
+                driver.stop()
     finally:
-        pipeline.shutdown()
         listener.close()
-    return samples, analyse(samples, warmup_s, min_judged_s)
+    return sampler.samples, analyse(sampler.samples, warmup_s, min_judged_s)
+
+
+class Sampler:
+    """Takes a `Sample` every `interval_s` from `begin`, on the driver's tick."""
+
+    def __init__(self, listener: Listener, interval_s: float, progress: Callable[[Sample], None] | None):
+        self.listener = listener
+        self.interval_s = interval_s
+        self.progress = progress
+        self.samples: list[Sample] = []
+        self._start = self._due = self._last = 0.0
+
+    def begin(self) -> None:
+        self._start = self._last = time.monotonic()
+        self._due = self._start + self.interval_s
+
+    def tick(self) -> None:
+        if time.monotonic() >= self._due:
+            self._due += self.interval_s
+            self.take()
+
+    def finish(self, duration_s: float) -> None:
+        """The last sample, at the end of the duration (unless the last tick just took it)."""
+        if not self.samples or self.samples[-1].t_s < duration_s:
+            self.take()
+
+    def take(self) -> None:
+        now = time.monotonic()
+        self.samples.append(_sample(now - self._start, self.listener, max(now - self._last, 1e-3)))
+        self._last = now
+        if self.progress is not None:
+            self.progress(self.samples[-1])
 
 
 def _sample(t_s: float, listener: Listener, interval_s: float) -> Sample:

@@ -10,8 +10,10 @@ cameras) that fits a given width, and showing it:
   and the status line are never glued together;
 - elsewhere (systemd journal, a pipe, CI), one plain line every `plain_interval_s`.
 
-What crosses the boundary: a `Telemetry` to read (and one verdict listener on it, which
-counts the FAILs whose reason is the deadline) and a text stream to write.
+What crosses the boundary: a `Telemetry` to read and a text stream to write; the line is
+itself a `VerdictSink` (the runner adds it to the pipeline), which counts the FAILs whose
+reason is the deadline. Its latency figures are telemetry's window of
+`PublishedVerdict.latency_ms`, the wire's `latency_ms.total`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TextIO
 
-from pipeline.messages import Job, Outcome, ReasonCode
+from pipeline.messages import Outcome, PublishedVerdict, ReasonCode
 from pipeline.states import CameraState
 from pipeline.telemetry import Telemetry
 
@@ -102,16 +104,15 @@ class StatusLine:
         self._last = time.monotonic()
         self._rate = RecentRate()
         self._fps = 0.0
-        self._late_fails = 0  # written by the publish thread only (the verdict listener)
+        self._late_fails = 0  # written by the publish thread only (`verdict_published`)
         self._lock = threading.Lock()  # one writer at a time on the terminal: the line or a log record
         self._shown = ""
         self._redirected: list[tuple[logging.StreamHandler, TextIO]] = []
-        telemetry.verdict_listeners.append(self._count_verdict)
         if self.live:
             self._put_logs_above()
 
-    def _count_verdict(self, job: Job) -> None:
-        verdict = job.verdict
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        verdict = published.job.verdict
         if verdict.outcome is Outcome.FAIL and any(r.code is ReasonCode.DEADLINE for r in verdict.reasons):
             self._late_fails += 1
 

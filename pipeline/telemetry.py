@@ -2,26 +2,24 @@
 
 Bottom layer. Each counter has one writer (the stage or camera it belongs to), so plain
 attributes suffice under the GIL; readers (heartbeat, status line, watchdog) take
-snapshots and tolerate values that are a few microseconds old.
+snapshots and tolerate values that are a few microseconds old. `Telemetry` is the first
+verdict sink of every pipeline: the published counts, per-camera seq and the latency
+window (status line, systemd STATUS) come from `PublishedVerdict`, on the publish thread.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from pipeline.messages import Job, Outcome, ReasonCode
+from pipeline.messages import Job, Outcome, PublishedVerdict, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.states import CameraState, Health, StageState, move
-
-log = logging.getLogger(__name__)
-
 
 __all__ = ["CameraStats", "Health", "LatencyWindow", "StageStats", "Telemetry"]
 
@@ -180,6 +178,9 @@ class Telemetry:
         self.cameras = {cid: CameraStats(cid) for cid in camera_ids}
         self.queues: dict[str, StageQueue] = {}
         self.counts: Counter[str] = Counter()
+        # (size, distinct cameras) -> batches the infer stage ran; written by its thread only (the
+        # bench reads it: the proof that dynamic batching gathers across cameras)
+        self.batches: Counter[tuple[int, int]] = Counter()
         self.latency = LatencyWindow()
         self.errors: list[str] = []
         self.published_dropped = 0
@@ -187,8 +188,6 @@ class Telemetry:
         self.health_rules = HealthRules()
         self.outcomes = {cid: OutcomeWindow(self.health_rules.window_verdicts) for cid in camera_ids}
         self.archive_problem = ""  # set by the archive while it is disabled (e.g. disk full)
-        # Called by the publish thread after each verdict is sent (e.g. metrics); must be quick.
-        self.verdict_listeners: list[Callable[[Job], None]] = []
 
     def set_archive_problem(self, problem: str) -> None:
         """The archive's word: "" when it writes, else why it does not (health DEGRADED)."""
@@ -199,16 +198,19 @@ class Telemetry:
         self.health_rules = rules
         self.outcomes = {cid: OutcomeWindow(rules.window_verdicts) for cid in self.cameras}
 
-    def verdict_published(self, job: Job) -> None:
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        """The first `VerdictSink` of every pipeline: per-camera counts and seq, outcome
+        counts, the latency window (status line, systemd STATUS) and the health windows."""
+        job = published.job
+        camera = self.cameras[job.frame.camera_id]
+        camera.verdicts_published += 1
+        camera.last_seq = published.seq
+        if job.verdict is not None:  # always set: the publish stage sends only settled jobs
+            self.counts[job.verdict.outcome.value] += 1
+        self.latency.add(published.latency_ms)
         window = self.outcomes.get(job.frame.camera_id)
         if window is not None:
-            window.record(outcome_kind(job), time.monotonic_ns(), int(self.health_rules.window_s * 1e9))
-        for listener in tuple(self.verdict_listeners):
-            try:
-                listener(job)
-            except Exception:  # noqa: BLE001 - an observer must never stop the publisher
-                self.verdict_listeners.remove(listener)
-                log.exception("verdict listener %r failed and was removed", listener)
+            window.record(outcome_kind(job), published.t_publish_ns, int(self.health_rules.window_s * 1e9))
 
     def stage(self, name: str) -> StageStats:
         return self.stages.setdefault(name, StageStats(name))

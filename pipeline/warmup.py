@@ -5,8 +5,9 @@ The backend warms itself (`model.warmup_runs`); what is still cold after that is
 everything around it: the letterbox's first resize at each camera's resolution, the
 decoder's first NMS, the rule book's first judgement (numpy's lazy initialisations,
 allocator growth). `warm_path` runs that chain `runs` times per camera on a blank frame
-of the camera's size, through the very parts the stages will use, and discards the
-result: nothing is queued, counted or published.
+of the camera's size and layout (its frame slot's shape: HxW for a Mono8 camera),
+through the very parts the stages will use, and discards the result: nothing is
+queued, counted or published.
 
 Host transforms only: with the GPU letterbox (a slot pool of device buffers) the kernel
 and its slots are owned by the preprocess stage's stream protocol, so that path is left
@@ -23,6 +24,7 @@ import numpy as np
 from pipeline.app import Parts
 from pipeline.config.models import PipelineConfig
 from pipeline.rules import RuleBook
+from pipeline.sources.pixel_formats import slot_shape
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def warm_path(parts: Parts, config: PipelineConfig, runs: int = 3) -> bool:
     rules = RuleBook(config.rules, backend.class_names)
     t0 = time.perf_counter()
     for camera in config.cameras:
-        image = np.zeros((camera.height, camera.width, 3), np.uint8)
+        image = np.zeros(slot_shape(camera, raw_bayer=False), np.uint8)  # host path: Bayer arrives as BGR
         for _ in range(runs):
             geometry = parts.transform(image, tensor)
             raw = backend.infer_tensors([tensor])

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 from typing import Any, Collection
 
+import cv2
 import numpy as np
 
+from pipeline.messages import BayerPattern
 from pipeline.sources.base import SourceFrame, lost_frame
 
 # What FaultySource can do to the k-th frame its real source delivers.
@@ -107,3 +109,71 @@ class FaultyBackend:
             output = np.array(output, copy=True)
             output.reshape(-1)[:: max(1, output.size // 7)] = self.poison
         return output
+
+
+class StallingArchive:
+    """A real failed-part archive whose `claim` (just before the send) stalls `stall_s` on
+    every frame whose id is a multiple of `every`: time after decide that only a
+    publish-time deadline can see."""
+
+    def __init__(self, inner: Any, stall_s: float, every: int = 3):
+        self.inner = inner
+        self.stall_s = stall_s
+        self.every = every
+
+    def claim(self, job: Any) -> Any:
+        if job.frame.frame_id % self.every == 0:
+            threading.Event().wait(self.stall_s)  # the stall itself is the fault, not a wait for something
+        return self.inner.claim(job)
+
+    def verdict_published(self, published: Any) -> None:
+        self.inner.verdict_published(published)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class BayerCamera:
+    """A real synthetic source seen through a Bayer sensor: each rendered BGR frame is
+    sampled to its `pattern` mosaic (one byte a pixel), as a GenICam Bayer camera's
+    buffer holds it. `read_into` writes the mosaic into an HxW slot (the GPU path's
+    layout) and marks the frame with its pattern; `read` demosaics with OpenCV, as the
+    GenICam source does for a frame outside a slot."""
+
+    copies_into_slot = False
+
+    def __init__(self, inner: Any, pattern: BayerPattern):
+        self.inner = inner
+        self.pattern = pattern
+        red = {BayerPattern.RG: (0, 0), BayerPattern.GR: (0, 1), BayerPattern.GB: (1, 0), BayerPattern.BG: (1, 1)}
+        self._red_yx = red[pattern]
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def _mosaic(self, bgr: np.ndarray, out: np.ndarray) -> None:
+        ry, rx = self._red_yx
+        out[:] = bgr[:, :, 1]  # green everywhere, then red and blue at their sites
+        out[ry::2, rx::2] = bgr[ry::2, rx::2, 2]
+        out[1 - ry::2, 1 - rx::2] = bgr[1 - ry::2, 1 - rx::2, 0]
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        got = self.inner.read(timeout_s)
+        if got is None:
+            return None
+        if out is not None and out.shape == got.image.shape[:2]:
+            self._mosaic(got.image, out)
+            return SourceFrame(out, truth=got.truth, bayer=self.pattern)
+        mosaic = np.empty(got.image.shape[:2], np.uint8)
+        self._mosaic(got.image, mosaic)
+        return SourceFrame(cv2.cvtColor(mosaic, _TO_BGR[self.pattern]), truth=got.truth)
+
+    def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+
+_TO_BGR = {BayerPattern.RG: cv2.COLOR_BayerRGGB2BGR, BayerPattern.BG: cv2.COLOR_BayerBGGR2BGR,
+           BayerPattern.GR: cv2.COLOR_BayerGRBG2BGR, BayerPattern.GB: cv2.COLOR_BayerGBRG2BGR}

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable
 
 import yaml
 from pymodbus.server import ModbusTcpServer
@@ -117,13 +116,3 @@ class PlcServer:
         self.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
-
-
-def wait_until(condition: Callable[[], object], timeout_s: float, poll_s: float = 0.02) -> bool:
-    """True as soon as `condition()` holds; False if it did not within `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll_s)
-    return bool(condition())

@@ -120,3 +120,37 @@ def assert_exactly_once(verdicts: list[dict], frames: int) -> None:
     assert [v["seq"] for v in verdicts] == list(range(len(verdicts))), "seq must be contiguous from 0"
     frame_ids = sorted(v["frame_id"] for v in verdicts)
     assert frame_ids == list(range(frames)), f"expected frames 0..{frames - 1} once each, got {len(frame_ids)}"
+
+
+def run_bayer_camera_pipeline(endpoint: str, frames: int, raw_slots_allocator: Any = None, lend: bool = True,
+                              **model: Any):
+    """The real pipeline with one Bayer camera (tests.fakes.BayerCamera over a synthetic
+    source, pattern GB), configured as the GenICam camera it stands for, so its frame
+    slots take that camera's layout. `raw_slots_allocator` replaces the frame allocator
+    (e.g. np.empty: one-byte raw slots on the CPU path, for the CPU letterbox to demosaic).
+    `lend=False`: no slots, so the camera demosaics each frame itself with OpenCV (the
+    reference). Returns (pipeline, verdicts of cam0)."""
+    from pipeline.app import Pipeline
+    from pipeline.assembly import build_parts
+    from pipeline.messages import BayerPattern
+    from tests.fakes import BayerCamera
+
+    built = make_config(endpoint, fps=200, realtime=False, model={"input_size": 416, **model})
+    data = config_dict(endpoint, fps=200, realtime=False, model={"input_size": 416, **model})
+    data["cameras"][0]["source"] = {"kind": "genicam", "address": "127.0.0.1", "pixel_format": "BayerGB8"}
+    as_camera = parse_config(yaml.safe_dump(data))
+    parts = build_parts(built)  # opens the synthetic source, which the fake then wraps
+    parts.sources = {"cam0": BayerCamera(parts.sources["cam0"], BayerPattern.GB)}
+    if raw_slots_allocator is not None:
+        parts.frame_allocator = raw_slots_allocator
+    parts.lend_frame_slots = lend
+    collector = VerdictCollector(endpoint)
+    try:
+        pipeline = Pipeline(as_camera, parts, max_frames=frames)
+        pipeline.start()
+        pipeline.captures[0].thread.join(60)
+        assert pipeline.shutdown(timeout_s=10) == 0
+        assert collector.wait_for({"cam0": frames}, timeout_s=10)
+    finally:
+        collector.close()
+    return pipeline, collector.verdicts["cam0"]

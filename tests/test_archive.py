@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.archive import FailedPartArchive
-from pipeline.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.messages import Detections, Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, make_config
 
@@ -31,15 +31,23 @@ def failed_job(frame_id: int, outcome: Outcome = Outcome.FAIL, image: bool = Tru
     return Job(frame, detections=det, verdict=Verdict(outcome, (reason,)))
 
 
+def keep(archive: FailedPartArchive, job: Job) -> Job:
+    """`job` through the archive as the publish stage takes it: claimed before the send,
+    received as a published verdict after it."""
+    named = archive.claim(job)
+    archive.verdict_published(PublishedVerdict(named, job.frame.frame_id, time.monotonic_ns()))
+    return named
+
+
 def archive_at(root: Path, quota_bytes: int = 10**9, max_queue: int = 64) -> FailedPartArchive:
     return FailedPartArchive(root, quota_bytes, max_queue, {"FAIL", "ERROR"}, ("spot", "scratch"), PROVENANCE)
 
 
-def test_offer_names_the_file_and_the_writer_saves_image_and_provenance(tmp_path):
+def test_a_claim_names_the_file_and_the_writer_saves_image_and_provenance(tmp_path):
     archive = archive_at(tmp_path)
     archive.start()
-    named = archive.offer(failed_job(7))
-    passed = archive.offer(failed_job(8, Outcome.PASS))
+    named = keep(archive, failed_job(7))
+    passed = keep(archive, failed_job(8, Outcome.PASS))
     archive.close()
     assert "archive_path" not in passed.extra  # PASS is not archived by default
     path = Path(named.extra["archive_path"])
@@ -54,7 +62,7 @@ def test_offer_names_the_file_and_the_writer_saves_image_and_provenance(tmp_path
 def test_quota_removes_whole_frames_oldest_first_and_survives_a_restart(tmp_path):
     archive = archive_at(tmp_path, quota_bytes=200_000)
     archive.start()
-    names = [archive.offer(failed_job(i)).extra["archive_path"] for i in range(8)]
+    names = [keep(archive, failed_job(i)).extra["archive_path"] for i in range(8)]
     archive.close()
     kept = [n for n in names if os.path.exists(n)]
     assert kept == names[-len(kept):] and 1 <= len(kept) < len(names)  # the newest survive
@@ -71,7 +79,7 @@ def test_quota_removes_whole_frames_oldest_first_and_survives_a_restart(tmp_path
 
 def test_a_full_queue_skips_frames_without_waiting(tmp_path):
     archive = archive_at(tmp_path, max_queue=2)  # writer not started yet: nothing drains
-    results = [archive.offer(failed_job(i)) for i in range(5)]
+    results = [keep(archive, failed_job(i)) for i in range(5)]
     assert [("archive_path" in r.extra) for r in results] == [True, True, False, False, False]
     assert archive.stats()["skipped"] == 3
     archive.start()
@@ -82,7 +90,7 @@ def test_a_full_queue_skips_frames_without_waiting(tmp_path):
 def test_a_lost_frame_is_archived_as_provenance_only(tmp_path):
     archive = archive_at(tmp_path)
     archive.start()
-    named = archive.offer(failed_job(3, Outcome.ERROR, image=False))
+    named = keep(archive, failed_job(3, Outcome.ERROR, image=False))
     archive.close()
     assert named.extra["archive_path"].endswith(".json") and os.path.exists(named.extra["archive_path"])
 

@@ -32,6 +32,7 @@ from pipeline.assembly import build_parts  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from tests.peers import LOOPBACK, Peer  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 REPEATS = int(os.environ.get("OUTAGE_REPEATS", "1"))
 OUTAGE_S = float(os.environ.get("OUTAGE_S", "2.5"))
@@ -159,7 +160,7 @@ def outage(peer: Peer, mode: str, kind: str, port: int | None, collector: Verdic
     down = collector.wait_for_heartbeat(OUTAGE_S, lambda hb: hb["cameras"]["cam"]["state"] in ("DOWN", "STALLED"))
     assert down is not None, f"camera still {collector.heartbeats[-1]['cameras']['cam']['state']} {OUTAGE_S} s into the outage"
     figures.down_after_s.append(round((down["t_ns"] - t0) / 1e9, 2))
-    time.sleep(max(0.0, OUTAGE_S - (time.time_ns() - t0) / 1e9))  # the outage itself: the peer is away
+    time.sleep(max(0.0, OUTAGE_S - (time.time_ns() - t0) / 1e9))  # paces the peer: the outage lasts OUTAGE_S
     if mode == "kill":
         peer = start_peer(kind, port)
     else:
@@ -170,12 +171,8 @@ def outage(peer: Peer, mode: str, kind: str, port: int | None, collector: Verdic
 
 
 def inspected_again(collector: VerdictCollector, since: int, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if any(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["cam"][since:]):
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: any(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["cam"][since:]),
+                      timeout_s, poll_s=0.05)
 
 
 def check(plc: Plc, collector: VerdictCollector, outages: list[tuple[int, int]], figures: Figures) -> None:

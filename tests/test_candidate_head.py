@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper, save
 from pipeline.backends.base import ModelError
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend, output_tail
 from pipeline.backends.yolo_decode import BadModelOutput, decode, decode_candidates, to_detections
-from pipeline.config.models import ModelConfig, RulesConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig
+from pipeline.config.models import RulesConfig
 from pipeline.imaging import Letterboxer
 from pipeline.rules import RuleBook
 from pipeline.sources.synthetic import SyntheticSource
@@ -54,7 +55,7 @@ def constant_model(path: Path, raw: np.ndarray, anchors_dim: int | str | None = 
 
 
 def run_head(path: Path, max_candidates: int | None, class_names: tuple[str, ...]) -> np.ndarray:
-    cfg = ModelConfig(path=path, input_size=SIDE, class_names=class_names, max_candidates=max_candidates, threads=1)
+    cfg = OnnxRuntimeCpuConfig(path=path, input_size=SIDE, class_names=class_names, max_candidates=max_candidates, threads=1)
     backend = OnnxRuntimeBackend.from_config(cfg)
     try:
         dtype = backend.input_dtype
@@ -186,7 +187,7 @@ def test_nan_or_inf_outside_the_best_k_still_makes_the_image_an_error(tmp_path):
 def test_symbolic_anchor_axis_is_counted_by_a_probe_run(tmp_path):
     raw = flooding_tensor()[:, :, :40]
     path = constant_model(tmp_path / "dyn.onnx", raw, anchors_dim="anchors")
-    cfg = ModelConfig(path=path, input_size=SIDE, class_names=names(2), max_candidates=3000)
+    cfg = OnnxRuntimeCpuConfig(path=path, input_size=SIDE, class_names=names(2), max_candidates=3000)
     backend = OnnxRuntimeBackend.from_config(cfg)
     try:
         assert output_tail(backend._session) == (40, 6)  # K clamped to the 40 anchors the model has
@@ -221,7 +222,7 @@ def demo_frames():
 @pytest.mark.timeout(120)
 def test_demo_model_gives_the_same_detections_and_verdicts_with_and_without_the_head(demo_frames):
     before = _sha(DEMO_MODEL)
-    backends = [OnnxRuntimeBackend.from_config(ModelConfig(path=DEMO_MODEL, input_size=416, max_batch=4,
+    backends = [OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=DEMO_MODEL, input_size=416, max_batch=4,
                                                            max_candidates=k, threads=1)) for k in (3000, None)]
     try:
         headed, plain = backends

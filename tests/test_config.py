@@ -8,6 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.config.model import (
+    AutoConfig,
+    OnnxRuntimeCpuConfig,
+    OnnxRuntimeCudaConfig,
+    TensorRTConfig,
+    TritonModelConfig,
+)
 
 GOOD = """\
 cameras:
@@ -96,25 +103,89 @@ def test_check_config_cli_accepts_a_good_file(tmp_path):
 
 def test_cuda_graph_with_batches_is_accepted():
     # one graph per batch size, all captured in warm-up (pipeline.backends.onnxruntime_cuda)
-    text = GOOD.replace("input_size: 320", "input_size: 320\n  providers: [CUDAExecutionProvider]\n  cuda_graph: true\n"
+    text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: onnxruntime-cuda\n  cuda_graph: true\n"
                         "  max_batch: 4")
     config = parse_config(text)
+    assert isinstance(config.model, OnnxRuntimeCudaConfig)
     assert config.model.cuda_graph and config.model.max_batch == 4
 
 
-@pytest.mark.parametrize("keys, message", [
-    ("backend: tensorrt\n  cuda_graph: true", "model.cuda_graph does not apply to backend tensorrt"),
-    ("backend: tensorrt\n  threads: 4", "model.threads does not apply to backend tensorrt"),
-    ("backend: onnxruntime\n  engine_mismatch: rebuild", "model.engine_mismatch does not apply to backend onnxruntime"),
-    ("backend: onnxruntime\n  allow_cpu_fallback: true", "model.allow_cpu_fallback does not apply to backend onnxruntime"),
-    ("cuda_graph: true", r"model.cuda_graph applies to ONNX Runtime on CUDA only; providers is \['CPUExecutionProvider'\]"),
+@pytest.mark.parametrize("backend, config_class", [
+    (None, OnnxRuntimeCpuConfig), ("onnxruntime", OnnxRuntimeCpuConfig), ("onnxruntime-cuda", OnnxRuntimeCudaConfig),
+    ("tensorrt", TensorRTConfig), ("auto", AutoConfig)])
+def test_the_backend_picks_its_config_class(backend, config_class):
+    keys = f"input_size: 320\n  backend: {backend}" if backend else "input_size: 320"
+    assert type(parse_config(GOOD.replace("input_size: 320", keys)).model) is config_class
+
+
+@pytest.mark.parametrize("keys, key, backend, readers", [
+    ("backend: tensorrt\n  cuda_graph: true", "cuda_graph", "tensorrt", "onnxruntime-cuda or auto"),
+    ("backend: tensorrt\n  threads: 4", "threads", "tensorrt", "onnxruntime or onnxruntime-cuda or auto"),
+    ("backend: onnxruntime\n  engine_mismatch: rebuild", "engine_mismatch", "onnxruntime", "tensorrt or auto"),
+    ("engine_path: x.engine", "engine_path", "onnxruntime", "tensorrt or auto"),  # no backend: onnxruntime
+    ("backend: onnxruntime\n  allow_cpu_fallback: true", "allow_cpu_fallback", "onnxruntime", "auto"),
+    ("cuda_graph: true", "cuda_graph", "onnxruntime", "onnxruntime-cuda or auto"),
+    ("backend: onnxruntime-cuda\n  engine_mismatch: refuse", "engine_mismatch", "onnxruntime-cuda", "tensorrt or auto"),
+    ("backend: auto\n  triton: {model_name: demo}", "triton", "auto", "triton"),
+    ("backend: triton\n  triton: {model_name: demo}\n  device_id: 1", "device_id", "triton",
+     "onnxruntime-cuda or tensorrt or auto"),
 ])
-def test_a_key_of_another_backend_is_an_error_naming_the_backend(keys, message):
-    with pytest.raises(ConfigError, match=message):
+def test_a_key_of_another_backend_is_an_error_naming_the_backend_and_the_key(keys, key, backend, readers):
+    # set to its default value too: a key the backend never reads is a mistake either way
+    with pytest.raises(ConfigError) as err:
         parse_config(GOOD.replace("input_size: 320", f"input_size: 320\n  {keys}"))
+    line = 9 + keys.count("\n")
+    assert f"model.{key} (line {line}): does not apply to backend {backend} (it is read only by backend " \
+           f"{readers})" in str(err.value)
 
 
-def test_auto_takes_the_keys_of_every_backend_it_may_choose():
+def test_an_unknown_backend_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"model \(line 7\): unknown backend 'onnx'; expected one of "
+                                          r"'onnxruntime', 'onnxruntime-cuda', 'tensorrt', 'triton', 'auto'"):
+        parse_config(GOOD.replace("input_size: 320", "input_size: 320\n  backend: onnx"))
+
+
+def test_the_replaced_providers_key_says_what_to_write_instead():
+    with pytest.raises(ConfigError, match=r"model \(line 7\): model.providers is replaced by the backend's name: "
+                                          r"backend onnxruntime runs ONNX Runtime on the CPU, backend "
+                                          r"onnxruntime-cuda on CUDA"):
+        parse_config(GOOD.replace("input_size: 320", "input_size: 320\n  providers: [CUDAExecutionProvider]"))
+
+
+def test_triton_needs_its_section_but_no_model_path(tmp_path):
+    with pytest.raises(ConfigError, match=r"model.triton \(line 7\): required key is missing"):
+        parse_config(GOOD.replace("input_size: 320", "input_size: 320\n  backend: triton"))
+    served = GOOD.replace("  path: engines/demo.onnx\n", "").replace(
+        "input_size: 320", "input_size: 320\n  backend: triton\n  triton: {model_name: demo}")
+    config = load_config(write(tmp_path, served), require_model=True)  # nothing on disk to find
+    assert isinstance(config.model, TritonModelConfig) and config.model.path is None
+    assert config.model.location == "triton://127.0.0.1:8001/demo"
+
+
+def test_check_config_names_a_misapplied_key_with_exit_2_and_no_traceback(tmp_path):
+    path = write(tmp_path, GOOD.replace("input_size: 320", "input_size: 320\n  backend: tensorrt\n  cuda_graph: true"))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "check-config", "--no-model", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "model.cuda_graph (line 10): does not apply to backend tensorrt" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_auto_takes_the_keys_of_every_backend_it_may_choose_and_hands_each_only_its_own():
     text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: auto\n  engine_mismatch: rebuild\n"
-                        "  cuda_graph: true\n  allow_cpu_fallback: true")
-    assert parse_config(text).model.allow_cpu_fallback
+                        "  cuda_graph: true\n  allow_cpu_fallback: true\n  threads: 3")
+    auto = parse_config(text).model
+    assert isinstance(auto, AutoConfig) and auto.allow_cpu_fallback
+    trt, cuda, cpu = auto.tensorrt(), auto.onnxruntime_cuda(), auto.onnxruntime_cpu()
+    assert (type(trt), trt.engine_mismatch, trt.input_size) == (TensorRTConfig, "rebuild", (320, 320))
+    assert (type(cuda), cuda.cuda_graph, cuda.threads) == (OnnxRuntimeCudaConfig, True, 3)
+    assert (type(cpu), cpu.threads, cpu.path) == (OnnxRuntimeCpuConfig, 3, auto.path)
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.glob("*.yaml") if p.name != "gateway.yaml"))
+def test_every_shipped_pipeline_config_loads(name):
+    config = load_config(SHIPPED / name)
+    assert config.model.backend.value in {"onnxruntime", "onnxruntime-cuda", "triton"}

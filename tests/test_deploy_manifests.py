@@ -98,6 +98,11 @@ def test_pods_are_non_root_read_only_on_a_gpu_probed_and_scraped(rendered, name)
     if name.startswith("pipeline"):
         assert main["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # start-up is bounded by READY, as long as systemd waits for READY=1
+        startup = main["startupProbe"]
+        assert startup["httpGet"]["path"] == "/readyz"
+        unit = (ROOT / "systemd" / "inspection-pipeline.service").read_text()
+        assert f"TimeoutStartSec={startup['periodSeconds'] * startup['failureThreshold']}" in unit
         mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
         archive = next(v for v in spec["volumes"] if v["name"] == mounts["/var/lib/inspection-pipeline/archive"])
         assert "persistentVolumeClaim" in archive

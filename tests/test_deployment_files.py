@@ -130,5 +130,5 @@ def test_the_image_holds_the_demo_and_runs_it_on_the_gpu_by_default():
     assert "!configs/" in ignore and "!engines/demo.onnx" in ignore
     cmd = re.search(r'^CMD \["/opt/inspection-pipeline/(configs/[\w.-]+)"\]$', text, re.M).group(1)
     config = load_config(ROOT / cmd, require_model=True)  # its model path resolves beside it, as in the image
-    assert config.model.providers == ("CUDAExecutionProvider",)
-    assert load_config(ROOT / "configs" / "demo.yaml").model.providers == ("CPUExecutionProvider",)
+    assert config.model.backend.value == "onnxruntime-cuda"
+    assert load_config(ROOT / "configs" / "demo.yaml").model.backend.value == "onnxruntime"

@@ -34,7 +34,7 @@ def test_a_config_that_needs_a_missing_part_exits_1_with_the_install_command(tmp
         pytest.skip("onnxruntime-gpu is installed here: nothing the CUDA config needs is missing")
     config = tmp_path / "cuda.yaml"
     config.write_text((ROOT / "configs" / "demo.yaml").read_text()
-                      .replace("[CPUExecutionProvider]", "[CUDAExecutionProvider]")
+                      .replace("backend: onnxruntime ", "backend: onnxruntime-cuda ")
                       .replace("../engines/demo.onnx", str(ROOT / "engines" / "demo.onnx")))
     assert main(["doctor", str(config)]) == 1
     out = capsys.readouterr().out

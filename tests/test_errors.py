@@ -96,7 +96,7 @@ def preprocessed(backend, n: int) -> list[Job]:
     (BadFrame("frame has an empty size 0x0"), "bad_frame"), (RuntimeError("opencv: out of memory"), "stage_error"),
 ])
 def test_preprocess_error_reason(raised, reason):
-    def transform(image, out):
+    def transform(image, out, bayer=None):
         raise raised
 
     inbox, outbox = queues()
@@ -121,15 +121,18 @@ def test_infer_backend_error_reason(backend, raised, reason):
 
     jobs = preprocessed(backend, 2)
     inbox, outbox = queues()
-    decoder = make_decoder(make_config("tcp://127.0.0.1:1").model, len(backend.class_names))
+    decoder = make_decoder(make_config("tcp://127.0.0.1:1").model, backend)
     stage = InferStage(Raising(), decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
     got = run_stage(stage, inbox, outbox, jobs)
     assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2
 
 
 def test_infer_decode_error_reason_is_bad_output(backend):
-    def decoder(raw, geometry):
-        raise BadModelOutput("model output contains 3 NaN")
+    class Refusing:  # a decoder that finds every image's output unusable
+        def decode_batch(self, raw, geometries):
+            return [BadModelOutput("model output contains 3 NaN") for _ in geometries]
+
+    decoder = Refusing()
 
     jobs = preprocessed(backend, 1)
     inbox, outbox = queues()

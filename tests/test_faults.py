@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 import zmq
@@ -25,6 +23,7 @@ from pipeline.messages import Job
 from pipeline.publishing import ZmqPublisher
 from tests.fakes import FaultyBackend, FaultySource
 from tests.pipeline_helpers import ROOT, VerdictCollector, assert_exactly_once, make_config, write_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -259,9 +258,7 @@ def test_sigterm_under_overload_publishes_every_frame_in_flight(tmp_path, free_t
         assert collector.wait_for({"cam0": 40, "cam1": 40}, timeout_s=60), "pipeline never got going"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
-        deadline = time.monotonic() + 5
-        while not any(h["health"] == "STOPPING" for h in collector.heartbeats) and time.monotonic() < deadline:
-            threading.Event().wait(0.05)
+        wait_until(lambda: any(h["health"] == "STOPPING" for h in collector.heartbeats), 5, poll_s=0.05)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

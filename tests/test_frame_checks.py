@@ -4,7 +4,6 @@ own synthetic camera, cut short or declaring a huge size, replayed from a real f
 from __future__ import annotations
 
 import struct
-import time
 
 import cv2
 import pytest
@@ -55,13 +54,13 @@ def test_replay_gives_a_lost_frame_for_each_bad_file_and_decodes_the_good_ones(t
     source.open()
     outcomes = []
     for _ in files:
-        t0 = time.monotonic()
+        # A refusal that stalled capture would end this read by its timeout, a SourceError
+        # that is no lost frame: the assertion below fails on it, with no clock read.
         try:
             outcomes.append(source.read(1.0).image.shape)
         except SourceError as exc:
             assert getattr(exc, "frame_lost", False), "a bad file must cost one frame, not the stream"
             outcomes.append(str(exc).split(": ", 1)[1])
-        assert time.monotonic() - t0 < 5, "refusing a frame must not stall capture"
     source.close()
     assert outcomes == [(240, 320, 3), "truncated JPEG: no end-of-image marker", "truncated PNG: no IEND chunk",
                         "JPEG of 20000x20000 is larger than the camera's configured 640x480; not decoded",

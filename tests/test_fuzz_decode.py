@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.backends.yolo_decode import BadModelOutput, decode, nms, to_detections
+from pipeline.backends.nms import nms
+from pipeline.backends.yolo_decode import BadModelOutput, decode, to_detections
 from pipeline.config.models import RulesConfig
 from pipeline.messages import Geometry, Outcome
 from pipeline.rules import RuleBook

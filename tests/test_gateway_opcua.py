@@ -20,8 +20,9 @@ from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from pipeline.gateway.config import ModbusConfig  # noqa: E402
 from pipeline.gateway.registers import RegisterMap  # noqa: E402
-from tests.gateway_helpers import free_port, start, stop, wait_until, write_gateway_config  # noqa: E402
+from tests.gateway_helpers import free_port, start, stop, write_gateway_config  # noqa: E402
 from tests.pipeline_helpers import write_config  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 NS = "urn:inspection-pipeline:gateway"
@@ -47,7 +48,7 @@ async def connect(url: str, timeout_s: float = 60) -> Client:
         except (OSError, asyncio.TimeoutError):
             if time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # a retry with a deadline: the server may still be starting
 
 
 async def until(condition, timeout_s: float) -> bool:
@@ -55,7 +56,7 @@ async def until(condition, timeout_s: float) -> bool:
     while time.monotonic() < deadline:
         if await condition():
             return True
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # tests.waiting.wait_until's poll, for asyncua's async calls
     return bool(await condition())
 
 
@@ -132,7 +133,7 @@ def test_a_plc_polling_the_modbus_server_sees_every_result_or_knows_it_missed_it
                 seen.append(block["seq"])
                 counters.append(last)
                 plc.write_registers(30, [block["seq"] >> 16, block["seq"] & 0xFFFF])  # acknowledge
-            time.sleep(0.005)
+            time.sleep(0.005)  # the PLC's scan cycle: this loop plays the PLC polling its registers
         assert seen and seen[-1] == frames - 1
         assert seen == sorted(set(seen))  # never an old result taken for a new one
         # the counter accounts for every result, polled or not: none lost at the gateway

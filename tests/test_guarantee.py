@@ -25,7 +25,10 @@ SHED_CODES = {"queue_full", "expired", "no_buffer"}
 
 
 def inference_capacity_fps(model_config) -> float:
-    """Frames per second the real backend sustains here (best of a few single-frame runs)."""
+    """Frames per second the real backend sustains here (best of a few single-frame runs).
+
+    The clock here calibrates the load and asserts nothing (the assertions count verdicts);
+    the best of five keeps one slow run on a loaded machine from understating capacity."""
     backend = open_backend(model_config)
     try:
         w, h = backend.input_size

@@ -13,7 +13,7 @@ from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
 from pipeline.buffers import FramePool
 from pipeline.config.models import Overflow
-from pipeline.messages import Frame, Job, TensorSlot, queue_waits, stage_split
+from pipeline.messages import Frame, Job, PublishedVerdict, TensorSlot, queue_waits, stage_split
 from pipeline.queues import StageQueue
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
 from pipeline.telemetry import Telemetry
@@ -37,6 +37,16 @@ class RecordingFence:
         self.waits += 1
 
 
+class JobList:
+    """A verdict sink keeping every published job."""
+
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
+
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        self.jobs.append(published.job)
+
+
 def run_pipeline(endpoint: str, frames: int, lend: bool):
     """The real pipeline (synthetic cameras, demo model); every published job, in order."""
     config = make_config(endpoint, cameras=2, fps=200, realtime=False)
@@ -45,8 +55,7 @@ def run_pipeline(endpoint: str, frames: int, lend: bool):
     published: list[Job] = []
     collector = VerdictCollector(endpoint)
     try:
-        pipeline = Pipeline(config, parts, max_frames=frames)
-        pipeline.telemetry.verdict_listeners.append(published.append)
+        pipeline = Pipeline(config, parts, max_frames=frames, sinks=(JobList(published),))
         pipeline.start()
         for capture in pipeline.captures:
             capture.thread.join(60)

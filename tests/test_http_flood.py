@@ -17,6 +17,7 @@ from pipeline.config.models import HttpConfig
 from pipeline.daemon.health import HealthMonitor
 from pipeline.daemon.http_endpoint import HttpEndpoint
 from pipeline.daemon.metrics import PipelineMetrics
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -62,10 +63,7 @@ def test_healthz_answers_with_1000_idle_peers_connected_and_no_thread_per_peer()
     threads_before = threading.active_count()
     peers = idle_peers(ep, 1000)
     try:
-        deadline = time.monotonic() + 30
-        while ep.sockets_held < 1000 and time.monotonic() < deadline:  # all accepted, all idle
-            time.sleep(0.05)
-        assert ep.sockets_held >= 1000
+        assert wait_until(lambda: ep.sockets_held >= 1000, 30, poll_s=0.05), ep.sockets_held  # all accepted, all idle
         answers = [healthz_ms(ep) for _ in range(9)]
         assert all(code == 503 for code, _ in answers)  # "starting": the answer itself, not a timeout
         assert threading.active_count() <= threads_before + 2, "a thread per connection"

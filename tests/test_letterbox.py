@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from pipeline.imaging import BadFrame, Letterboxer
+from pipeline.messages import BayerPattern
 
 PAD = np.float32(114) * np.float32(1 / 255)
 
@@ -118,3 +120,31 @@ def test_bad_frames_raise_bad_frame_naming_shape_and_dtype(image, fragment):
 def test_wrong_output_buffer_is_a_value_error():
     with pytest.raises(ValueError, match=r"\(3, 64, 64\)"):
         Letterboxer((64, 64))(np.zeros((8, 8, 3), np.uint8), np.zeros((3, 32, 64), np.float32))
+
+
+# GenICam names -> OpenCV's codes, written out here on purpose: the test does not reuse
+# the table under test
+BAYER_CODES = {"BayerRG8": cv2.COLOR_BayerRGGB2BGR, "BayerBG8": cv2.COLOR_BayerBGGR2BGR,
+               "BayerGR8": cv2.COLOR_BayerGRBG2BGR, "BayerGB8": cv2.COLOR_BayerGBRG2BGR}
+
+
+@pytest.mark.parametrize("name", sorted(BAYER_CODES))
+def test_a_bayer_mosaic_is_demosaiced_by_opencv_then_letterboxed(name):
+    mosaic = np.random.default_rng(5).integers(0, 256, (60, 100), dtype=np.uint8)
+    expected, got = _out(64, 64), _out(64, 64)
+    Letterboxer((64, 64))(cv2.cvtColor(mosaic, BAYER_CODES[name]), expected)
+    letterboxer = Letterboxer((64, 64))
+    geometry = letterboxer(mosaic, got, BayerPattern(name))
+    np.testing.assert_array_equal(got, expected)
+    assert (geometry.src_width, geometry.src_height) == (100, 60)
+    # the same array without its pattern is a Mono8 frame: another image
+    as_gray = _out(64, 64)
+    letterboxer(mosaic, as_gray)
+    assert not np.array_equal(as_gray, expected)
+
+
+def test_a_bayer_frame_must_be_a_single_plane_of_at_least_3x3():
+    with pytest.raises(BadFrame, match="BayerRG8"):
+        Letterboxer((64, 64))(np.zeros((8, 8, 3), np.uint8), _out(64, 64), BayerPattern.RG)
+    with pytest.raises(BadFrame, match="3x3"):
+        Letterboxer((64, 64))(np.zeros((2, 8), np.uint8), _out(64, 64), BayerPattern.RG)

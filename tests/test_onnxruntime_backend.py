@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from pipeline.backends import ModelError, backend_class, choose_backend, create_backend  # noqa: E402
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from pipeline.backends.yolo_decode import decode_candidates, to_detections  # noqa: E402
-from pipeline.config.models import ModelConfig  # noqa: E402
+from pipeline.config.model import ModelConfig, OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig, model_config  # noqa: E402
 from pipeline.imaging import Letterboxer  # noqa: E402
 
 SHARED_YOLOV8N = Path("/work/shared/models/yolov8n-640-random.onnx")
@@ -84,7 +84,7 @@ def _save(graph, path: Path, names: str | None) -> Path:
 
 
 def _cfg(path: Path, **changes) -> ModelConfig:
-    return ModelConfig(path=path, input_size=(64, 64), threads=1, **changes)
+    return model_config(path=path, input_size=(64, 64), threads=1, **changes)
 
 
 @pytest.fixture
@@ -191,9 +191,11 @@ def test_malformed_names_metadata(tmp_path):
         OnnxRuntimeBackend.from_config(_cfg(path))
 
 
-def test_unavailable_provider_is_named_with_the_available_ones(tiny):
-    with pytest.raises(ModelError, match=r"\['NoSuchExecutionProvider'\].*CPUExecutionProvider"):
-        OnnxRuntimeBackend.from_config(_cfg(tiny, providers=("NoSuchExecutionProvider",)))
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU backend is here")
+def test_a_missing_provider_is_named_with_the_available_ones(tiny):
+    with pytest.raises(ModelError, match=r"backend onnxruntime-cuda needs \['CUDAExecutionProvider'\], which this "
+                                         r"onnxruntime lacks; it has \[.*'CPUExecutionProvider'\].*onnxruntime-gpu"):
+        OnnxRuntimeBackend.from_config(OnnxRuntimeCudaConfig(path=tiny, input_size=(64, 64)))
 
 
 def test_registry_builds_onnxruntime_and_auto_with_its_reason(tiny):
@@ -220,7 +222,7 @@ def test_a_backend_whose_runtime_is_missing_is_a_model_error():
 @pytest.mark.skipif(not SHARED_YOLOV8N.is_file(), reason=f"{SHARED_YOLOV8N} not present")
 def test_shared_yolov8n_runs_a_batch_of_two_at_640():
     backend = OnnxRuntimeBackend.from_config(
-        ModelConfig(path=SHARED_YOLOV8N, input_size=(640, 640), max_batch=2, threads=0)
+        OnnxRuntimeCpuConfig(path=SHARED_YOLOV8N, input_size=(640, 640), max_batch=2, threads=0)
     )
     assert len(backend.class_names) == 80
     batch = np.random.default_rng(0).random((2, 3, 640, 640), dtype=np.float32)

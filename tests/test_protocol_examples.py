@@ -17,12 +17,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.pipeline_helpers import ROOT, write_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 DOC = ROOT / "docs" / "PROTOCOL.md"
@@ -48,12 +48,7 @@ class Lines:
             self.lines.append(line.strip())
 
     def wait_for(self, prefix: str, after: int = 0, count: int = 1, timeout_s: float = 30) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if sum(line.startswith(prefix) for line in self.lines[after:]) >= count:
-                return True
-            time.sleep(0.05)
-        return False
+        return wait_until(lambda: sum(line.startswith(prefix) for line in self.lines[after:]) >= count, timeout_s)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -21,6 +21,7 @@ import pytest
 import zmq
 
 from pipeline.protocol import decode
+from tests.waiting import wait_until
 from tests.zmq_helpers import join_sub, make_job, publisher, sub_socket
 
 pytestmark = pytest.mark.timeout(60)
@@ -71,7 +72,7 @@ class Pump(threading.Thread):
                 return
             self.pub.publish_verdict(make_job("cam0", frame_id))
             self.pub.publish_heartbeat({"health": "OK"})
-            time.sleep(0.001)
+            time.sleep(0.001)  # paces the publisher like a daemon's heartbeats, only faster
 
 
 def send_oversized_frame(pub) -> tuple[bool, int, int]:
@@ -143,7 +144,9 @@ def send_flood(endpoint: str, count: int, deadline: float, linger_s: float = 0.0
                 dropped = True  # the daemon cut us off
                 break
             batch = []
-    time.sleep(linger_s)  # closing at once would let the daemon discard what it has not read yet
+    # Paces the attacker, a peer in its own process here: it stays connected this long, as
+    # closing at once would let the daemon discard what it has not read yet.
+    time.sleep(linger_s)
     flood.close()
     return n, dropped
 
@@ -165,8 +168,9 @@ def flood_subscriptions(pub, count: int, from_another_process: bool = False) -> 
     else:
         n, dropped = send_flood(pub.endpoint, count, deadline, linger_s=0.5)
     gate = pub.gate
-    while not dropped and gate.ignored + gate.over_limit + gate.topics < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+    if not dropped:
+        wait_until(lambda: gate.ignored + gate.over_limit + gate.topics >= n, max(0.0, deadline - time.monotonic()),
+                   poll_s=0.05)
     growth = peak_rss_bytes() - before
     pump.stop.set()
     pump.join(5)
@@ -201,10 +205,7 @@ def test_a_subscription_flood_drops_the_peer_and_bounds_memory():
 def test_gateways_beyond_max_gateways_are_dropped_and_counted(context):
     pub = publisher(context, max_gateways=3)
     peers = [zmtp_peer(pub.endpoint, b"SUB") for _ in range(5)]
-    deadline = time.monotonic() + 10
-    while pub.guard.refused < 2 and time.monotonic() < deadline:
-        pub.publish_heartbeat({"health": "OK"})
-        time.sleep(0.05)
+    wait_until(lambda: pub.guard.refused >= 2, 10, 0.05, each=lambda: pub.publish_heartbeat({"health": "OK"}))
     assert (pub.guard.refused, pub.guard.peers) == (2, 3)
     cut = 0
     for peer in peers:  # exactly the last two were cut off by the daemon
@@ -256,10 +257,7 @@ def test_curve_refusals_are_counted_and_logged_at_most_once_per_10_s(tmp_path, c
         sock.connect(pub.endpoint)
         intruders.append(sock)
     allow_list = pub._authenticator.allow_list
-    deadline = time.monotonic() + 20
-    while allow_list.denied < 30 and time.monotonic() < deadline:
-        pub.publish_heartbeat({"health": "OK"})
-        time.sleep(0.05)
+    wait_until(lambda: allow_list.denied >= 30, 20, 0.05, each=lambda: pub.publish_heartbeat({"health": "OK"}))
     for sock in intruders:
         sock.close()
     pub.close()

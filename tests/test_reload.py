@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, config_dict
+from tests.waiting import first_value
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,12 +38,9 @@ class Daemon:
 
     def wait_line(self, text: str, timeout_s: float = 30) -> int:
         """time.time_ns() when a line containing `text` was read."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            hit = next((t for t, line in self.lines if text in line), None)
-            if hit is not None:
-                return hit
-            time.sleep(0.02)
+        hit = first_value(lambda: next((t for t, line in self.lines if text in line), None), timeout_s)
+        if hit is not None:
+            return hit
         raise AssertionError(f"no log line with {text!r}; stderr so far:\n{''.join(line for _, line in self.lines)}")
 
     def stop(self) -> int:

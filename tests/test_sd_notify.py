@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -23,6 +22,7 @@ from pipeline.daemon.notify import SdNotifier
 from pipeline.daemon.service import DaemonService
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import make_config, write_config
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -52,12 +52,7 @@ class NotifyListener:
         return self.messages.count(line)
 
     def wait(self, predicate, timeout_s: float = 20.0) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            if predicate():
-                return True
-            time.sleep(0.02)
-        return False
+        return wait_until(predicate, timeout_s)
 
     def close(self) -> None:
         self._stop.set()
@@ -107,9 +102,14 @@ def test_watchdog_pings_stop_while_a_stage_hangs_and_resume_after(listener, free
     service.open()
     pipeline = Pipeline(config, parts)
     service.attach(pipeline)
-    ticking = threading.Event()
-    ticker = threading.Thread(target=lambda: [service.tick() for _ in iter(lambda: ticking.wait(0.05), True)],
-                              daemon=True)
+    ticking, ticks = threading.Event(), [0]
+
+    def tick_every_50_ms() -> None:  # the daemon's main loop, as `pipeline run` ticks it
+        while not ticking.wait(0.05):
+            service.tick()
+            ticks[0] += 1
+
+    ticker = threading.Thread(target=tick_every_50_ms, daemon=True)
     try:
         pipeline.start()
         ticker.start()
@@ -117,8 +117,10 @@ def test_watchdog_pings_stop_while_a_stage_hangs_and_resume_after(listener, free
         assert listener.wait(lambda: listener.count("WATCHDOG=1") >= 2)
         assert backend.hanging.wait(30)
         assert listener.wait(lambda: any("stuck: infer" in m for m in listener.messages)), listener.messages[-5:]
-        pings_while_stuck = listener.count("WATCHDOG=1")
-        time.sleep(1.0)  # 5 ping intervals, all while the test still holds the backend
+        pings_while_stuck, ticks_while_stuck = listener.count("WATCHDOG=1"), ticks[0]
+        # 20 ticks of the daemon's loop (5 ping intervals of 200 ms at 50 ms each, then some) while the
+        # test still holds the backend: none may ping
+        assert wait_until(lambda: ticks[0] >= ticks_while_stuck + 20, 30)
         assert listener.count("WATCHDOG=1") == pings_while_stuck
         assert service.monitor.check().healthy is False
         backend.release.set()

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -29,6 +28,7 @@ from pipeline.publishing import ZmqPublisher
 from pipeline.publishing.curve import load_server_keys, make_curve_client, read_key_file, write_key_pair
 from pipeline.publishing.zmq_publisher import PublisherError
 from tests.pipeline_helpers import ROOT, assert_exactly_once, make_config
+from tests.waiting import wait_until
 from tests.zmq_helpers import SubscriberRun
 
 pytestmark = pytest.mark.timeout(60)
@@ -108,11 +108,7 @@ def test_pipeline_subscribe_speaks_curve(keys):
     try:
         run = SubscriberRun(publisher.endpoint, curve=(str(keys / "server.key"), str(keys / "gateway.key_secret")),
                             timeout_s=5)
-        for _ in range(100):
-            publisher.publish_heartbeat({"health": "OK"})
-            if run.saw("[heartbeat] OK"):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: run.saw("[heartbeat] OK"), 5, 0.05, each=lambda: publisher.publish_heartbeat({"health": "OK"}))
         run.wait_for("[heartbeat] OK")
     finally:
         publisher.close()

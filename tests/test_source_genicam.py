@@ -6,20 +6,33 @@ with part ids from trigger messages, including triggers that produce no image.""
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import zmq
 
-pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed for the GenICam source")
+gi = pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed for the GenICam source")
+gi.require_version("Aravis", "0.8")
+from gi.repository import Aravis  # noqa: E402  (after require_version)
 
 from pipeline.app import Pipeline  # noqa: E402
 from pipeline.assembly import build_parts  # noqa: E402
+from pipeline.buffers import FramePool, HostSlotPool  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from pipeline.config.models import CameraConfig  # noqa: E402
+from pipeline.imaging.letterbox import Letterboxer  # noqa: E402
+from pipeline.messages import BayerPattern, Job  # noqa: E402
+from pipeline.queues import StageQueue  # noqa: E402
+from pipeline.sources.aravis_memory import buffer_memory  # noqa: E402
 from pipeline.sources.base import CameraState  # noqa: E402
 from pipeline.sources.genicam import CameraRefused, GenICamSource  # noqa: E402
+from pipeline.stages.capture import CaptureStage  # noqa: E402
+from pipeline.stages.preprocess import PreprocessStage  # noqa: E402
+from pipeline.telemetry import Telemetry  # noqa: E402
 from tests.peers import LOOPBACK, Peer, read_frames, reset_fake_camera  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
 
@@ -144,3 +157,83 @@ def test_triggers_that_bring_no_image_get_missed_trigger_verdicts(fake_camera, f
     assert {v["verdict"] for v in verdicts} == {"NOT_INSPECTED"}
     assert verdicts[0]["reasons"][0]["code"] == "missed_trigger"
     assert {v["reasons"][0]["code"] for v in verdicts} <= {"missed_trigger", "source_down"}
+
+
+ROI = (16, 8, 128, 64)  # x, y, width, height: frames are 64 x 128
+
+
+def test_buffer_memory_reads_the_driver_buffer_in_place(fake_camera):
+    camera = Aravis.Camera.new(LOOPBACK)
+    stream = camera.create_stream(None, None)
+    for _ in range(2):
+        stream.push_buffer(Aravis.Buffer.new_allocate(camera.get_payload()))
+    camera.start_acquisition()
+    try:
+        buffer = stream.timeout_pop_buffer(5_000_000)
+        assert buffer is not None and buffer.get_status() == Aravis.BufferStatus.SUCCESS
+        view = buffer_memory(buffer)
+        np.testing.assert_array_equal(view, np.frombuffer(buffer.get_data(), np.uint8))
+        assert not view.flags.writeable and not view.flags.owndata  # the driver's memory, not a copy
+        stream.push_buffer(buffer)
+    finally:
+        camera.stop_acquisition()
+        del camera, stream  # gives up control of the fake camera: one controller at a time
+
+
+def read_into_slots(source, slots: list[np.ndarray], timeout_s: float = 10.0) -> list:
+    frames, end = [], time.monotonic() + timeout_s
+    while len(frames) < len(slots) and time.monotonic() < end:
+        got = source.read_into(slots[len(frames)], 0.2)
+        if got is not None:
+            frames.append(got)
+    return frames
+
+
+@pytest.mark.parametrize("pixel_format, slot, bayer", [
+    ("Mono8", (64, 128), None), ("BayerRG8", (64, 128), BayerPattern.RG),
+    ("BayerRG8", (64, 128, 3), None), ("RGB8", (64, 128, 3), None),
+])
+def test_read_into_writes_each_frame_once_into_the_lent_slot(camera_source, pixel_format, slot, bayer):
+    source = camera_source(pixel_format=pixel_format, roi=ROI)
+    source.open()
+    slots = [np.zeros(slot, np.uint8) for _ in range(2)]
+    frames = read_into_slots(source, slots)
+    assert [f.image is s for f, s in zip(frames, slots)] == [True, True]
+    assert [f.bayer for f in frames] == [bayer, bayer]
+    assert all(s.any() for s in slots), "the camera's image is in the slot"
+
+
+def test_a_frame_that_does_not_fit_its_slot_comes_in_its_own_array_said_once(camera_source, caplog):
+    source = camera_source(pixel_format="BayerRG8", roi=ROI)
+    source.open()
+    slot = np.zeros((32, 32), np.uint8)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.genicam"):
+        frames = read_into_slots(source, [slot] * 3)
+    assert [f.image.shape for f in frames] == [(64, 128, 3)] * 3 and all(f.bayer is None for f in frames)
+    assert not slot.any()
+    misfits = [r for r in caplog.records if "frame slots are 32x32" in r.getMessage()]
+    assert len(misfits) == 1 and "roi" in misfits[0].getMessage()
+
+
+def test_a_raw_bayer_frame_travels_from_its_slot_through_capture_and_preprocess(camera_source):
+    """The GPU path's layout (one-byte Bayer slots), preprocessed by the CPU Letterboxer:
+    the frame keeps its pattern from the camera to the transform."""
+    source = camera_source(pixel_format="BayerGB8", roi=ROI)
+    pool = FramePool((64, 128), 4, pinned=True)  # page-locked on the GPU path; the flag is what counts here
+    telemetry, stop, captured = Telemetry(["gige0"]), threading.Event(), StageQueue("preprocess", 8)
+    source.open()
+    capture = CaptureStage("gige0", source, captured, telemetry, stop, max_frames=2, frame_pool=pool)
+    capture.start()
+    capture.thread.join(20)
+    jobs = [item for item in captured.drain() if isinstance(item, Job)]
+    assert len(jobs) == 2 and all(j.frame_slot is not None and j.frame.image is j.frame_slot.array for j in jobs)
+    assert all(j.frame.bayer is BayerPattern.GB for j in jobs)
+    mosaics = [j.frame.image.copy() for j in jobs]
+    stage = PreprocessStage(Letterboxer((64, 64)), HostSlotPool((3, 64, 64), np.float32, 2), StageQueue("p", 4),
+                            StageQueue("i", 4), telemetry, upstreams=1)
+    done = stage.handle(jobs)
+    assert pool.available == pool.count, "the host transform read the frames: their slots went back"
+    for job, raw in zip(done, mosaics):
+        expected = np.empty((3, 64, 64), np.float32)
+        Letterboxer((64, 64))(cv2.cvtColor(raw, cv2.COLOR_BayerGBRG2BGR), expected)
+        np.testing.assert_array_equal(job.tensor.array, expected)

@@ -27,6 +27,7 @@ from pipeline.sources.base import CameraState, SourceEnded, SourceError
 from pipeline.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -55,10 +56,13 @@ def test_http_mjpeg_stream_gives_the_newest_bgr_frames():
             assert source.link_state is CameraState.STREAMING
             time.sleep(0.3)  # a slow consumer: the grab thread keeps only the newest frame
             frames += read_frames(source, 1)
+            slot = np.zeros((240, 320, 3), np.uint8)
+            into_slot = [source.read_into(slot, 0.2) for _ in range(10)]
         finally:
             source.close()
     assert [f.image.shape for f in frames] == [(240, 320, 3)] * 4
     assert source.frames_dropped >= 1
+    assert any(f is not None for f in into_slot) and all(f.image is slot for f in into_slot if f is not None)
 
 
 def test_video_file_is_read_frame_by_frame_to_its_end(tmp_path):
@@ -79,6 +83,51 @@ def test_video_file_is_read_frame_by_frame_to_its_end(tmp_path):
         source.close()
     levels = [float(f.image.mean()) for f in frames]
     assert len(frames) == 12 and levels == sorted(levels) and source.frames_dropped == 0
+
+
+def write_clip(path, frames: int = 6, size=(64, 48)) -> None:
+    """A short MJPG clip of random frames (what readers decode is compared, not these)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    rng = np.random.default_rng(2)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+
+
+def test_read_into_retrieves_each_frame_straight_into_the_lent_slot(tmp_path):
+    write_clip(tmp_path / "clip.avi")
+    slots = [np.zeros((48, 64, 3), np.uint8) for _ in range(2)]
+    into, plain = opencv_source(str(tmp_path / "clip.avi")), opencv_source(str(tmp_path / "clip.avi"))
+    into.open()
+    plain.open()
+    identities: list[bool] = []
+    try:
+        for k in range(6):
+            got = into.read_into(slots[k % 2], 1.0)
+            identities.append(got.image is slots[k % 2])
+            np.testing.assert_array_equal(got.image, plain.read(1.0).image)  # the same decoded frame
+        with pytest.raises(SourceEnded):
+            into.read_into(slots[0], 1.0)
+    finally:
+        into.close()
+        plain.close()
+    assert identities == [True] * 6
+
+
+def test_a_stream_of_another_size_than_its_slot_comes_in_own_arrays_said_once(tmp_path, caplog):
+    write_clip(tmp_path / "clip.avi", frames=3)
+    source = opencv_source(str(tmp_path / "clip.avi"))
+    slot = np.zeros((480, 640, 3), np.uint8)
+    source.open()
+    try:
+        with caplog.at_level("WARNING", logger="pipeline.sources.opencv_source"):
+            frames = [source.read_into(slot, 1.0) for _ in range(3)]
+    finally:
+        source.close()
+    assert [f.image.shape for f in frames] == [(48, 64, 3)] * 3 and not any(f.image is slot for f in frames)
+    assert not slot.any()
+    said = [r.getMessage() for r in caplog.records if "frame slots are 640x480" in r.getMessage()]
+    assert len(said) == 1 and "64x48" in said[0]
 
 
 def test_a_missing_video_file_is_an_error_naming_it(tmp_path):
@@ -144,12 +193,8 @@ def camera_state(state: str):
 
 
 def inspected_since(collector: VerdictCollector, count: int, start: int, timeout_s: float) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["rtsp0"][start:]) >= count:
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_until(lambda: sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["rtsp0"][start:])
+                      >= count, timeout_s, poll_s=0.05)
 
 
 @pytest.mark.camera
@@ -201,7 +246,7 @@ def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
         source.open()
         deadline = time.monotonic() + 30
         while source._backoff.failures < 25 and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(0.05)  # a poll with a deadline, in the child (it cannot import tests.waiting)
         source.close()
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}

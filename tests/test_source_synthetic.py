@@ -105,7 +105,7 @@ def test_realtime_paces_reads_at_the_camera_fps():
     source.open()
     start = time.monotonic()
     frames = [source.read(timeout_s=1.0) for _ in range(10)]
-    assert time.monotonic() - start >= 0.08
+    assert time.monotonic() - start >= 0.08  # a lower bound: a loaded machine only lengthens it; pacing in time is what is tested
     assert all(f is not None for f in frames)
 
 
@@ -115,4 +115,4 @@ def test_realtime_read_returns_none_when_no_frame_is_due_within_the_timeout():
     assert source.read(timeout_s=0.5) is not None
     start = time.monotonic()
     assert source.read(timeout_s=0.05) is None
-    assert time.monotonic() - start >= 0.04
+    assert time.monotonic() - start >= 0.04  # a lower bound: a loaded machine only lengthens it; pacing in time is what is tested

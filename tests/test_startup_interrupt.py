@@ -26,7 +26,7 @@ logging.basicConfig(level=logging.INFO)
 def slow_build(config):
     parts = build_parts(config)
     print("building the engine", file=sys.stderr, flush=True)
-    time.sleep(120)
+    time.sleep(120)  # the daemon's slow start-up under test (an engine build), not a wait in the test
     return parts
 sys.exit(run_pipeline(load_config(sys.argv[1]), build=slow_build))
 """

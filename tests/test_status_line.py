@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from pipeline.messages import Frame, Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.messages import Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
 from pipeline.states import CameraState
 from pipeline.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
 from pipeline.telemetry import Health, Telemetry
@@ -81,11 +81,13 @@ def test_on_a_terminal_logs_go_above_the_line_and_it_fits_80_columns(terminal):
 def test_deadline_fails_are_counted_apart_from_defect_fails():
     t = busy_telemetry()
     status = StatusLine(t, io.StringIO())
-    t.verdict_published(settled(Verdict(Outcome.FAIL, (Reason(ReasonCode.DEADLINE),))))
-    t.verdict_published(settled(Verdict(Outcome.FAIL, (Reason(ReasonCode.DEFECT),))))
-    assert status.counts() == Counts(123456, 39, 1, 2, 1)
+    for reason in (ReasonCode.DEADLINE, ReasonCode.DEFECT):
+        published = PublishedVerdict(settled(Verdict(Outcome.FAIL, (Reason(reason),))), 0, time.monotonic_ns())
+        for sink in (t, status):  # as the pipeline's sinks receive it: telemetry first
+            sink.verdict_published(published)
+    assert status.counts() == Counts(123456, 41, 1, 2, 1)  # 40 before, one more of each kind
     line = format_status(t, 30.0, status.counts())
-    assert "FAIL defect 39 late 1" in line and "NOT_INSPECTED 2 ERROR 1" in line
+    assert "FAIL defect 41 late 1" in line and "NOT_INSPECTED 2 ERROR 1" in line
 
 
 def test_fps_is_over_the_last_seconds_not_since_start():

@@ -10,7 +10,7 @@ import zmq
 
 from pipeline.protocol import encode_verdict, verdict_topic
 from pipeline.subscriber import SeqTracker, format_verdict, subscribe_main
-from tests.zmq_helpers import CLASS_NAMES, SubscriberRun, defect_job, make_job, publisher, wait_joined
+from tests.zmq_helpers import CLASS_NAMES, SubscriberRun, defect_job, make_job, publisher, rebound_publisher, wait_joined
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -178,7 +178,7 @@ def test_a_restart_across_a_disconnection_is_reported_with_what_was_missed(conte
         old.publish_verdict(make_job("cam0", frame))
     run.wait_for("cam0 seq=4")
     old.close()
-    new = publisher(context, free_tcp_endpoint)
+    new = rebound_publisher(context, free_tcp_endpoint)
     try:
         for frame in range(10):  # nobody is subscribed yet: these never reach the gateway
             new.publish_verdict(make_job("cam0", frame))

@@ -4,34 +4,26 @@ demo model, ZeroMQ) with an independent subscriber."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
-from pipeline.stages.publish import PublishStage
+from tests.fakes import StallingArchive
 from tests.pipeline_helpers import VerdictCollector, make_config
 
 pytestmark = pytest.mark.timeout(90)
 BUDGET_MS = 300.0
 
 
-def slow_every_third(job):
-    """An archive tap that stalls: the time after decide, before the send, that only a
-    publish-time deadline can see."""
-    if job.frame.frame_id % 3 == 0:
-        time.sleep(BUDGET_MS * 1.3 / 1000)
-    return job
-
-
-def test_a_verdict_sent_after_its_budget_always_says_late(free_tcp_endpoint):
+def test_a_verdict_sent_after_its_budget_always_says_late(free_tcp_endpoint, tmp_path):
     frames = 9
     collector = VerdictCollector(free_tcp_endpoint)
     try:
-        config = make_config(free_tcp_endpoint, budget_ms=BUDGET_MS, fps=10)
-        pipeline = Pipeline(config, build_parts(config), max_frames=frames)
-        next(s for s in pipeline.stages if isinstance(s, PublishStage)).tap = slow_every_third
+        config = make_config(free_tcp_endpoint, budget_ms=BUDGET_MS, fps=10,
+                             archive={"enabled": True, "path": str(tmp_path / "archive")})
+        parts = build_parts(config)
+        parts.archive = StallingArchive(parts.archive, stall_s=BUDGET_MS * 1.3 / 1000)  # every third frame
+        pipeline = Pipeline(config, parts, max_frames=frames)
         pipeline.start()
         assert collector.wait_for({"cam0": frames}, timeout_s=30)
         assert pipeline.shutdown(timeout_s=10) == 0

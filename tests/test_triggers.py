@@ -18,6 +18,7 @@ from pipeline.config.models import CameraConfig
 from pipeline.sources.trigger_line import TriggerLine
 from pipeline.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
 from tests.pipeline_helpers import VerdictCollector, config_dict
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -118,14 +119,11 @@ def test_the_trigger_thread_never_blocks_the_ledger_and_holds_after_a_failed_wri
         t0 = time.monotonic_ns()
         ledger.announce("A", t0)
         ledger.announce("B", t0)
-        deadline = time.monotonic() + 2
-        while not calls and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_until(lambda: calls, 2)
         assert len(calls) == 1
-        expired = []
-        while len(expired) < 2 and time.monotonic() < deadline:
-            expired += ledger.overdue(time.monotonic_ns())  # the capture thread's call: never waits
-            time.sleep(0.01)
+        expired: list = []
+        # ledger.overdue is the capture thread's call, which never waits
+        wait_until(lambda: len(expired) >= 2, 2, each=lambda: expired.extend(ledger.overdue(time.monotonic_ns())))
         assert ids(expired) == ["A", "B"], "both windows closed while the write hung"
         release.set()
         ledger.announce("C", time.monotonic_ns())

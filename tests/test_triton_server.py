@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -18,10 +17,10 @@ import pytest
 pytest.importorskip("tritonclient.grpc", reason="the `triton` extra is not installed")
 
 from pipeline.app import Pipeline  # noqa: E402
-from pipeline.assembly import build_parts  # noqa: E402
+from pipeline.assembly import build_parts, make_decoder  # noqa: E402
 from pipeline.backends import create_backend  # noqa: E402
 from pipeline.backends.base import ModelError  # noqa: E402
-from pipeline.config.models import ModelConfig  # noqa: E402
+from pipeline.config.model import model_config  # noqa: E402
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config  # noqa: E402
 from tests.triton_server import (  # noqa: E402
     TritonEnvUnavailable,
@@ -30,6 +29,7 @@ from tests.triton_server import (  # noqa: E402
     free_port,
     triton_env,
 )
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -47,6 +47,8 @@ def server(tmp_path_factory):
     # A second name for the same model whose batcher waits long enough to group the
     # requests of two pipelines on a loaded 2-core machine.
     export_python_repository(repo, DEMO_MODEL, max_batch=8, delay_us=30000, name="demo_shared")
+    # The same graph served as it is, without the candidate head: the client caps K on the host.
+    export_python_repository(repo, DEMO_MODEL, 8, 2000, "demo_raw", "--raw-output")
     srv = TritonServer(env, repo, tmp_path_factory.mktemp("triton-log") / "tritonserver.log")
     try:
         srv.start()
@@ -117,27 +119,67 @@ def test_same_verdicts_as_the_local_backend(server, free_tcp_endpoint, protocol,
 
 def test_shared_memory_regions_are_registered_and_removed(server):
     before = server_regions(server)
-    backend = create_backend(ModelConfig(**triton_model(server, max_batch=4)))
+    backend = create_backend(model_config(**triton_model(server, max_batch=4)))
     try:
         ours = server_regions(server) - before
         assert len(ours) == 2 and all(name.startswith("inspect_") for name in ours)
         assert "(shm)" in backend.name
         out = backend.infer_tensors_within([np.zeros((3, 416, 416), np.float32)] * 3, 5.0)
-        assert out.shape == (3, 7, 3380)
+        assert out.shape == (3, 3000, 6)  # the candidate head's K x 6 rows an image
     finally:
         backend.close()
     assert server_regions(server) - before == set()
 
 
+def test_the_served_head_is_recognised_and_decoded_like_the_local_backends(server):
+    """The export's candidate head (K x 6 rows) and the raw graph (the K cap on the host)
+    decode to the same detections as ONNX Runtime in-process on the same frames."""
+    frames = [render(i) for i in range(12)]
+    local = create_backend(model_config(path=str(DEMO_MODEL), input_size=416, threads=1, max_batch=4))
+    headed, raw = (create_backend(model_config(**triton_model(server, max_batch=4, triton={"model_name": name})))
+                   for name in ("demo", "demo_raw"))
+    try:
+        assert (local.emits_candidates, headed.emits_candidates, raw.emits_candidates) == (True, True, False)
+        assert headed.class_names == raw.class_names == local.class_names == ("scratch", "spot", "crack")
+        found = {b.name: detect_all(b, frames) for b in (local, headed, raw)}
+    finally:
+        for backend in (local, headed, raw):
+            backend.close()
+    expected = found[local.name]
+    assert sum(len(d) for d in expected) > 0, "the demo frames have defects to find"
+    for name, detections in found.items():
+        assert detections == expected, name
+
+
+def render(frame_id: int) -> tuple[np.ndarray, object]:
+    from pipeline.imaging.letterbox import Letterboxer
+    from pipeline.sources.synthetic import SyntheticSource
+
+    image = SyntheticSource(width=640, height=480, seed=3, defect_probability=0.8).render(frame_id).image
+    tensor = np.empty((3, 416, 416), np.float32)
+    geometry = Letterboxer((416, 416))(image, tensor)
+    return tensor, geometry
+
+
+def detect_all(backend, frames) -> list[list[tuple]]:
+    decoder = make_decoder(model_config(path=str(DEMO_MODEL), input_size=416), backend)
+    out = []
+    for tensor, geometry in frames:
+        dets = decoder(np.array(backend.infer_tensors([tensor])), geometry)  # a batch of one
+        out.append([(int(c), round(float(s), 3), *(round(float(v), 1) for v in box))
+                    for c, s, box in zip(dets.class_ids, dets.scores, dets.boxes)])
+    return out
+
+
 def test_the_served_model_is_checked_against_the_config(server):
     with pytest.raises(ModelError, match="max_batch_size is 8, but model.max_batch is 16"):
-        create_backend(ModelConfig(**triton_model(server, max_batch=16)))
+        create_backend(model_config(**triton_model(server, max_batch=16)))
     with pytest.raises(ModelError, match="expects 416x416"):
-        create_backend(ModelConfig(**{**triton_model(server), "input_size": 640}))
+        create_backend(model_config(**{**triton_model(server), "input_size": 640}))
     with pytest.raises(ModelError, match="4 class names"):
-        create_backend(ModelConfig(**{**triton_model(server), "class_names": ["a", "b", "c", "d"]}))
+        create_backend(model_config(**{**triton_model(server), "class_names": ["a", "b", "c", "d"]}))
     with pytest.raises(ModelError, match="not ready within"):
-        create_backend(ModelConfig(**triton_model(server, triton={"model_name": "absent", "connect_timeout_s": 0.5})))
+        create_backend(model_config(**triton_model(server, triton={"model_name": "absent", "connect_timeout_s": 0.5})))
 
 
 def test_two_pipelines_share_the_servers_dynamic_batcher(server, free_tcp_endpoint):
@@ -219,10 +261,3 @@ def reason(verdict: dict) -> str | None:
     return verdict["reasons"][0]["code"] if verdict["reasons"] else None
 
 
-def wait_until(condition, timeout_s: float) -> bool:
-    deadline, pause = time.monotonic() + timeout_s, threading.Event()
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        pause.wait(0.05)
-    return False

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backends.yolo_decode import BadModelOutput, decode, nms, to_detections
+from pipeline.backends.nms import nms
+from pipeline.backends.yolo_decode import BadModelOutput, decode, to_detections
 from pipeline.messages import Geometry
 
 

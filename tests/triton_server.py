@@ -180,9 +180,9 @@ class TritonServer:
 
 
 def export_python_repository(repo: Path, model: Path, max_batch: int = 8, delay_us: int = 2000,
-                             name: str = "demo") -> None:
-    """`pipeline export-triton --platform python`, as a user would run it."""
+                             name: str = "demo", *extra: str) -> None:
+    """`pipeline export-triton --platform python` (with `extra` options), as a user would run it."""
     cmd = [sys.executable, "-m", "pipeline", "export-triton", str(model), str(repo), "--platform", "python",
-           "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us), "--name", name]
+           "--max-batch", str(max_batch), "--max-queue-delay-us", str(delay_us), "--name", name, *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -17,6 +17,8 @@ import zmq
 from pipeline.config.models import PublisherConfig
 from pipeline.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
 from pipeline.publishing import ZmqPublisher
+from pipeline.publishing.zmq_publisher import PublisherError
+from tests.waiting import wait_until
 
 CLASS_NAMES = ("scratch", "spot", "crack")
 RECV_TIMEOUT_MS = 2000
@@ -56,6 +58,19 @@ def publisher(context: zmq.Context, endpoint: str = "tcp://127.0.0.1:*", nodrop:
     return ZmqPublisher.from_config(config, context, 30.0, CLASS_NAMES, nodrop=nodrop)
 
 
+def rebound_publisher(context: zmq.Context, endpoint: str, timeout_s: float = 5.0) -> ZmqPublisher:
+    """A new publisher on the endpoint a closed one held: libzmq releases the port on its
+    I/O thread after close() returns, so a bind right away can still find it taken."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return publisher(context, endpoint)
+        except PublisherError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)  # a retry with a deadline that re-raises the last error
+
+
 def sub_socket(context: zmq.Context, endpoint: str, topic: bytes = b"", **options: int) -> zmq.Socket:
     sock = context.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -69,13 +84,9 @@ def sub_socket(context: zmq.Context, endpoint: str, topic: bytes = b"", **option
 
 def wait_joined(pub: ZmqPublisher, joined: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """PUB/SUB slow joiner: send heartbeats until `joined()` says one arrived."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pub.publish_heartbeat({"health": "STARTING"})
-        if joined():
-            return
-        time.sleep(0.01)
-    raise AssertionError("subscriber never received a heartbeat")
+    # PUB drops what it sends before the join: a heartbeat each poll until one arrives
+    assert wait_until(joined, timeout_s, each=lambda: pub.publish_heartbeat({"health": "STARTING"})), \
+        "subscriber never received a heartbeat"
 
 
 def join_sub(pub: ZmqPublisher, sub: zmq.Socket) -> None:
@@ -111,10 +122,8 @@ class SubscriberRun:
         return text in self.out.getvalue()
 
     def wait_for(self, text: str, timeout_s: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while text not in self.out.getvalue() + self.err.getvalue():
-            assert time.monotonic() < deadline, f"{text!r} never printed; got:\n{self.out.getvalue()}"
-            time.sleep(0.01)
+        assert wait_until(lambda: text in self.out.getvalue() + self.err.getvalue(), timeout_s), \
+            f"{text!r} never printed; got:\n{self.out.getvalue()}"
 
     def finish(self, timeout_s: float = 5.0) -> int:
         self.thread.join(timeout_s)

@@ -21,7 +21,7 @@ from onnx import TensorProto, helper
 from pipeline.backends.candidate_head import OUTPUT_NAME, head_nodes
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.yolo_decode import decode, decode_candidates
-from pipeline.config.models import ModelConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig
 from pipeline.imaging import Letterboxer
 from pipeline.sources.synthetic import SyntheticSource
 
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3000)
     args = parser.parse_args()
     tensors = frames(args.side)
-    plain, headed = (OnnxRuntimeBackend.from_config(ModelConfig(path=args.model, input_size=args.side, threads=2,
+    plain, headed = (OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=args.model, input_size=args.side, threads=2,
                                                                 max_candidates=k)) for k in (None, args.k))
     num_classes = len(plain.class_names)
     infer: dict[str, list[float]] = {"no head": [], "head": []}

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
-from pipeline.config.models import ModelConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
 from pipeline.gpu.cuda import CudaDevice
 from pipeline.gpu.device_buffers import DeviceTensor
 from pipeline.gpu.letterbox_kernel import GpuLetterboxer
@@ -105,7 +105,7 @@ def ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
 
 def _ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
     side = model_side(model)
-    cfg = ModelConfig(path=model, input_size=side, providers=("CUDAExecutionProvider",), **options)
+    cfg = OnnxRuntimeCudaConfig(path=model, input_size=side, **options)
     backend = OnnxRuntimeCudaBackend.from_config(cfg, device=device)
     backend.warmup(5)
     with device.active():
@@ -118,7 +118,7 @@ def _ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
 
 
 def ort_cpu(model: Path, n: int) -> dict:
-    backend = OnnxRuntimeBackend.from_config(ModelConfig(path=model, input_size=640, threads=0))
+    backend = OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=model, input_size=640, threads=0))
     batch = np.zeros((1, 3, 640, 640), backend.input_dtype)
     return timed(lambda: backend.infer(batch), n, warmup=3)
 
@@ -128,7 +128,7 @@ def gate_on_cuda(fp32: Path, converted: Path) -> dict:
 
     side = model_side(fp32)
     result = run_gate(fp32, converted, ValidationSet.synthetic(200), (side, side), 0.02, 0.98,
-                      providers=("CUDAExecutionProvider",))
+                      backend="onnxruntime-cuda")
     return {"map50_fp32": result.map50_fp32, "map50_converted": result.map50_converted,
             "verdict_agreement": result.verdict_agreement, "passed": result.passed, "frames": result.frames}
 
@@ -141,7 +141,7 @@ def whole_pipeline(model: Path, frames: int, **model_options) -> dict:
     endpoint = "tcp://127.0.0.1:5591"
     collector = VerdictCollector(endpoint)
     config = make_config(endpoint, cameras=1, fps=100, model={
-        "path": str(model), "input_size": model_side(model), "providers": ["CUDAExecutionProvider"], "preprocess": "gpu",
+        "path": str(model), "input_size": model_side(model), "backend": "onnxruntime-cuda", "preprocess": "gpu",
         **model_options},
         budget_ms=30)
     pipeline = Pipeline(config, build_parts(config), max_frames=frames)

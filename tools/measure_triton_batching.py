@@ -27,13 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline.backends import create_backend  # noqa: E402
-from pipeline.config.models import ModelConfig  # noqa: E402
+from pipeline.config.model import TritonModelConfig  # noqa: E402
 from tests.triton_server import TritonServer, export_python_repository, triton_env  # noqa: E402
 
 
 def backend(server: TritonServer, name: str, max_batch: int):
-    return create_backend(ModelConfig(path=ROOT / "engines" / "demo.onnx", backend="triton", input_size=416,
-                                      max_batch=max_batch, triton={"url": server.grpc_url, "model_name": name}))
+    return create_backend(TritonModelConfig(input_size=416,
+                                            max_batch=max_batch, triton={"url": server.grpc_url, "model_name": name}))
 
 
 def calls(b, batch: int, n: int, out: list[float]) -> None:

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from pipeline.backends import create_backend
-from pipeline.config.models import ModelConfig
+from pipeline.config.model import model_config
 
 
 def timed(backend, batch: int, runs: int) -> dict[str, float]:
@@ -40,7 +40,7 @@ def timed(backend, batch: int, runs: int) -> dict[str, float]:
 
 def variants(args) -> dict[str, dict]:
     base = {"path": args.model, "input_size": 416, "max_batch": 4, "threads": 1}
-    remote = {**base, "backend": "triton"}
+    remote = {"path": args.model, "input_size": 416, "max_batch": 4, "backend": "triton"}
     out = {"onnxruntime in-process": base}
     for protocol, url in (("grpc", args.grpc), ("http", args.http)):
         for shm in ("system", "none"):
@@ -60,7 +60,7 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
               "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0], "variants": {}}
     for label, cfg in variants(args).items():
-        backend = create_backend(ModelConfig(**cfg))
+        backend = create_backend(model_config(**cfg))
         try:
             result["variants"][label] = {f"batch {b}": timed(backend, b, args.runs) for b in (1, 4)}
         finally:

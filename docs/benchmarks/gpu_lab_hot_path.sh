@@ -25,7 +25,7 @@ cameras:
     fps: 30
 model:
   path: $2
-  providers: [CUDAExecutionProvider]
+  backend: onnxruntime-cuda
   input_size: $3
   preprocess: gpu
   cuda_graph: true

@@ -10,10 +10,10 @@ if [ "$MODE" = gpu ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .benchcarry/whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-}
   PY=python3; SPY=/tmp/site/bin/py-spy
-  PROV=CUDAExecutionProvider; PRE=gpu; SIZE=640; W1=1920; H1=1080
+  BACKEND=onnxruntime-cuda; PRE=gpu; SIZE=640; W1=1920; H1=1080
 else
   PY=.venv/bin/python; SPY=.venv/bin/py-spy
-  PROV=CPUExecutionProvider; PRE=cpu; SIZE=320; W1=640; H1=480
+  BACKEND=onnxruntime; PRE=cpu; SIZE=320; W1=640; H1=480
 fi
 export PYTHONUNBUFFERED=1 YOLO_OFFLINE=1 YOLO_AUTOINSTALL=False YOLO_CONFIG_DIR=/tmp/yolo
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$R/gpu.txt" 2>&1
@@ -29,11 +29,10 @@ cameras:
     fps: 30
 model:
   path: $MODEL
-  providers: [$PROV]
+  backend: $BACKEND
   input_size: $SIZE
   preprocess: $PRE
-  cuda_graph: $2
-  cudnn_conv_algo_search: EXHAUSTIVE
+$([ "$BACKEND" = onnxruntime-cuda ] && printf '  cuda_graph: %s\n  cudnn_conv_algo_search: EXHAUSTIVE\n' "$2")
   max_batch: $3
   max_wait_us: $4
   threads: 0

@@ -17,7 +17,7 @@ cameras:
     fps: 30
 model:
   path: $MODEL
-  providers: [CUDAExecutionProvider]
+  backend: onnxruntime-cuda
   input_size: 640
   preprocess: gpu
   cuda_graph: $2

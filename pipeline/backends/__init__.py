@@ -7,7 +7,7 @@ a GPU is present, else ONNX Runtime on CUDA when that provider is installed, els
 only where `model.allow_cpu_fallback` says so (otherwise start-up fails, naming what each
 GPU backend said). What it chose and why is logged and sent in the heartbeat
 (`backend_choice`).
-ONNX Runtime on CUDA means the zero-copy IO-binding backend (`onnxruntime-cuda`) when
+ONNX Runtime on CUDA (`backend: onnxruntime-cuda`) means the zero-copy IO-binding backend when
 pycuda imports, else the plain session on the CUDA provider with host buffers. Backend
 "triton" is a model served by a Triton Inference Server (docs/SCALING.md); "auto" never
 picks it.
@@ -21,11 +21,13 @@ import logging
 from dataclasses import dataclass
 
 from pipeline.backends.base import InferenceBackend, ModelError
-from pipeline.config.models import BackendKind, ModelConfig
+from pipeline.config.model import AutoConfig, ModelConfig, OnnxRuntimeCudaConfig
+from pipeline.config.model_onnxruntime import CUDA_PROVIDER
 
 log = logging.getLogger(__name__)
 
-# Config backend name -> "module:Class", imported lazily by `backend_class`.
+# Config backend name -> "module:Class", imported lazily by `backend_class`. Backend
+# onnxruntime-cuda falls back to the plain session class when pycuda is missing.
 BACKENDS: dict[str, str] = {
     "onnxruntime": "pipeline.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "onnxruntime-cuda": "pipeline.backends.onnxruntime_cuda:OnnxRuntimeCudaBackend",
@@ -61,15 +63,15 @@ def create_backend(cfg: ModelConfig) -> InferenceBackend:
 
 def choose_backend(cfg: ModelConfig) -> BackendChoice:
     """The backend `cfg` asks for, and why it is that one."""
-    kind = BackendKind(cfg.backend)
-    if kind is BackendKind.ONNXRUNTIME and cfg.providers[:1] == ("CUDAExecutionProvider",):
+    if isinstance(cfg, OnnxRuntimeCudaConfig):
         return BackendChoice(_onnxruntime_on_cuda(cfg), "configured")
-    if kind is not BackendKind.AUTO:
-        return BackendChoice(backend_class(kind.value).from_config(cfg), "configured")
+    if not isinstance(cfg, AutoConfig):
+        return BackendChoice(backend_class(cfg.backend.value).from_config(cfg), "configured")
     tried: list[str] = []
     if _tensorrt_usable():
         try:
-            return _chose(backend_class("tensorrt").from_config(cfg), "TensorRT imports and a CUDA GPU is present")
+            return _chose(backend_class("tensorrt").from_config(cfg.tensorrt()),
+                          "TensorRT imports and a CUDA GPU is present")
         except ModelError as exc:
             tried.append(f"TensorRT unusable: {exc}")
     else:
@@ -77,13 +79,13 @@ def choose_backend(cfg: ModelConfig) -> BackendChoice:
     return _auto_onnxruntime(cfg, tried)
 
 
-def _auto_onnxruntime(cfg: ModelConfig, tried: list[str]) -> BackendChoice:
+def _auto_onnxruntime(cfg: AutoConfig, tried: list[str]) -> BackendChoice:
     import onnxruntime as ort  # lazily, like every backend dependency
 
-    if "CUDAExecutionProvider" in ort.get_available_providers():
+    if CUDA_PROVIDER in ort.get_available_providers():
         try:
-            cuda_cfg = cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)})
-            return _chose(_onnxruntime_on_cuda(cuda_cfg), "; ".join([*tried, "ONNX Runtime has the CUDA provider"]))
+            return _chose(_onnxruntime_on_cuda(cfg.onnxruntime_cuda()),
+                          "; ".join([*tried, "ONNX Runtime has the CUDA provider"]))
         except ModelError as exc:
             tried.append(f"ONNX Runtime's CUDA provider unusable: {exc}")
     else:
@@ -91,8 +93,8 @@ def _auto_onnxruntime(cfg: ModelConfig, tried: list[str]) -> BackendChoice:
     if not cfg.allow_cpu_fallback:
         raise ModelError(f"backend auto found no GPU backend ({'; '.join(tried)}); set model.allow_cpu_fallback: "
                          f"true to run on the CPU, or choose backend: onnxruntime")
-    cpu_cfg = cfg.model_copy(update={"providers": ("CPUExecutionProvider",)})
-    return _chose(backend_class("onnxruntime").from_config(cpu_cfg), "; ".join([*tried, "allow_cpu_fallback: CPU"]))
+    return _chose(backend_class("onnxruntime").from_config(cfg.onnxruntime_cpu()),
+                  "; ".join([*tried, "allow_cpu_fallback: CPU"]))
 
 
 def _chose(backend: InferenceBackend, why: str) -> BackendChoice:
@@ -100,7 +102,7 @@ def _chose(backend: InferenceBackend, why: str) -> BackendChoice:
     return BackendChoice(backend, f"auto: {why}")
 
 
-def _onnxruntime_on_cuda(cfg: ModelConfig) -> InferenceBackend:
+def _onnxruntime_on_cuda(cfg: OnnxRuntimeCudaConfig) -> InferenceBackend:
     """The zero-copy IO-binding backend, or the host-buffer session when pycuda is missing."""
     try:
         cls = backend_class("onnxruntime-cuda")

@@ -30,22 +30,27 @@ import numpy as np
 
 from pipeline.backends.base import ModelError
 from pipeline.backends.model_info import ModelSignature, check_input, input_dtype, resolve_class_names
-from pipeline.config.models import BackendKind, ModelConfig
+from pipeline.config.model import LocalModelSettings, ModelSettings
 
 CANDIDATE_FIELDS = 6  # cx, cy, w, h, score, class id
 OUTPUT_NAME = "candidates"
 # Metadata the headed graph carries: the raw output's [name, shape], so the signature
 # checks (class count, layout) still see what the user's model emits.
 RAW_OUTPUT_KEY = "pipeline.candidate_head.raw_output"
+# A Triton model's config.pbtxt parameter: the K of the head its graph ends in (written by
+# `pipeline export-triton`, read by the Triton backend; with RAW_OUTPUT_KEY beside it
+# when the raw output is known, as for an ONNX export).
+K_KEY = "pipeline.candidate_head.k"
 MIN_OPSET = 11  # GatherElements and TopK with K as an input
 TENSORRT_TOPK_LIMIT = 3840  # ITopKLayer's largest K
 _P = "candidate_head/"  # prefix of every name the head adds, so none collides with the model's
 
 
-def uses_candidate_head(cfg: ModelConfig) -> bool:
-    """Whether the backend runs the head: ONNX Runtime and TensorRT do, unless
-    model.max_candidates is null; Triton serves the user's graph as it is."""
-    return cfg.max_candidates is not None and cfg.backend is not BackendKind.TRITON
+def uses_candidate_head(cfg: ModelSettings) -> bool:
+    """Whether a local backend appends the head (ONNX Runtime; TensorRT has it compiled in
+    by `build-engine`): unless model.max_candidates is null. A Triton model carries the
+    head from `pipeline export-triton`, or not: its config parameters say which."""
+    return cfg.max_candidates is not None and isinstance(cfg, LocalModelSettings)
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class HeadedModel:
     candidates: int
 
 
-def headed_model_bytes(cfg: ModelConfig) -> HeadedModel:
+def headed_model_bytes(cfg: LocalModelSettings) -> HeadedModel:
     """cfg.path with the candidate head appended (K from cfg.max_candidates); ModelError if
     the model cannot carry it."""
     import onnx
@@ -71,7 +76,7 @@ def headed_model_bytes(cfg: ModelConfig) -> HeadedModel:
     return HeadedModel(model.SerializeToString(), k)
 
 
-def append_candidate_head(model, cfg: ModelConfig, max_candidates: int) -> int:
+def append_candidate_head(model, cfg: LocalModelSettings, max_candidates: int) -> int:
     """Append the head to `model` (an onnx.ModelProto, changed in place); returns K."""
     from onnx import TensorProto
 
@@ -171,7 +176,7 @@ def _reduce(op: str, src: str, dst: str, axes: list[int], opset: int, inits: lis
     return helper.make_node(op, [src], [dst], axes=axes, keepdims=1)
 
 
-def probe_anchor_count(model, cfg: ModelConfig, channels_last: bool) -> int:
+def probe_anchor_count(model, cfg: LocalModelSettings, channels_last: bool) -> int:
     """The anchor count of a model whose output shape is symbolic: one CPU run of the
     unmodified graph at cfg.input_size, at start-up only."""
     import onnxruntime as ort
@@ -205,7 +210,7 @@ def _value_info(name: str, elem_type: int, shape: list):
     return helper.make_tensor_value_info(name, elem_type, shape)
 
 
-def _signature(model, cfg: ModelConfig) -> ModelSignature:
+def _signature(model, cfg: LocalModelSettings) -> ModelSignature:
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     image = next(i for i in graph.input if i.name not in initializers)

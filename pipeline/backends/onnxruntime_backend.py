@@ -1,6 +1,6 @@
-"""`InferenceBackend` on ONNX Runtime (CPU, CUDA or TensorRT execution providers).
+"""`InferenceBackend` on ONNX Runtime (`backend: onnxruntime`, the CPU provider; `onnxruntime-cuda` with host buffers).
 
-Owns opening an ONNX file with the configured providers and options, validating its
+Owns opening an ONNX file with the backend's provider and options, validating its
 signature (`pipeline.backends.model_info`), and running host batches through plain
 `session.run`. What crosses the boundary: numpy arrays in and out (`infer_tensors`
 takes the infer stage's slot arrays and stacks them into one preallocated batch); the
@@ -25,7 +25,7 @@ from pipeline.backends.model_info import (
     input_dtype,
     resolve_class_names,
 )
-from pipeline.config.models import ModelConfig
+from pipeline.config.model_onnxruntime import CUDA_PROVIDER, OnnxRuntimeConfig, OnnxRuntimeCudaConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,12 @@ class OnnxRuntimeBackend:
         self.input_dtype = ort_input_dtype(session)
         self.class_names = tuple(class_names)
         self.max_batch = int(max_batch)
+        self.emits_candidates = has_candidate_head(session)
         self._stacked: np.ndarray | None = None  # batch buffer for max_batch > 1, allocated once
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> OnnxRuntimeBackend:
-        """Open `cfg.path` with the configured providers; ModelError if it is unusable."""
+    def from_config(cls, cfg: OnnxRuntimeConfig) -> OnnxRuntimeBackend:
+        """Open `cfg.path` on the backend's provider; ModelError if it is unusable."""
         session = open_session(cfg)
         sig = signature(session, cfg.path)
         check_input(sig, cfg.input_size, cfg.max_batch)
@@ -106,11 +107,16 @@ class OnnxRuntimeBackend:
         self._session = None
 
 
+def has_candidate_head(session: ort.InferenceSession) -> bool:
+    """Whether the session's graph ends in the candidate head (its metadata records the raw output)."""
+    return raw_output(session.get_modelmeta().custom_metadata_map) is not None
+
+
 def ort_input_dtype(session: ort.InferenceSession) -> type:
     return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
 
 
-def open_session(cfg: ModelConfig, cuda_stream: int | None = None) -> ort.InferenceSession:
+def open_session(cfg: OnnxRuntimeConfig, cuda_stream: int | None = None) -> ort.InferenceSession:
     """An InferenceSession on exactly the requested providers, or ModelError saying why not.
     `cuda_stream` (a CUstream handle): the CUDA provider computes on that stream.
 
@@ -124,7 +130,7 @@ def open_session(cfg: ModelConfig, cuda_stream: int | None = None) -> ort.Infere
     model = headed_model_bytes(cfg).model_bytes if uses_candidate_head(cfg) else str(path)
     if cuda_stream is not None:
         providers = [(p, {**o, "has_user_compute_stream": "1", "user_compute_stream": str(cuda_stream)})
-                     if p == "CUDAExecutionProvider" else (p, o) for p, o in providers]
+                     if p == CUDA_PROVIDER else (p, o) for p, o in providers]
     try:
         session = ort.InferenceSession(model, sess_options=session_options(cfg), providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for bad files
@@ -136,30 +142,27 @@ def open_session(cfg: ModelConfig, cuda_stream: int | None = None) -> ort.Infere
     return session
 
 
-def provider_list(cfg: ModelConfig) -> list[tuple[str, dict[str, Any]]]:
-    """cfg.providers with their options; ModelError naming any provider not installed."""
+def provider_list(cfg: OnnxRuntimeConfig) -> list[tuple[str, dict[str, Any]]]:
+    """The backend's providers with their options; ModelError naming one not installed."""
     available = ort.get_available_providers()
     missing = [p for p in cfg.providers if p not in available]
-    if missing or not cfg.providers:
-        raise ModelError(
-            f"{cfg.path}: execution providers {missing or '[]'} are not available; "
-            f"this onnxruntime has {available}"
-        )
+    if missing:
+        hint = " (install onnxruntime-gpu: pip install '.[gpu]')" if CUDA_PROVIDER in missing else ""
+        raise ModelError(f"{cfg.path}: backend {cfg.backend.value} needs {missing}, which this onnxruntime "
+                         f"lacks; it has {available}{hint}")
     return [(p, provider_options(p, cfg)) for p in cfg.providers]
 
 
-def provider_options(provider: str, cfg: ModelConfig) -> dict[str, Any]:
-    if provider == "CUDAExecutionProvider":
-        options = {"device_id": cfg.device_id, "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search}
+def provider_options(provider: str, cfg: OnnxRuntimeConfig) -> dict[str, Any]:
+    if provider == CUDA_PROVIDER and isinstance(cfg, OnnxRuntimeCudaConfig):
+        options: dict[str, Any] = {"device_id": cfg.device_id, "cudnn_conv_algo_search": cfg.cudnn_conv_algo_search}
         if cfg.cuda_graph:  # only usable with fixed IO addresses: pipeline.backends.onnxruntime_cuda
             options["enable_cuda_graph"] = "1"
         return options
-    if provider == "TensorrtExecutionProvider":
-        return {"device_id": cfg.device_id}
     return {}
 
 
-def session_options(cfg: ModelConfig) -> ort.SessionOptions:
+def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.intra_op_num_threads = cfg.threads  # 0 lets ONNX Runtime pick
     # One request at a time runs through the graph; parallelism lives inside operators.

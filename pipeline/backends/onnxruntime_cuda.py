@@ -40,11 +40,12 @@ import pycuda.driver as cuda
 from pipeline.backends.base import ModelError
 from pipeline.backends.model_info import check_input, input_dtype, resolve_class_names
 from pipeline.backends.onnxruntime_backend import (
+    has_candidate_head,
     open_session,
     ort_input_dtype,
     signature,
 )
-from pipeline.config.models import ModelConfig
+from pipeline.config.model_onnxruntime import CUDA_PROVIDER, OnnxRuntimeCudaConfig
 from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.gpu.device_buffers import DeviceTensor, pinned_array
 
@@ -81,6 +82,7 @@ class OnnxRuntimeCudaBackend:
         self.input_dtype = ort_input_dtype(session)
         self.class_names = tuple(class_names)
         self.max_batch = int(max_batch)
+        self.emits_candidates = has_candidate_head(session)
         w, h = self.input_size
         out_dtype = _ORT_DTYPES.get(session.get_outputs()[0].type, np.float32)
         with device.active():
@@ -96,26 +98,25 @@ class OnnxRuntimeCudaBackend:
                 self._graphs[n] = (self._bound(session.io_binding(), self._batch.ptr, n), _graph_run_options(n))
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig, device: CudaDevice | None = None) -> OnnxRuntimeCudaBackend:
+    def from_config(cls, cfg: OnnxRuntimeCudaConfig, device: CudaDevice | None = None) -> OnnxRuntimeCudaBackend:
         """Open `cfg.path` on CUDA device `cfg.device_id`; ModelError if that is not possible."""
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ModelError(f"{cfg.path}: this onnxruntime has no CUDAExecutionProvider "
+        if CUDA_PROVIDER not in ort.get_available_providers():
+            raise ModelError(f"{cfg.path}: this onnxruntime has no {CUDA_PROVIDER} "
                              f"(install onnxruntime-gpu: pip install '.[gpu]')")
-        cuda_cfg = cfg.model_copy(update={"providers": ("CUDAExecutionProvider",)})
         owns = device is None
         try:
             device = device or CudaDevice.open(cfg.device_id)
         except CudaError as exc:
             raise ModelError(f"{cfg.path}: {exc}") from None
         try:
-            return cls._open(cuda_cfg, device, owns)
+            return cls._open(cfg, device, owns)
         except BaseException:
             if owns:
                 device.close()
             raise
 
     @classmethod
-    def _open(cls, cfg: ModelConfig, device: CudaDevice, owns: bool) -> OnnxRuntimeCudaBackend:
+    def _open(cls, cfg: OnnxRuntimeCudaConfig, device: CudaDevice, owns: bool) -> OnnxRuntimeCudaBackend:
         with device.active():
             stream = cuda_call("creating the infer stream", cuda.Stream)
         session = open_session(cfg, cuda_stream=stream.handle)
@@ -239,7 +240,7 @@ class OnnxRuntimeCudaBackend:
             self.device.close()
 
 
-def output_tail(cfg: ModelConfig, session: ort.InferenceSession) -> tuple[int, ...]:
+def output_tail(cfg: OnnxRuntimeCudaConfig, session: ort.InferenceSession) -> tuple[int, ...]:
     """The first output's shape after the batch axis, for this input size.
 
     Symbolic axes (e.g. the anchor count) are resolved by one run of a CPU session, at

@@ -27,7 +27,7 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from pipeline.backends.base import ModelError
-from pipeline.config.models import ModelConfig
+from pipeline.config.model_tensorrt import TensorRTConfig
 from pipeline.engines.sidecar import (
     EngineSidecar,
     SidecarError,
@@ -58,6 +58,8 @@ class TensorRTBackend:
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input))).type
         self.class_names = class_names
         self.max_batch = max_batch
+        # the sidecar records the K the plan was built with (checked against the config)
+        self.emits_candidates = sidecar.build.get("max_candidates") is not None
         w, h = self.input_size
         with device.active():
             self._context = engine.create_execution_context()
@@ -71,7 +73,7 @@ class TensorRTBackend:
         self._context.set_tensor_address(self._output, self._out.ptr)
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> TensorRTBackend:
+    def from_config(cls, cfg: TensorRTConfig) -> TensorRTBackend:
         engine_path = Path(cfg.engine_path or default_engine_path(Path(cfg.path)))
         try:
             device = CudaDevice.open(cfg.device_id)
@@ -150,7 +152,7 @@ def deserialize(engine_path: Path):
     return engine
 
 
-def checked_sidecar(cfg: ModelConfig, engine_path: Path, device: CudaDevice) -> EngineSidecar:
+def checked_sidecar(cfg: TensorRTConfig, engine_path: Path, device: CudaDevice) -> EngineSidecar:
     """The engine's sidecar once it matches this machine and model; rebuilt or refused otherwise."""
     current = {"tensorrt_version": trt.__version__, "gpu_name": device.name,
                "compute_capability": device.compute_capability_text}
@@ -175,7 +177,7 @@ def checked_sidecar(cfg: ModelConfig, engine_path: Path, device: CudaDevice) -> 
     return rebuild(cfg, engine_path, device, sidecar)
 
 
-def rebuild(cfg: ModelConfig, engine_path: Path, device: CudaDevice, old: EngineSidecar | None) -> EngineSidecar:
+def rebuild(cfg: TensorRTConfig, engine_path: Path, device: CudaDevice, old: EngineSidecar | None) -> EngineSidecar:
     from pipeline.engines.builder import BuildOptions, EngineBuildError, build_engine
 
     if not Path(cfg.path).is_file():

@@ -3,7 +3,10 @@
 Owns what the pipeline needs from a remote model: at start-up, waiting (up to
 `model.triton.connect_timeout_s`) for the server and model to be ready, reading the
 model's inputs, outputs, batch limit and class names from the server's metadata and
-config and checking them like the local backends do (`pipeline.backends.model_info`);
+config and checking them like the local backends do (`pipeline.backends.model_info`),
+with whether the served graph ends in the candidate head (config parameters written by
+`pipeline export-triton`: the K x 6 rows are decoded like a local backend's, the raw
+output's recorded shape is what the class-count checks see);
 per batch, one request whose timeout is the remaining budget of the batch's oldest part;
 and the connection's life: after a failure the backend is DISCONNECTED, fails batches
 at once (`backend_unavailable`) until its next reconnect attempt (exponential backoff,
@@ -17,15 +20,17 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.backends.base import BackendDeadline, BackendUnavailable, ModelError
+from pipeline.backends.candidate_head import CANDIDATE_FIELDS, K_KEY, raw_output
 from pipeline.backends.model_info import ModelSignature, check_input, resolve_class_names
 from pipeline.backends.triton_connection import TensorSpec, TritonConnection
-from pipeline.config.models import ModelConfig, TritonConfig
+from pipeline.config.model_triton import TritonConfig, TritonModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,12 @@ class TritonBackend:
 
     accepts_device_input = False  # host arrays in
 
-    def __init__(self, connection: TritonConnection, cfg: TritonConfig, class_names: tuple[str, ...],
+    def __init__(self, connection: TritonConnection, cfg: TritonConfig, served: ServedModel,
                  input_size: tuple[int, int], max_batch: int):
         self._conn: TritonConnection | None = connection
         self._cfg = cfg
-        self.class_names = tuple(class_names)
+        self.class_names = served.class_names
+        self.emits_candidates = served.head_k is not None
         self.input_size = (int(input_size[0]), int(input_size[1]))
         assert connection.input is not None
         self.input_dtype = connection.input.dtype
@@ -61,14 +67,13 @@ class TritonBackend:
         self._stacked: np.ndarray | None = None  # plain-tensor batch buffer, allocated once
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> TritonBackend:
+    def from_config(cls, cfg: TritonModelConfig) -> TritonBackend:
         """Connect, read and check the served model; ModelError naming the server if unusable."""
-        assert cfg.triton is not None  # the config model requires it with backend triton
         t = cfg.triton
         conn = TritonConnection(t.url, t.protocol, t.model_name, t.model_version, t.connect_timeout_s)
         try:
             metadata, model_config = _wait_ready(conn, t)
-            names = _check_model(conn, metadata, model_config, cfg)
+            served = _check_model(conn, metadata, model_config, cfg)
             if use_shared_memory(t):
                 assert conn.input is not None and conn.output is not None
                 conn.open_regions(conn.input.nbytes(cfg.max_batch) or 0, conn.output.nbytes(cfg.max_batch))
@@ -78,7 +83,7 @@ class TritonBackend:
         except ModelError:
             conn.close()
             raise
-        return cls(conn, t, names, cfg.input_size, cfg.max_batch)
+        return cls(conn, t, served, cfg.input_size, cfg.max_batch)
 
     # ---------------------------------------------------------------- inference
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -191,9 +196,16 @@ def _wait_ready(conn: TritonConnection, cfg: TritonConfig) -> tuple[dict, dict]:
             time.sleep(_STARTUP_RETRY_S)  # start-up only: no frames flow yet
 
 
-def _check_model(conn: TritonConnection, metadata: dict, config: dict, cfg: ModelConfig) -> tuple[str, ...]:
-    """Read the tensors into `conn`; ModelError if they do not fit the config; the class names."""
-    assert cfg.triton is not None
+@dataclass(frozen=True)
+class ServedModel:
+    """What the server's metadata and config say about the model, once checked."""
+
+    class_names: tuple[str, ...]
+    head_k: int | None  # K of the candidate head the graph ends in; None: the raw output
+
+
+def _check_model(conn: TritonConnection, metadata: dict, config: dict, cfg: TritonModelConfig) -> ServedModel:
+    """Read the tensors into `conn`; ModelError if they do not fit the config."""
     where = Path(f"triton://{cfg.triton.url}/{cfg.triton.model_name}")
     inputs, outputs = metadata.get("inputs", []), metadata.get("outputs", [])
     if len(inputs) != 1 or not outputs:
@@ -207,11 +219,37 @@ def _check_model(conn: TritonConnection, metadata: dict, config: dict, cfg: Mode
     if cfg.max_batch > max(server_batch, 1):
         raise ModelError(f"{where}: the server's max_batch_size is {server_batch}, but model.max_batch is "
                          f"{cfg.max_batch}; lower model.max_batch or raise max_batch_size in config.pbtxt")
+    params = {k: str(v.get("string_value", "")) for k, v in config.get("parameters", {}).items()}
+    head_k = _head_k(where, params, outputs[0])
+    # With the head, the checks see the raw output it reads (unknown for a plan: no count check).
+    raw = raw_output(params) if head_k is not None else None
+    out_name, out_shape = raw or (outputs[0]["name"], ("batch", None, None) if head_k else _shape(outputs[0], server_batch))
     sig = ModelSignature(where, inputs[0]["name"], _shape(inputs[0], server_batch),
-                         TRITON_TYPES[inputs[0]["datatype"]], outputs[0]["name"], _shape(outputs[0], server_batch))
+                         TRITON_TYPES[inputs[0]["datatype"]], out_name, tuple(out_shape))
     check_input(sig, cfg.input_size, 1)
-    names = config.get("parameters", {}).get("names", {}).get("string_value")
-    return resolve_class_names(sig, cfg.class_names, {"names": names} if names else {})
+    names = params.get("names")
+    served = ServedModel(resolve_class_names(sig, cfg.class_names, {"names": names} if names else {}), head_k)
+    if head_k is not None and cfg.max_candidates != head_k:
+        log.info("%s: the served graph ends in the candidate head with K=%d (model.max_candidates %s applies to "
+                 "raw outputs only)", where, head_k, cfg.max_candidates)
+    return served
+
+
+def _head_k(where: Path, params: dict[str, str], output: dict) -> int | None:
+    """The K of the candidate head the served graph ends in (None: none); ModelError if
+    the output is not the (K, 6) rows the parameter promises."""
+    if K_KEY not in params:
+        return None
+    dims = tuple(int(d) for d in output["shape"])  # with the batch axis, Triton's or the model's own
+    try:
+        k = int(params[K_KEY])
+    except ValueError:
+        k = -1
+    if dims[1:] != (k, CANDIDATE_FIELDS) or k < 1:
+        raise ModelError(f"{where}: parameter {K_KEY} is {params[K_KEY]!r}, but output {output['name']!r} is "
+                         f"{list(output['shape'])}, not (batch, K, {CANDIDATE_FIELDS}); re-export the model with "
+                         f"`pipeline export-triton`")
+    return k
 
 
 def _shape(tensor: dict, server_batch: int) -> tuple[int | str, ...]:

@@ -2,19 +2,17 @@
 
 A daemon signals READY once the model and the frame path are warm and every camera has
 delivered (`pipeline.warmup`, `pipeline.daemon.health`); the parts right after it are
-the ones a cold path would make late. `FirstParts` listens on the telemetry's verdict
-hook from the start and keeps the capture-to-publish latency of the first `count`
-verdicts; the bench prints them, apart from its recorded window (which starts after
+the ones a cold path would make late. `FirstParts` is a verdict sink from the start and
+keeps the capture-to-publish latency (the wire's `latency_ms.total`) of the first
+`count` verdicts; the bench prints them, apart from its recorded window (which starts after
 its own warm-up and so never sees them).
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from pipeline.messages import Job
+from pipeline.messages import PublishedVerdict
 
 
 class FirstParts:
@@ -22,9 +20,9 @@ class FirstParts:
         self.count = count
         self.latencies_ms: list[float] = []  # appended by the publish thread only
 
-    def __call__(self, job: Job) -> None:
+    def verdict_published(self, published: PublishedVerdict) -> None:
         if len(self.latencies_ms) < self.count:
-            self.latencies_ms.append((time.monotonic_ns() - job.frame.t_capture_ns) / 1e6)
+            self.latencies_ms.append(published.latency_ms)
 
     def summary(self, budget_ms: float) -> str:
         if not self.latencies_ms:

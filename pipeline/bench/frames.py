@@ -55,6 +55,8 @@ class PrerenderedSource:
     the frames it missed back to back (the camera's buffer), each stamped with its due time.
     """
 
+    copies_into_slot = False  # a ring frame is copied into a slot on its first visit only
+
     def __init__(self, frames: list[SourceFrame], fps: float | None, phase_s: float = 0.0,
                  stop: threading.Event | None = None):
         if not frames:

@@ -2,7 +2,7 @@
 
 Owns the per-frame work as it is usually written: OpenCV resize, pad, colour conversion
 and a float copy on the CPU, allocating fresh arrays for every frame; `session.run` on
-host numpy arrays (ONNX Runtime with the config's providers, batch 1, no IO binding, no
+host numpy arrays (ONNX Runtime on the config's backend's provider, batch 1, no IO binding, no
 CUDA graph); the same YOLO decode as the pipeline. `SequentialLoop` adds the rule book
 and the ZeroMQ publish, one frame at a time on one thread.
 """
@@ -18,6 +18,8 @@ from pipeline.assembly import make_decoder
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.bench.runner import Progress, RunResult
 from pipeline.bench.sequential import SequentialLoop
+from pipeline.config.model import ModelConfig, OnnxRuntimeConfig, OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
+from pipeline.config.model_common import converted
 from pipeline.messages import Geometry
 
 PAD_VALUE = 114
@@ -36,13 +38,21 @@ def naive_letterbox(image: np.ndarray, width: int, height: int) -> tuple[np.ndar
     return tensor, Geometry(scale, float(left), float(top), src_w, src_h)
 
 
+def naive_model(model: ModelConfig) -> OnnxRuntimeConfig:
+    """The config's model on its ONNX Runtime backend at batch 1 without CUDA graphs; a
+    TensorRT or auto config's model on ONNX Runtime's CPU provider."""
+    if isinstance(model, OnnxRuntimeCudaConfig):
+        return model.model_copy(update={"max_batch": 1, "cuda_graph": False})
+    return converted(model, OnnxRuntimeCpuConfig, max_batch=1)
+
+
 def run_naive(loop: SequentialLoop, progress: Progress) -> RunResult:
-    model = loop.config.model.model_copy(update={"max_batch": 1, "cuda_graph": False})
+    model = naive_model(loop.config.model)
     backend = OnnxRuntimeBackend.from_config(model)
     try:
         backend.warmup(model.warmup_runs)
         width, height = backend.input_size
-        decoder = make_decoder(model, len(backend.class_names))
+        decoder = make_decoder(model, backend)
         dtype = backend.input_dtype
 
         def process(image):

@@ -1,4 +1,4 @@
-"""What the bench records per published verdict, and the tap that records it.
+"""What the bench records per published verdict.
 
 Owns the record format shared by every system measured (pipeline, naive loop,
 Ultralytics): camera id, outcome, late flag, capture time, the stage marks, the
@@ -7,18 +7,19 @@ publish time, the camera's own time and the stages' take times, all
 arithmetic, no lock beyond the GIL's), so measuring does not move what it measures;
 `report` turns the records into numbers afterwards.
 
-`TapPublisher` wraps the real `ZmqPublisher`: the publish stage calls it exactly as it
-would call the publisher, the verdict is sent first, then the record is taken, so
-"publish" means the message was handed to ZeroMQ.
+A `Recorder` is a `VerdictSink` of the pipeline it measures: the publish stage hands
+it each verdict right after the send, with the stage's one clock reading that is also
+the message's `latency_ms.total` (`PublishedVerdict.t_publish_ns`), so the bench's
+end-to-end figure is the wire's. The naive loop and Ultralytics record the same way:
+one reading, sent as the message's publish time and recorded.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-from pipeline.messages import Job
+from pipeline.messages import Job, PublishedVerdict
 
 # (camera_id, outcome value, late, t_capture_ns, marks, t_publish_ns, camera_ts_ns, takes)
 Record = tuple[str, str, bool, int, tuple[tuple[str, int], ...], int, "int | None", tuple[tuple[str, int], ...]]
@@ -44,22 +45,9 @@ class Recorder:
             self.records.append((frame.camera_id, job.verdict.outcome.value, job.verdict.late, frame.t_capture_ns,
                                  job.marks, t_publish_ns, frame.camera_ts_ns, job.takes))
 
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        self.record(published.job, published.t_publish_ns)
+
     @property
     def window_s(self) -> float:
         return (self.end_ns - self.start_ns) / 1e9
-
-
-class TapPublisher:
-    """Delegates to the real publisher, then records the published job."""
-
-    def __init__(self, publisher: Any, recorder: Recorder):
-        self._publisher = publisher
-        self._recorder = recorder
-
-    def publish_verdict(self, job: Job, t_mono_ns: int | None = None) -> int:
-        seq = self._publisher.publish_verdict(job, t_mono_ns)
-        self._recorder.record(job, time.monotonic_ns())
-        return seq
-
-    def __getattr__(self, name: str) -> Any:  # heartbeat, dropped, close, ...: the real one's
-        return getattr(self._publisher, name)

@@ -2,10 +2,11 @@
 
 Owns the definitions behind every published figure:
 - `frames`: verdicts of frames captured in the window, plus frames a loop never reached;
-- latency: capture to the verdict handed to ZeroMQ, over inspected frames (every outcome
-  but NOT_INSPECTED); `fps`: inspected frames per second of window;
+- latency: capture to publish, the wire's `latency_ms.total` (`PublishedVerdict`: the
+  publish stage's clock reading right before the send), over inspected frames (every
+  outcome but NOT_INSPECTED); `fps`: inspected frames per second of window;
 - a stage's latency: its mark minus the previous mark, so it includes the wait in the
-  queue in front of it ("publish": the tap's time minus the decide mark); split at the
+  queue in front of it ("publish": the publish time minus the decide mark); split at the
   stage's take time into `stages_wait_ms` (in its queue) and `stages_work_ms` (its own
   work, batch peers included), so a slow stage is told from a waiting one;
 - budget miss: a frame without an inspected verdict within `budget_ms` (flagged late,

@@ -1,32 +1,34 @@
-"""Runs the real pipeline for the bench: N cloned cameras, pre-rendered frames, a tap.
+"""Runs the real pipeline for the bench: N cloned cameras, pre-rendered frames, a recorder.
 
 Owns turning the user's config into the bench's config and one timed run. The config:
 the first camera cloned `cameras` times with distinct ids and seeds, a private publisher
 endpoint, no waiting for subscribers; at a rate the config's queue and late policies
 apply unchanged; flat out every queue back-pressures instead of shedding and late frames
 are still inferred (`late_policy: report`), so the run measures capacity rather than the
-shedding policy. The run: warm-up, a recording window, the ordinary bounded shutdown.
-Frames enter through the real capture stage and the sources' slot path (the
-pre-rendered source writes into the pipeline's frame slots, see `frames`).
+shedding policy. The run, through the run driver (pipeline.driver) with the pre-rendered
+sources and the recorder as its substitutions: warm-up, a recording window, the
+ordinary bounded shutdown. Frames enter through the real capture stage and the sources'
+slot path (the pre-rendered source writes into the pipeline's frame slots, see `frames`);
+the batches come from the infer stage's own count in telemetry.
 Everything else (backend, GPU or CPU preprocessing, batching, rules, the ZeroMQ
-publisher) is exactly what `pipeline run` builds from the same config.
+publisher) is exactly what `pipeline run` builds from the same config; the bench's
+recorder is one more verdict sink.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.app import Pipeline, StartupError
-from pipeline.assembly import build_parts
+from pipeline.app import StartupError
 from pipeline.bench.first_parts import FirstParts
 from pipeline.bench.frames import PrerenderedSource, prerender
 from pipeline.bench.host import gpu_memory_mib
-from pipeline.bench.recording import Recorder, TapPublisher
+from pipeline.bench.recording import Recorder
 from pipeline.config.models import LatePolicy, Overflow, PipelineConfig
+from pipeline.contracts import FrameSource
+from pipeline.driver import RunDriver, StopReason, Substitutions, Until
 from pipeline.sources import create_source
 from pipeline.sources.base import SourceError, SourceFrame
 
@@ -111,69 +113,45 @@ def render_frames(config: PipelineConfig, ring: int) -> dict[str, list[SourceFra
 def run_pipeline(config: PipelineConfig, settings: BenchSettings, frames: dict[str, list[SourceFrame]],
                  progress: Progress) -> RunResult:
     """Warm up, record for `duration_s`, shut down; the records of the window."""
-    # build_parts opens only the first camera's source (a 1080p synthetic source costs
-    # ~0.5 s to set up); every camera then replays its pre-rendered ring.
-    parts = build_parts(config.model_copy(update={"cameras": config.cameras[:1]}))
-    for source in parts.sources.values():
-        source.close()
-    stop = threading.Event()
-    parts.sources = _replayers(frames, settings, stop)
-    recorder = Recorder()
-    parts.publisher = TapPublisher(parts.publisher, recorder)
-    pipeline = Pipeline(config, parts)
-    batches = _count_batches(pipeline)
-    first = FirstParts()
-    pipeline.telemetry.verdict_listeners.append(first)
-    pipeline.start()
+    recorder, first = Recorder(), FirstParts()
+    # every camera replays its pre-rendered ring; the configured sources are never opened
+    # (a 1080p synthetic source costs ~0.5 s to set up)
+    substitutions = Substitutions(sources=_replayers(frames, settings), sinks=(recorder, first))
+    driver = RunDriver(config, substitutions=substitutions)
+    driver.open()
     try:
-        _timed_window(pipeline, recorder, settings, progress)
+        driver.start()
+        if driver.run(Until(duration_s=settings.warmup_s)) is StopReason.DURATION:
+            recorder.open_window(settings.duration_s)
+            driver.run(Until(duration_s=settings.duration_s), tick=_notes(recorder, settings, progress))
         progress(first.summary(config.budget_ms))
         gpu_mib = gpu_memory_mib()
     finally:
-        stop.set()
-        code = pipeline.shutdown()
-    if code or pipeline.telemetry.crashed.is_set():
-        raise StartupError("the pipeline crashed during the bench: " + "; ".join(pipeline.telemetry.errors))
-    drops = {name: q.drops for name, q in pipeline.telemetry.queues.items()}
-    return RunResult(recorder, parts.backend.name, gpu_mib, drops, dict(batches))
+        code = driver.stop()
+    telemetry = driver.pipeline.telemetry
+    if code or telemetry.crashed.is_set():
+        raise StartupError("the pipeline crashed during the bench: " + "; ".join(telemetry.errors))
+    drops = {name: q.drops for name, q in telemetry.queues.items()}
+    return RunResult(recorder, telemetry.backend, gpu_mib, drops, dict(telemetry.batches))
 
 
-def _replayers(frames: dict[str, list[SourceFrame]], settings: BenchSettings, stop: threading.Event) -> dict:
+def _replayers(frames: dict[str, list[SourceFrame]], settings: BenchSettings) -> dict[str, FrameSource]:
     period_s = 1.0 / settings.rate_fps if settings.rate_fps else 0.0
     # cameras are not in phase: spread their due times over one frame period
-    return {camera_id: PrerenderedSource(ring, settings.rate_fps, i * period_s / len(frames), stop)
+    return {camera_id: PrerenderedSource(ring, settings.rate_fps, i * period_s / len(frames))
             for i, (camera_id, ring) in enumerate(frames.items())}
 
 
-def _count_batches(pipeline: Pipeline) -> Counter:
-    """Counts the batches the infer stage handled as (size, distinct cameras) pairs, by
-    wrapping its `handle`: the proof that dynamic batching gathers across cameras."""
-    infer = next(s for s in pipeline.stages if s.name == "infer")
-    counts: Counter[tuple[int, int]] = Counter()
-    handle = infer.handle
-
-    def counted(jobs):
-        counts[len(jobs), len({job.frame.camera_id for job in jobs})] += 1
-        return handle(jobs)
-
-    infer.handle = counted  # an instance attribute: the base loop's `self.handle` finds it first
-    return counts
-
-
-def _timed_window(pipeline: Pipeline, recorder: Recorder, settings: BenchSettings, progress: Progress) -> None:
-    end_warmup = time.monotonic() + settings.warmup_s
-    while _alive(pipeline) and time.monotonic() < end_warmup:
-        pipeline.telemetry.crashed.wait(0.05)
-    recorder.open_window(settings.duration_s)
+def _notes(recorder: Recorder, settings: BenchSettings, progress: Progress):
+    """A tick that says, once a second, how the recording goes."""
     end = time.monotonic() + settings.duration_s
     next_note = time.monotonic() + 1.0
-    while _alive(pipeline) and time.monotonic() < end:
-        pipeline.telemetry.crashed.wait(0.05)
+
+    def tick() -> None:
+        nonlocal next_note
         if time.monotonic() >= next_note:
             next_note += 1.0
             left = max(0.0, end - time.monotonic())
             progress(f"{len(recorder.records)} verdicts recorded, {left:.0f} s left")
 
-
-def _alive(pipeline: Pipeline) -> bool:
-    return not pipeline.captures_done and not pipeline.telemetry.crashed.is_set()
+    return tick

@@ -94,5 +94,6 @@ class SequentialLoop:
             verdict = Verdict(verdict.outcome, verdict.reasons, late=True)
         frame = Frame(camera, k // len(self.cameras), source.image, due_ns, time.time_ns())  # its lag is 'capture'
         job = Job(frame, (("capture", picked_up), *marks, ("decide", decided)), detections=detections, verdict=verdict)
-        publisher.publish_verdict(job)
-        recorder.record(job, time.monotonic_ns())
+        published_ns = time.monotonic_ns()  # one reading: the message's latency_ms.total and the record
+        publisher.publish_verdict(job, t_mono_ns=published_ns)
+        recorder.record(job, published_ns)

@@ -16,6 +16,7 @@ from pipeline.bench import batching, engine, naive, plot, report, ultralytics_lo
 from pipeline.bench.host import describe_machine
 from pipeline.bench.runner import BenchSettings, Progress, bench_config, render_frames, run_pipeline
 from pipeline.bench.sequential import SequentialLoop
+from pipeline.config.model_onnxruntime import OnnxRuntimeCudaKeys
 from pipeline.config.models import PipelineConfig
 
 
@@ -102,13 +103,14 @@ def _meta(cfg: PipelineConfig, opts: SuiteOptions) -> dict:
     s, cam, model = opts.settings, cfg.cameras[0], cfg.model
     rate = f"{s.rate_fps:g} fps per camera" if s.rate_fps else "flat out"
     title = (f"{len(cfg.cameras)} x {cam.width}x{cam.height} camera(s), {rate}, {Path(model.path).name} "
-             f"@{model.input_size[0]}x{model.input_size[1]}, {'+'.join(model.providers)}, max_batch {model.max_batch}")
+             f"@{model.input_size[0]}x{model.input_size[1]}, {model.backend.value}, max_batch {model.max_batch}")
     return {**describe_machine(), "command": opts.command, "config": opts.config_path, "title": title,
             "cameras": len(cfg.cameras), "frame_size": [cam.width, cam.height], "rate_fps_per_camera": s.rate_fps,
             "duration_s": s.duration_s, "warmup_s": s.warmup_s, "ring_frames": s.ring, "budget_ms": cfg.budget_ms,
             "engine_s": s.engine_s,
-            "model": {"path": str(model.path), "input_size": list(model.input_size), "providers": list(model.providers),
-                      "max_batch": model.max_batch, "max_wait_us": model.max_wait_us, "cuda_graph": model.cuda_graph},
+            "model": {"path": str(model.path), "input_size": list(model.input_size), "backend": model.backend.value,
+                      "max_batch": model.max_batch, "max_wait_us": model.max_wait_us,
+                      "cuda_graph": isinstance(model, OnnxRuntimeCudaKeys) and model.cuda_graph},
             **opts.notes}
 
 

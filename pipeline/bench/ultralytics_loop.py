@@ -17,6 +17,8 @@ import numpy as np
 
 from pipeline.bench.runner import Progress, RunResult
 from pipeline.bench.sequential import SequentialLoop
+from pipeline.config.model import ModelConfig
+from pipeline.config.model_common import CudaDeviceKeys
 from pipeline.messages import Detections
 
 
@@ -31,8 +33,9 @@ def unavailable() -> str | None:
     return None
 
 
-def _device(providers: tuple[str, ...]) -> str:
-    return "0" if any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in providers) else "cpu"
+def _device(model: ModelConfig) -> str:
+    """Ultralytics' device: the config's GPU when its backend runs on one."""
+    return str(model.device_id) if isinstance(model, CudaDeviceKeys) else "cpu"
 
 
 def run_ultralytics(loop: SequentialLoop, progress: Progress) -> RunResult:
@@ -42,7 +45,7 @@ def run_ultralytics(loop: SequentialLoop, progress: Progress) -> RunResult:
     model = YOLO(str(model_cfg.path), task="detect")
     width, height = model_cfg.input_size
     options = dict(stream=True, imgsz=(height, width), conf=model_cfg.confidence, iou=model_cfg.iou,
-                   max_det=model_cfg.max_detections, device=_device(model_cfg.providers), verbose=False)
+                   max_det=model_cfg.max_detections, device=_device(model_cfg), verbose=False)
     first = next(iter(loop.frames.values()))[0].image
     for _ in range(max(1, model_cfg.warmup_runs)):  # its predictor and session are built lazily
         for _result in model.predict(first, **options):

@@ -27,6 +27,6 @@ def check(args: argparse.Namespace) -> int:
         finally:
             backend.close()
     cams = ", ".join(f"{c.id} ({c.source.kind} {c.width}x{c.height}@{c.fps:g})" for c in config.cameras)
-    print(f"{args.config}: OK - cameras: {cams}; model: {config.model.path} ({config.model.backend.value}); "
+    print(f"{args.config}: OK - cameras: {cams}; model: {config.model.location} ({config.model.backend.value}); "
           f"publisher: {config.publisher.endpoint}")
     return 0

@@ -34,7 +34,8 @@ def register(sub) -> None:
     p.add_argument("--max-map-drop", type=float, default=0.02, help="largest allowed mAP@0.5 loss (absolute)")
     p.add_argument("--min-verdict-agreement", type=float, default=0.98,
                    help="smallest allowed fraction of frames with FP32's PASS/FAIL")
-    p.add_argument("--provider", default="CPUExecutionProvider", help="ONNX Runtime provider for the gate")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "onnxruntime-cuda"),
+                   help="ONNX Runtime backend the gate runs both models on (the CPU, or CUDA)")
     p.set_defaults(func=run)
 
 
@@ -57,9 +58,9 @@ def run(args: argparse.Namespace) -> int:
         _convert(args, precision, staging, size)
         data = (accuracy_gate.ValidationSet.folder(args.val) if args.val
                 else accuracy_gate.ValidationSet.synthetic(args.val_frames))
-        _say(f"accuracy gate: {len(data.images)} frames on {args.provider} ...")
+        _say(f"accuracy gate: {len(data.images)} frames on backend {args.backend} ...")
         result = accuracy_gate.run_gate(args.model, staging, data, size, args.max_map_drop,
-                                        args.min_verdict_agreement, providers=(args.provider,))
+                                        args.min_verdict_agreement, backend=args.backend)
     except (ValueError, ModelError, precision.ConversionError) as exc:
         staging.unlink(missing_ok=True)
         return _fail(str(exc))

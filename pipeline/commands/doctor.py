@@ -93,7 +93,7 @@ def config_needs(config) -> list[str]:
     model = config.model
     if model.backend.value == "tensorrt":
         needs += ["tensorrt", "pycuda"]
-    elif model.backend.value == "onnxruntime" and "CUDAExecutionProvider" in model.providers:
+    elif model.backend.value == "onnxruntime-cuda":
         needs.append("ort-cuda")
     if getattr(model.preprocess, "value", model.preprocess) == "gpu":  # a Literal now, maybe an enum later
         needs.append("pycuda")

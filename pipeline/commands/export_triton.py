@@ -3,8 +3,12 @@
 Reads the model's signature and class names (an ONNX file through ONNX Runtime, or a
 TensorRT plan through its sidecar JSON from `pipeline build-engine`) and writes
 `REPO/<name>/config.pbtxt` + `REPO/<name>/1/model.{onnx,plan}` through
-`pipeline.engines.triton_repository`. Needs the `triton` extra (Triton's protobuf
-definition of the model configuration).
+`pipeline.engines.triton_repository`. An ONNX model is written with the same candidate
+head the local backends append (`pipeline.backends.candidate_head`, K from
+--max-candidates), so the server answers K x 6 values an image and the client decodes
+them like a local backend; --raw-output serves the graph as it is. A plan carries the
+head it was built with. Needs the `triton` extra (Triton's protobuf definition of the
+model configuration) and `onnx` for the head.
 """
 
 from __future__ import annotations
@@ -12,9 +16,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.commands import positive_int
+
+if TYPE_CHECKING:
+    from pipeline.engines.triton_repository import ServedHead, ServedTensor
 
 EXIT_BAD_INPUT = 2
 
@@ -34,6 +43,10 @@ def register(sub) -> None:
     p.add_argument("--instances", type=positive_int, default=1, help="model instances (default 1)")
     p.add_argument("--gpu", action="store_true", help="instance group KIND_GPU (default KIND_CPU)")
     p.add_argument("--threads", type=positive_int, default=1, help="python platform: ONNX Runtime threads")
+    p.add_argument("--max-candidates", type=positive_int, default=3000, metavar="K",
+                   help="K of the candidate head appended to an ONNX model (default 3000, model.max_candidates')")
+    p.add_argument("--raw-output", action="store_true",
+                   help="serve the ONNX graph without the candidate head (the client then caps K on the host)")
     p.set_defaults(func=run)
 
 
@@ -53,48 +66,93 @@ def run(args: argparse.Namespace) -> int:
     opts = RepositoryOptions(name, platform, args.max_batch, args.max_queue_delay_us, tuple(args.preferred_batch),
                              args.instances, args.gpu or platform == "tensorrt", args.threads)
     try:
-        inp, out, names = _read_plan(args.model) if is_plan else _read_onnx(args.model)
-        folder = write_repository(args.repo, opts, args.model, inp, out, names)
+        k = None if args.raw_output else args.max_candidates
+        served = _read_plan(args.model) if is_plan else _read_onnx(args.model, k, args.max_batch)
+        folder = write_repository(args.repo, opts, served.model, served.input, served.output, served.names,
+                                  served.head)
     except (RepositoryError, ValueError, OSError) as exc:
         return _fail(str(exc))
-    print(f"wrote {folder}/config.pbtxt ({platform}, max_batch_size {args.max_batch}, {len(names)} classes)")
+    head = f"candidate head K={served.head.k}" if served.head else "raw output"
+    print(f"wrote {folder}/config.pbtxt ({platform}, max_batch_size {args.max_batch}, {len(served.names)} classes, "
+          f"{head})")
     return 0
 
 
-def _read_onnx(path: Path):
-    """The image input, the detection output and class names of an ONNX file."""
+@dataclass(frozen=True)
+class Served:
+    """What the repository serves: the model's bytes, its tensors, class names and head."""
+
+    model: bytes
+    input: ServedTensor
+    output: ServedTensor
+    names: tuple[str, ...]
+    head: ServedHead | None
+
+
+def _read_onnx(path: Path, max_candidates: int | None, max_batch: int) -> Served:
+    """An ONNX file's image input, class names and detection output: the candidate head's
+    (K, 6) with the head appended (K clamped to the anchors), else the raw one."""
     import onnxruntime as ort
 
     from pipeline.backends.base import ModelError
+    from pipeline.backends.candidate_head import CANDIDATE_FIELDS, OUTPUT_NAME
     from pipeline.backends.model_info import resolve_class_names
     from pipeline.backends.onnxruntime_backend import signature
-    from pipeline.engines.triton_repository import RepositoryError, ServedTensor
+    from pipeline.engines.triton_repository import RepositoryError, ServedHead, ServedTensor
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         sig = signature(session, path)
         names = resolve_class_names(sig, None, session.get_modelmeta().custom_metadata_map)
+        inp = ServedTensor(sig.input_name, sig.input_type, _dims(sig.input_shape))
+        if max_candidates is None:
+            out = ServedTensor(sig.output_name, session.get_outputs()[0].type, _dims(sig.output_shape))
+            return Served(path.read_bytes(), inp, out, names, None)
+        headed = _headed(path, sig, names, max_candidates, max_batch)
     except ModelError as exc:
         raise RepositoryError(str(exc)) from None
+    except RepositoryError:
+        raise
     except Exception as exc:  # ORT's own Fail/InvalidGraph types
         raise RepositoryError(f"{path}: not a usable ONNX model ({type(exc).__name__}: {exc})") from None
-    dims = lambda shape: tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape[1:])  # noqa: E731
-    return (ServedTensor(sig.input_name, sig.input_type, dims(sig.input_shape)),
-            ServedTensor(sig.output_name, session.get_outputs()[0].type, dims(sig.output_shape)), names)
+    out = ServedTensor(OUTPUT_NAME, "tensor(float)", (headed.candidates, CANDIDATE_FIELDS))  # the head answers float32
+    head = ServedHead(headed.candidates, (sig.output_name, tuple(sig.output_shape)))
+    return Served(headed.model_bytes, inp, out, names, head)
 
 
-def _read_plan(path: Path):
-    """The same, from a TensorRT plan's sidecar JSON."""
+def _headed(path: Path, sig, names: tuple[str, ...], max_candidates: int, max_batch: int):
+    """The model with the candidate head appended, checked like a local backend checks it."""
+    from pipeline.backends.candidate_head import headed_model_bytes
+    from pipeline.config.model import OnnxRuntimeCpuConfig
+    from pipeline.engines.triton_repository import RepositoryError
+
+    height, width = sig.input_shape[2:4]
+    if not (isinstance(width, int) and isinstance(height, int)):
+        raise RepositoryError(f"{path}: input {sig.input_name!r} {list(sig.input_shape)} has no fixed size; "
+                              "the candidate head needs one (re-export with a fixed size, or --raw-output)")
+    cfg = OnnxRuntimeCpuConfig(path=path, input_size=(width, height), class_names=names,
+                               max_candidates=max_candidates, max_batch=min(max_batch, 64))
+    return headed_model_bytes(cfg)
+
+
+def _dims(shape) -> tuple[int, ...]:
+    """A tensor's dims after the batch axis, -1 where not fixed (Triton's notation)."""
+    return tuple(d if isinstance(d, int) and d > 0 else -1 for d in shape[1:])
+
+
+def _read_plan(path: Path) -> Served:
+    """The same, from a TensorRT plan's sidecar JSON (the head, if any, is compiled in)."""
     from pipeline.engines.sidecar import EngineSidecar, SidecarError, sidecar_path
-    from pipeline.engines.triton_repository import RepositoryError, ServedTensor
+    from pipeline.engines.triton_repository import RepositoryError, ServedHead, ServedTensor
 
     try:
         car = EngineSidecar.read(sidecar_path(path))
     except SidecarError as exc:
         raise RepositoryError(str(exc)) from None
     inp, out = car.inputs[0], car.outputs[0]
-    return (ServedTensor(inp.name, inp.dtype, tuple(inp.shape[1:])),
-            ServedTensor(out.name, out.dtype, tuple(out.shape[1:])), car.class_names)
+    head = ServedHead(int(out.shape[1]), None) if car.build.get("max_candidates") is not None else None
+    return Served(path.read_bytes(), ServedTensor(inp.name, inp.dtype, tuple(inp.shape[1:])),
+                  ServedTensor(out.name, out.dtype, tuple(out.shape[1:])), car.class_names, head)
 
 
 def _fail(message: str) -> int:

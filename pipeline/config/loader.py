@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from pipeline.config.model import BackendKind, LocalModelSettings, backends_reading
 from pipeline.config.models import PipelineConfig
 from pipeline.config.paths import not_found_message, resolve_existing
 
@@ -28,8 +29,7 @@ def load_config(path: str | Path, *, require_model: bool = False) -> PipelineCon
     text = read_config_text(path)
     config = parse_config(text, source=str(path), base_dir=path.parent)
     # A model served by Triton lives on the server; model.path then only records its source.
-    served = config.model.triton is not None
-    if require_model and not served and not config.model.path.exists():
+    if require_model and isinstance(config.model, LocalModelSettings) and not config.model.path.exists():
         raise ConfigError(not_found_message(str(path), "model.path", config.model.path, path.parent))
     return config
 
@@ -79,7 +79,7 @@ def _describe(exc: ValidationError, source: str, root: yaml.Node | None) -> str:
         loc = _yaml_loc(err["loc"])
         where = _line_of(root, loc)
         key = ".".join(str(p) for p in loc) or "(top level)"
-        lines.append(f"  - {key}{where}: {_explain(err)}")
+        lines.append(f"  - {key}{where}: {_misapplied(err) or _explain(err)}")
     return "\n".join(lines)
 
 
@@ -92,16 +92,29 @@ def _innermost(errors: list[Any]) -> list[Any]:
 
 
 def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Drop pydantic's union-branch tags (e.g. 'synthetic') that are not YAML keys."""
+    """Drop pydantic's union-branch tags (e.g. 'synthetic', 'tensorrt') that are not YAML keys."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "source" and isinstance(part, str) and part in _SOURCE_KINDS:
+        if i > 0 and isinstance(part, str) and part in _UNION_TAGS.get(loc[i - 1], ()):
             continue
         out.append(part)
     return tuple(out)
 
 
-_SOURCE_KINDS = {"synthetic", "replay", "opencv", "genicam"}
+_BACKENDS = {kind.value for kind in BackendKind}
+_UNION_TAGS = {"source": {"synthetic", "replay", "opencv", "genicam"}, "model": _BACKENDS}
+
+
+def _misapplied(err: dict[str, Any]) -> str | None:
+    """For a key of one backend under another: which backend it is under and which read it."""
+    loc = tuple(err["loc"])
+    if err["type"] != "extra_forbidden" or len(loc) != 3 or loc[0] != "model" or loc[1] not in _BACKENDS:
+        return None
+    readers = backends_reading(str(loc[2]))
+    if not readers:
+        return None
+    return (f"does not apply to backend {loc[1]} (it is read only by backend "
+            f"{' or '.join(kind.value for kind in readers)})")
 
 
 def _explain(err: dict[str, Any]) -> str:
@@ -111,7 +124,13 @@ def _explain(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "union_tag_invalid":
-        return f"unknown kind {value!r}; expected one of {err.get('ctx', {}).get('expected_tags')}"
+        ctx = err.get("ctx", {})
+        what = "backend" if err["loc"][-1:] == ("model",) else "kind"
+        return f"unknown {what} {ctx.get('tag', value)!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"bad value {value!r}: expected a mapping of this section's keys"
+    if kind == "value_error" and isinstance(value, dict):  # a rule over a section's keys says it all
+        return str(err.get("ctx", {}).get("error", err["msg"]))
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
@@ -141,7 +160,9 @@ def _child(node: yaml.Node | None, part: Any) -> yaml.Node | None:
 def _resolve_paths(config: PipelineConfig, base_dir: Path) -> PipelineConfig:
     """Relative model and replay paths, found from the config file's folder, then the cwd
     (see `pipeline.config.paths`); a path found nowhere stays as written."""
-    model = config.model.model_copy(update={"path": resolve_existing(config.model.path, base_dir) or config.model.path})
+    model = config.model
+    if model.path is not None:
+        model = model.model_copy(update={"path": resolve_existing(model.path, base_dir) or model.path})
     cameras = tuple(
         cam.model_copy(update={"source": cam.source.model_copy(
             update={"path": resolve_existing(cam.source.path, base_dir) or cam.source.path})})

@@ -1,7 +1,9 @@
 """Typed, frozen configuration models: the only input of the pipeline.
 
-Owns the schema of the YAML file. Every model forbids unknown keys so a misspelt key is
-an error, not a silently ignored default. Stages receive only their own section.
+Owns the schema of the YAML file but its `model:` section (`pipeline.config.model`, one
+class per backend). Every model forbids unknown keys (`pipeline.config.strict`) so a
+misspelt key is an error, not a silently ignored default. Stages receive only their own
+section.
 Nothing here opens a file or a device; `pipeline.config.loader` turns YAML into these.
 """
 
@@ -11,16 +13,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pipeline.config.model import ModelConfig
+from pipeline.config.strict import Strict
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-
-
-class Strict(BaseModel):
-    """Base of every config model: immutable, unknown keys rejected, and no NaN/inf
-    (YAML's `.nan`/`.inf` would slip past `gt=0` bounds: a timeout of inf never fires)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- sources
@@ -122,130 +120,6 @@ class CameraConfig(Strict):
     trigger_endpoint: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://.+")
     # An announced part with no image after this long gets a NOT_INSPECTED verdict.
     trigger_timeout_s: float = Field(0.5, gt=0, le=60)
-
-
-# --------------------------------------------------------------------------- model
-
-
-class BackendKind(str, Enum):
-    AUTO = "auto"
-    ONNXRUNTIME = "onnxruntime"
-    TENSORRT = "tensorrt"
-    TRITON = "triton"  # a Triton Inference Server; `model.triton` says where
-
-
-class BackendErrorPolicy(Strict):
-    """What the pipeline does when the inference backend raises (lost device, CUDA error).
-
-    Every frame of a failed batch gets an ERROR verdict (`stage_error`) either way. After
-    `max_consecutive` failed batches in a row, `exit` stops the daemon with exit code 1
-    (systemd restarts it, reopening the device); `continue` keeps trying and reports
-    DEGRADED until a batch succeeds again.
-    """
-
-    max_consecutive: int = Field(30, ge=1, le=1_000_000)
-    action: Literal["exit", "continue"] = "exit"
-
-
-class TritonConfig(Strict):
-    """Where a Triton Inference Server serves the model, and how to talk to it
-    (`model.backend: triton`; docs/SCALING.md)."""
-
-    url: str = Field("127.0.0.1:8001", pattern=r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, no scheme
-    protocol: Literal["grpc", "http"] = "grpc"
-    model_name: str = Field(..., min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")
-    model_version: str = Field("", pattern=r"^[0-9]*$")  # "": the server's policy picks
-    # auto: system shared memory when the server is on this host (loopback url), else plain tensors.
-    # cuda (same host and GPU) is documented, not implemented: docs/SCALING.md.
-    shared_memory: Literal["auto", "system", "none"] = "auto"
-    connect_timeout_s: float = Field(10.0, gt=0, le=600)  # at start-up: server ready and model READY
-    # Per request: the part's remaining budget, but never less than this (a request with
-    # 0.1 ms left would only add load to a server that cannot answer in time anyway).
-    min_request_timeout_ms: float = Field(1.0, gt=0, le=60_000)
-    reconnect_initial_s: float = Field(0.1, gt=0, le=60)
-    reconnect_max_s: float = Field(2.0, gt=0, le=600)
-
-
-# Keys only some backends read (the rest of ModelConfig is every backend's); "auto" takes
-# those of every backend it may choose. `model.triton` has its own check below.
-_AUTO, _ORT, _TRT = BackendKind.AUTO, BackendKind.ONNXRUNTIME, BackendKind.TENSORRT
-ORT_CUDA_KEYS = frozenset({"cuda_graph", "cudnn_conv_algo_search"})
-BACKEND_KEYS: dict[str, frozenset[BackendKind]] = {
-    "providers": frozenset({_ORT, _AUTO}),
-    "threads": frozenset({_ORT, _AUTO}),
-    "cuda_graph": frozenset({_ORT, _AUTO}),
-    "cudnn_conv_algo_search": frozenset({_ORT, _AUTO}),
-    "engine_path": frozenset({_TRT, _AUTO}),
-    "engine_mismatch": frozenset({_TRT, _AUTO}),
-    "allow_cpu_fallback": frozenset({_AUTO}),
-}
-
-
-class ModelConfig(Strict):
-    path: Path
-    backend: BackendKind = BackendKind.ONNXRUNTIME
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    device_id: int = Field(0, ge=0)
-    input_size: tuple[int, int] = (640, 640)  # width, height
-    class_names: tuple[str, ...] | None = None  # None: read the ONNX `names` metadata
-    confidence: float = Field(0.25, ge=0.0, le=1.0)
-    iou: float = Field(0.45, ge=0.0, le=1.0)
-    max_detections: int = Field(100, ge=1, le=10000)
-    # K: the best anchors by score that enter NMS (Ultralytics' max_nms). ONNX Runtime and
-    # TensorRT pick them in the graph (pipeline.backends.candidate_head) and return K x 6
-    # values an image; null: no head, every anchor above `confidence` enters NMS on the host.
-    max_candidates: int | None = Field(3000, ge=1, le=100_000)
-    threads: int = Field(2, ge=0)  # intra-op threads of the CPU provider; 0 = runtime default
-    max_batch: int = Field(1, ge=1, le=64)
-    max_wait_us: int = Field(0, ge=0, le=1_000_000)
-    warmup_runs: int = Field(2, ge=0)
-    cuda_graph: bool = False
-    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = "DEFAULT"
-    engine_mismatch: Literal["rebuild", "refuse"] = "refuse"
-    # TensorRT plan; None: the model path with .engine (engines/demo.onnx -> engines/demo.engine).
-    engine_path: Path | None = None
-    # Where letterboxing runs: "gpu" (the fused CUDA kernel, needs a GPU-resident backend),
-    # "cpu" (OpenCV), or "auto" (gpu whenever the chosen backend takes device buffers).
-    preprocess: Literal["auto", "cpu", "gpu"] = "auto"
-    on_backend_error: BackendErrorPolicy = BackendErrorPolicy()
-    triton: TritonConfig | None = None  # required with backend triton
-    # backend auto only: whether it may settle for ONNX Runtime on the CPU when no GPU
-    # backend opens (false: start-up fails, naming what each GPU backend said).
-    allow_cpu_fallback: bool = False
-
-    @field_validator("input_size", mode="before")
-    @classmethod
-    def _square_shorthand(cls, value: object) -> object:
-        return (value, value) if isinstance(value, int) else value
-
-    @field_validator("input_size")
-    @classmethod
-    def _multiple_of_32(cls, value: tuple[int, int]) -> tuple[int, int]:
-        if any(v % 32 or v <= 0 for v in value):
-            raise ValueError("each side must be a positive multiple of 32 (the model's stride)")
-        return value
-
-    @model_validator(mode="after")
-    def _keys_of_its_backend(self) -> "ModelConfig":
-        """A key set for a backend that never reads it is an error naming the backend. (Set
-        to its default, as a dumped-and-reloaded config has every key, it is harmless.)"""
-        fields = type(self).model_fields
-        for key in sorted(k for k in self.model_fields_set & BACKEND_KEYS.keys()
-                          if getattr(self, k) != fields[k].default):
-            runs_on = BACKEND_KEYS[key]
-            if self.backend not in runs_on:
-                raise ValueError(f"model.{key} does not apply to backend {self.backend.value} "
-                                 f"(it is read only by backend {' or '.join(b.value for b in runs_on)})")
-            if key in ORT_CUDA_KEYS and self.backend is BackendKind.ONNXRUNTIME and self.providers[:1] != (
-                    "CUDAExecutionProvider",):
-                raise ValueError(f"model.{key} applies to ONNX Runtime on CUDA only; providers is {list(self.providers)}")
-        return self
-
-    @model_validator(mode="after")
-    def _triton_needs_its_section(self) -> "ModelConfig":
-        if (self.backend == BackendKind.TRITON) != (self.triton is not None):
-            raise ValueError("model.triton (url, model_name, ...) goes with backend triton, and only with it")
-        return self
 
 
 # --------------------------------------------------------------------------- rules

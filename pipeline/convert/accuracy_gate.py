@@ -19,7 +19,8 @@ import numpy as np
 
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.yolo_decode import decode, to_detections
-from pipeline.config.models import ModelConfig, RulesConfig
+from pipeline.config.model import model_config
+from pipeline.config.models import RulesConfig
 from pipeline.convert.images import image_files, load_image
 from pipeline.evaluation import match
 from pipeline.imaging.letterbox import Letterboxer
@@ -72,12 +73,12 @@ class GateResult:
                 f"(required {self.min_verdict_agreement}) on {self.frames} frames")
 
 
-def detect(model: Path, images: list[np.ndarray], input_size: tuple[int, int], providers: tuple[str, ...],
+def detect(model: Path, images: list[np.ndarray], input_size: tuple[int, int], backend_name: str,
            confidence: float = 0.25) -> tuple[list[Detections], tuple[str, ...]]:
     """The model's detections on every image (in source pixels), and its class names."""
     # max_candidates None: no candidate head, the raw tensor is decoded below in full.
-    backend = OnnxRuntimeBackend.from_config(ModelConfig(path=model, input_size=input_size, providers=providers,
-                                                         threads=0, max_candidates=None))
+    backend = OnnxRuntimeBackend.from_config(model_config(path=model, input_size=input_size, backend=backend_name,
+                                                          threads=0, max_candidates=None))
     try:
         letterbox = Letterboxer(input_size)
         tensor = np.empty((1, 3, input_size[1], input_size[0]), np.float32)
@@ -122,9 +123,9 @@ def verdicts(dets: list[Detections], rules: RuleBook) -> list[str]:
 
 def run_gate(fp32: Path, converted: Path, data: ValidationSet, input_size: tuple[int, int],
              max_map_drop: float, min_verdict_agreement: float, rules: RulesConfig | None = None,
-             providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> GateResult:
-    reference, names = detect(fp32, data.images, input_size, providers)
-    candidate, _ = detect(converted, data.images, input_size, providers)
+             backend: str = "onnxruntime") -> GateResult:
+    reference, names = detect(fp32, data.images, input_size, backend)
+    candidate, _ = detect(converted, data.images, input_size, backend)
     truths = data.truths if data.truths is not None else [_as_truth(d) for d in reference]
     book = RuleBook(rules or RulesConfig(), names)
     ref_v, cand_v = verdicts(reference, book), verdicts(candidate, book)

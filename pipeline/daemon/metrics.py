@@ -2,10 +2,11 @@
 
 Owns the metric names and what each one means (docs/OPERATIONS.md lists them). Two
 kinds of source:
-- per verdict, pushed: `observe(job)` is a telemetry verdict listener, called by the
-  publish thread after the verdict has gone out. It feeds the per-stage and end-to-end
-  latency histograms and the verdict counter (label children are cached, so a verdict
-  costs a few dict lookups and histogram increments, no allocation of label tuples);
+- per verdict, pushed: `PipelineMetrics` is a `VerdictSink`, called by the publish
+  thread after the verdict has gone out. It feeds the per-stage and end-to-end latency
+  histograms (end to end: `PublishedVerdict.latency_ms`, the wire's `latency_ms.total`)
+  and the verdict counter (label children are cached, so a verdict costs a few dict
+  lookups and histogram increments, no allocation of label tuples);
 - everything else, pulled: `TelemetryCollector` reads telemetry, the health monitor,
   the archive and (where the NVIDIA management library is present) GPU memory at
   scrape time, so nothing is computed unless someone is looking.
@@ -22,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.daemon.health import HealthMonitor
-from pipeline.messages import Job, queue_waits
+from pipeline.messages import PublishedVerdict, queue_waits
 from pipeline.states import CameraState, Health, StageState
 from pipeline.telemetry import Telemetry
 
@@ -56,10 +57,8 @@ class PipelineMetrics:
         self._camera_children: dict[str, object] = {}
         self._verdict_children: dict[tuple[str, str], object] = {}
 
-    def attach(self, telemetry: Telemetry) -> None:
-        telemetry.verdict_listeners.append(self.observe)
-
-    def observe(self, job: Job) -> None:
+    def verdict_published(self, published: PublishedVerdict) -> None:
+        job = published.job
         frame = job.frame
         previous = frame.t_capture_ns
         for stage, t_ns in job.marks:
@@ -71,7 +70,7 @@ class PipelineMetrics:
             child.observe(wait_ns / 1e9)
         cam = frame.camera_id
         e2e = self._camera_children.get(cam) or self._camera_children.setdefault(cam, self.e2e_latency.labels(cam))
-        e2e.observe((time.monotonic_ns() - frame.t_capture_ns) / 1e9)
+        e2e.observe(published.latency_ns / 1e9)
         key = (cam, job.verdict.outcome.value)
         counter = self._verdict_children.get(key) or self._verdict_children.setdefault(key, self.verdicts.labels(*key))
         counter.inc()

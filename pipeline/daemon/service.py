@@ -3,7 +3,7 @@
 Owns the order of the service lifecycle and nothing of the pipeline itself:
 - `open()` before the model loads: binds the HTTP endpoint (so /healthz says
   "starting" meanwhile, and a busy port fails fast) and tells systemd STATUS=loading;
-- `attach(pipeline)` once the parts are built: metrics start listening to verdicts,
+- `attach(pipeline)` once the parts are built: metrics become a verdict sink,
   health starts reading telemetry, the reloader learns the decide stage;
 - `tick()` from the runner's main-thread loop (every ~0.1 s): READY=1 once ready,
   WATCHDOG=1 at half the systemd interval while every stage progresses (a stuck stage,
@@ -58,7 +58,7 @@ class DaemonService:
         self.pipeline = pipeline
         archive = pipeline.parts.archive
         if self.metrics is not None:
-            self.metrics.attach(pipeline.telemetry)
+            pipeline.add_sink(self.metrics)
             if archive is not None:
                 self.metrics.collector.archive = archive
         if self.config_path is not None:

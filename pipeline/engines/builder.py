@@ -26,7 +26,7 @@ import tensorrt as trt
 
 from pipeline.backends.base import ModelError
 from pipeline.backends.candidate_head import TENSORRT_TOPK_LIMIT, headed_model_bytes
-from pipeline.config.models import ModelConfig
+from pipeline.config.model_tensorrt import TensorRTConfig
 from pipeline.engines.sidecar import (
     EngineSidecar,
     TensorSpec,
@@ -117,7 +117,7 @@ def _model_bytes(onnx_path: Path, options: BuildOptions, class_names: tuple[str,
     """The ONNX file's bytes, with the candidate head appended unless options.max_candidates is None."""
     if options.max_candidates is None:
         return onnx_path.read_bytes()
-    cfg = ModelConfig(path=onnx_path, input_size=options.input_size, max_batch=options.max_batch,
+    cfg = TensorRTConfig(path=onnx_path, input_size=options.input_size, max_batch=options.max_batch,
                       class_names=tuple(class_names) or None, max_candidates=options.max_candidates)
     try:
         headed = headed_model_bytes(cfg)

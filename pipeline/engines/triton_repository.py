@@ -2,8 +2,10 @@
 
 Owns the layout `<repo>/<name>/config.pbtxt` + `<repo>/<name>/1/<model file>` and the
 model configuration written into it (inputs/outputs, max batch, dynamic batching,
-instance group, the class names as parameter `names` in Ultralytics' dict format, which
-`pipeline.backends.triton_backend` reads back). The configuration is built as Triton's
+instance group, the class names as parameter `names` in Ultralytics' dict format, and,
+for a graph that ends in the candidate head, its K and raw output as parameters
+`pipeline.candidate_head.k` / `.raw_output`; `pipeline.backends.triton_backend` reads
+them back and decodes the K x 6 rows like the local backends). The configuration is built as Triton's
 own protobuf message (`tritonclient.grpc.model_config_pb2`), so what is written is
 what the server parses. Platforms: `onnxruntime` (the official container's ONNX Runtime
 backend), `python` (ONNX Runtime inside the Python backend, for a server that has only
@@ -13,12 +15,14 @@ that one, like the `tritonserver` bundled in `nvidia-pytriton`), `tensorrt` (a p
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from pipeline.backends.candidate_head import K_KEY, RAW_OUTPUT_KEY
 from pipeline.errors import PipelineError
 
 PLATFORMS = ("onnxruntime", "python", "tensorrt")
@@ -38,6 +42,15 @@ class ServedTensor:
 
 
 @dataclass(frozen=True)
+class ServedHead:
+    """The candidate head a served graph ends in: its K, and the raw output it reads
+    (name and full shape; None when unknown, as for a TensorRT plan)."""
+
+    k: int
+    raw_output: tuple[str, tuple] | None
+
+
+@dataclass(frozen=True)
 class RepositoryOptions:
     name: str
     platform: str  # one of PLATFORMS
@@ -49,7 +62,8 @@ class RepositoryOptions:
     intra_op_threads: int  # python platform: ONNX Runtime threads per instance
 
 
-def model_config(opts: RepositoryOptions, inp: ServedTensor, out: ServedTensor, names: tuple[str, ...]):
+def model_config(opts: RepositoryOptions, inp: ServedTensor, out: ServedTensor, names: tuple[str, ...],
+                 head: ServedHead | None = None):
     """Triton's ModelConfig message for this model."""
     from tritonclient.grpc import model_config_pb2 as mc
 
@@ -68,24 +82,29 @@ def model_config(opts: RepositoryOptions, inp: ServedTensor, out: ServedTensor, 
     group.count = opts.instances
     group.kind = mc.ModelInstanceGroup.KIND_GPU if opts.gpu else mc.ModelInstanceGroup.KIND_CPU
     config.parameters["names"].string_value = ultralytics_names(names)
+    if head is not None:
+        config.parameters[K_KEY].string_value = str(head.k)
+        if head.raw_output is not None:
+            config.parameters[RAW_OUTPUT_KEY].string_value = json.dumps(list(head.raw_output))
     if opts.platform == "python":
         config.parameters["intra_op_threads"].string_value = str(opts.intra_op_threads)
     return config
 
 
-def write_repository(repo: Path, opts: RepositoryOptions, model_file: Path, inp: ServedTensor,
-                     out: ServedTensor, names: tuple[str, ...]) -> Path:
-    """Write `<repo>/<name>/` (replacing an older export of the same name); its folder."""
+def write_repository(repo: Path, opts: RepositoryOptions, model: bytes, inp: ServedTensor,
+                     out: ServedTensor, names: tuple[str, ...], head: ServedHead | None = None) -> Path:
+    """Write `<repo>/<name>/` with `model` (the ONNX graph or plan, serialized) in it,
+    replacing an older export of the same name; its folder."""
     folder = repo / opts.name
     if folder.exists():
         shutil.rmtree(folder)
     version = folder / "1"
     version.mkdir(parents=True)
     target = {"tensorrt": "model.plan"}.get(opts.platform, "model.onnx")
-    shutil.copyfile(model_file, version / target)
+    (version / target).write_bytes(model)
     if opts.platform == "python":
         shutil.copyfile(Path(__file__).with_name("triton_python_model.py"), version / "model.py")
-    text = text_format.MessageToString(model_config(opts, inp, out, names))
+    text = text_format.MessageToString(model_config(opts, inp, out, names, head))
     (folder / "config.pbtxt").write_text(text)
     return folder
 

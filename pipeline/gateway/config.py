@@ -13,7 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from pipeline.config.loader import ConfigError, validate_yaml
-from pipeline.config.models import CAMERA_ID_PATTERN, HttpConfig, Strict
+from pipeline.config.models import CAMERA_ID_PATTERN, HttpConfig
+from pipeline.config.strict import Strict
 
 # The documented default register map (docs/GATEWAY.md): offsets inside one camera's
 # block. Gateway-written registers come first, the PLC-written acknowledge last, so a

@@ -5,8 +5,9 @@ in its on-disk cache, so nvcc runs only the first time a machine sees this sourc
 `GpuLetterboxer`, the preprocess transform of the GPU path: `(image, out) -> Geometry`,
 the same shape as the CPU `Letterboxer`, whose convention it reproduces within 1/255.
 
-What crosses the boundary: a host uint8 frame (HxWx3 BGR or HxW gray) and a
-`DeviceTensor` (3, h, w) float32/float16 slot go in; the geometry comes back, and the
+What crosses the boundary: a host uint8 frame (HxWx3 BGR, HxW gray, or an HxW raw Bayer
+mosaic with its `BayerPattern`, demosaiced by the kernel as it resamples: bilinear,
+OpenCV's own rounding and borders) and a `DeviceTensor` (3, h, w) float32/float16 slot go in; the geometry comes back, and the
 slot will hold the model input once the transform's stream has run the work.
 
 Per frame, from a page-locked frame slot (one the `PinnedAllocator` made): one
@@ -32,10 +33,12 @@ from pycuda.compiler import SourceModule
 from pipeline.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.imaging.letterbox import check_frame, letterbox_geometry
-from pipeline.messages import Geometry
+from pipeline.messages import BayerPattern, Geometry
 
 BLOCK = (32, 8, 1)
-_ARG_TYPES = "PiiiPiiiiiifff"  # see the kernel's signature
+_ARG_TYPES = "PiiiiPiiiiiifff"  # see the kernel's signature
+# the kernel's `bayer` argument: where red sits in the 2x2 tile (x + 2*y); -1: not a mosaic
+_RED_AT = {BayerPattern.RG: 0, BayerPattern.GR: 1, BayerPattern.GB: 2, BayerPattern.BG: 3}
 _modules: dict[int, SourceModule] = {}
 _compile_lock = threading.Lock()
 
@@ -109,9 +112,9 @@ class GpuLetterboxer:
     def geometry(self, src_w: int, src_h: int) -> Geometry:
         return letterbox_geometry(src_w, src_h, *self.input_size)[0]
 
-    def __call__(self, image: np.ndarray, out: DeviceTensor) -> Geometry:
+    def __call__(self, image: np.ndarray, out: DeviceTensor, bayer: BayerPattern | None = None) -> Geometry:
         """Write the letterboxed frame into the device slot `out` and return its geometry."""
-        check_frame(image)
+        check_frame(image, bayer)
         kernel = self._kernel_for(out)
         src_h, src_w = image.shape[:2]
         geometry, nw, nh = letterbox_geometry(src_w, src_h, *self.input_size)
@@ -126,7 +129,7 @@ class GpuLetterboxer:
             cuda_call("copying a frame to the GPU", cuda.memcpy_htod_async, frame.allocation,
                       image if direct else pinned, self.stream)
             cuda_call("launching the letterbox kernel", kernel.prepared_async_call, grid, BLOCK, self.stream,
-                      frame.ptr, src_w, src_h, channels, out.ptr, w, h, nw, nh,
+                      frame.ptr, src_w, src_h, channels, -1 if bayer is None else _RED_AT[bayer], out.ptr, w, h, nw, nh,
                       int(geometry.pad_x), int(geometry.pad_y), src_w / nw, src_h / nh, float(self.pad_value))
             if not direct:  # the staging buffer is reused by the next frame
                 cuda_call("running the letterbox kernel", self.stream.synchronize)

@@ -12,6 +12,9 @@ Owns the letterbox convention. A GPU preprocess kernel must reproduce this outpu
   ``(pad_x, pad_y) = ((w - nw) // 2, (h - nh) // 2)``; everything else is ``pad_value``
 * channels reordered BGR -> RGB (gray replicated to 3), values divided by 255, laid out
   CHW into the caller's float32/float16 array
+* a raw Bayer mosaic (a frame with its `BayerPattern`, from a lent frame slot) is first
+  demosaiced with OpenCV (`cv2.cvtColor`, bilinear) into a scratch buffer, then treated
+  as BGR; the GPU kernel reproduces that conversion exactly
 
 The returned `Geometry` maps model-input pixels back to source pixels:
 ``x_src = (x_in - pad_x) / scale``.
@@ -30,10 +33,13 @@ import cv2
 import numpy as np
 
 from pipeline.errors import FrameError
-from pipeline.messages import Geometry
+from pipeline.messages import BayerPattern, Geometry
 
 _INV_255 = np.float32(1.0 / 255.0)
 _OUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
+# GenICam's Bayer names are the colours of the first row; OpenCV's *RGGB-style* codes match them
+_BAYER_TO_BGR = {BayerPattern.RG: cv2.COLOR_BayerRGGB2BGR, BayerPattern.BG: cv2.COLOR_BayerBGGR2BGR,
+                 BayerPattern.GR: cv2.COLOR_BayerGRBG2BGR, BayerPattern.GB: cv2.COLOR_BayerGBRG2BGR}
 
 
 class BadFrame(FrameError):
@@ -51,8 +57,8 @@ def letterbox_geometry(src_w: int, src_h: int, input_w: int, input_h: int) -> tu
     return Geometry(scale, float(pad_x), float(pad_y), src_w, src_h), nw, nh
 
 
-def check_frame(image: object) -> None:
-    """Raise `BadFrame` unless `image` is HxW or HxWx3 uint8."""
+def check_frame(image: object, bayer: BayerPattern | None = None) -> None:
+    """Raise `BadFrame` unless `image` is HxW or HxWx3 uint8 (a Bayer mosaic: HxW, >= 3x3)."""
     if not isinstance(image, np.ndarray):
         raise BadFrame(f"frame is a {type(image).__name__}, expected a numpy uint8 array")
     shape_ok = image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)
@@ -60,6 +66,8 @@ def check_frame(image: object) -> None:
         raise BadFrame(
             f"frame has shape {image.shape} dtype {image.dtype}, expected HxW or HxWx3 uint8"
         )
+    if bayer is not None and (image.ndim != 2 or min(image.shape) < 3):
+        raise BadFrame(f"a {bayer.value} mosaic must be HxW of at least 3x3, got shape {image.shape}")
 
 
 @dataclass
@@ -84,15 +92,18 @@ class Letterboxer:
         self.input_size = (int(w), int(h))
         self.pad_value = int(pad_value)
         self._scratch: dict[tuple[int, int, int], _Scratch] = {}
+        self._demosaic_scratch: dict[tuple[int, ...], np.ndarray] = {}
 
     def geometry(self, src_w: int, src_h: int) -> Geometry:
         """Where a src_w x src_h frame lands in the model input."""
         return letterbox_geometry(src_w, src_h, *self.input_size)[0]
 
-    def __call__(self, image: np.ndarray, out: np.ndarray) -> Geometry:
+    def __call__(self, image: np.ndarray, out: np.ndarray, bayer: BayerPattern | None = None) -> Geometry:
         """Write the letterboxed frame into `out` (3, h, w) and return its geometry."""
-        check_frame(image)
+        check_frame(image, bayer)
         self._check_out(out)
+        if bayer is not None:
+            image = self._demosaiced(image, bayer)
         scratch = self._scratch_for(image)
         self._pad_into_canvas(image, scratch)
         canvas = scratch.canvas
@@ -103,6 +114,14 @@ class Letterboxer:
             # One strided pass does BGR->RGB, HWC->CHW, uint8->float and the 1/255 scale.
             np.multiply(canvas[:, :, ::-1].transpose(2, 0, 1), _INV_255, out=out)
         return scratch.geometry
+
+    def _demosaiced(self, mosaic: np.ndarray, bayer: BayerPattern) -> np.ndarray:
+        """The mosaic as BGR, in a scratch buffer kept per size (nothing allocated per frame)."""
+        bgr = self._demosaic_scratch.get(mosaic.shape)
+        if bgr is None:
+            bgr = self._demosaic_scratch[mosaic.shape] = np.empty((*mosaic.shape, 3), np.uint8)
+        cv2.cvtColor(mosaic, _BAYER_TO_BGR[bayer], dst=bgr)
+        return bgr
 
     def _check_out(self, out: np.ndarray) -> None:
         w, h = self.input_size

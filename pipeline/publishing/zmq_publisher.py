@@ -61,6 +61,10 @@ from pipeline.publishing.subscriptions import SubscriptionGate
 INBOUND_HWM = 16  # messages in libzmq's pipe from one peer
 INBOUND_KERNEL_BYTES = 4096  # SO_RCVBUF (Linux doubles it: 8 kB); no autotuning to tcp_rmem's max
 
+# Plain ints: pyzmq's flag enums cost a Python-level operator call per use, per verdict.
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
+
 
 class PublisherError(PipelineError, RuntimeError):
     """The publisher cannot start (e.g. its endpoint cannot be bound)."""
@@ -81,6 +85,7 @@ class ZmqPublisher:
         guard: PeerGuard | None = None,
     ):
         self._socket = socket
+        self._poll_items = [(socket, _POLLIN)]  # built once: _notices_waiting runs per verdict
         self._authenticator = authenticator  # CURVE's ZAP handler, stopped after the socket closes
         self._prefix = topic_prefix
         self._budget_ms = budget_ms
@@ -199,7 +204,7 @@ class ZmqPublisher:
         # zmq_poll, not getsockopt(EVENTS): both let libzmq read what peers sent, which can take
         # long under a flood, and pyzmq holds the GIL through getsockopt, which would starve the
         # PeerGuard thread that is to cut the flooder off.
-        return bool(zmq.zmq_poll([(self._socket, zmq.POLLIN)], 0))
+        return bool(zmq.zmq_poll(self._poll_items, 0))
 
     def _drain_subscriptions(self) -> None:
         # XPUB queues (un)subscription notices for us; read them so they never pile up.
@@ -241,7 +246,10 @@ class ZmqPublisher:
 
     def _send(self, topic: bytes, payload: bytes) -> bool:
         try:
-            self._socket.send_multipart((topic, payload), flags=zmq.NOBLOCK, copy=False)
+            # the two frames of one message: libzmq queues a multipart message whole or refuses
+            # its first frame, so the payload's send cannot fail once the topic's went
+            self._socket.send(topic, _NOBLOCK_MORE)
+            self._socket.send(payload, _NOBLOCK)
         except zmq.Again:
             return False
         return True

@@ -6,10 +6,15 @@ ships a fake GigE Vision camera that talks the real protocol on loopback, so the
 exercise the real control and stream channels, software triggers included; the GenTL
 simulator in the `genicam` wheel has no trigger features.
 
-Owns one `Aravis.Camera`, its stream and the stream's driver buffers. `read()` pops a
-filled buffer, copies and converts the image (pipeline.sources.pixel_formats), and
-pushes the buffer back before returning, so a slow consumer never starves the camera.
-The camera's timestamp travels as `camera_ts_ns` beside the capture stage's host time.
+Owns one `Aravis.Camera`, its stream and the stream's driver buffers. `read_into(slot)`
+pops a filled buffer, reads its memory in place (pipeline.sources.aravis_memory: no
+copy by PyGObject) and writes the image once into the lent frame slot (copied, or
+converted by OpenCV straight into it; a Bayer frame into a one-byte slot stays the raw
+mosaic for the GPU kernel), then pushes the buffer back before returning, so a slow
+consumer never starves the camera. `read()` does the same into a new array. A frame
+that does not fit the slot (another size than the roi or width x height) comes in an
+array of its own, said once in the log. The camera's timestamp travels as
+`camera_ts_ns` beside the capture stage's host time.
 
 The camera is opened by address (unicast); discovery, which broadcasts on every network
 interface, is used only when the config sets `discovery: true`. Every setting the
@@ -35,14 +40,16 @@ import threading
 import time
 
 import gi
+import numpy as np
 
 gi.require_version("Aravis", "0.8")
 from gi.repository import Aravis, GLib  # noqa: E402  (after require_version)
 
 from pipeline.config.models import CameraConfig, GenICamSourceConfig  # noqa: E402
+from pipeline.sources.aravis_memory import buffer_memory  # noqa: E402
 from pipeline.sources.backoff import Backoff  # noqa: E402
 from pipeline.sources.base import CameraState, SourceError, SourceFrame, lost_frame  # noqa: E402
-from pipeline.sources.pixel_formats import PixelFormatError, to_pipeline_image  # noqa: E402
+from pipeline.sources.pixel_formats import PixelFormatError, into_slot, to_pipeline_image  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,9 @@ class CameraRefused(SourceError):
 
 
 class GenICamSource:
-    """A `CameraSource` over one Aravis camera."""
+    """A `CameraSource` (and `SlotSource`) over one Aravis camera."""
+
+    copies_into_slot = False  # the driver's buffer is copied once either way: into the slot or a new array
 
     def __init__(self, settings: GenICamSourceConfig, fps: float, backoff: Backoff, name: str = "camera"):
         self.settings = settings
@@ -72,6 +81,7 @@ class GenICamSource:
         self._control_lost = False
         self._device = None
         self._connected_before = False
+        self._misfit_logged = False
         self._lost = threading.Event()  # read() saw the link go: the link thread takes over
         self._stop = threading.Event()
         self._link_thread = threading.Thread(target=self._link_loop, name=f"link.{name}", daemon=True)
@@ -99,6 +109,10 @@ class GenICamSource:
             self._link_thread.start()
 
     def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        """The next frame, written into the lent slot `out` when it fits (a `SlotSource`)."""
         stream = self._stream
         if stream is None or self._lost.is_set():
             self._stop.wait(timeout_s)  # the link thread is reconnecting
@@ -110,7 +124,7 @@ class GenICamSource:
         if buffer is None:
             return None
         try:
-            return self._frame_from(buffer)
+            return self._frame_from(buffer, out)
         finally:
             stream.push_buffer(buffer)  # the driver gets its buffer back before any stage runs
 
@@ -138,19 +152,30 @@ class GenICamSource:
         return True
 
     # ------------------------------------------------------------------ frames
-    def _frame_from(self, buffer) -> SourceFrame:
+    def _frame_from(self, buffer, out: np.ndarray | None) -> SourceFrame:
         status = buffer.get_status()
         frame_counter = buffer.get_frame_id()
         part_id = str(frame_counter) if self.settings.frame_counter_part_ids else None
         if status != Aravis.BufferStatus.SUCCESS:
             raise lost_frame(f"camera {self._where()}: frame {frame_counter} incomplete ({status.value_nick})", part_id)
+        data, fmt = buffer_memory(buffer), self.settings.pixel_format  # valid until the buffer is pushed back
+        width, height = buffer.get_image_width(), buffer.get_image_height()
         try:
-            image = to_pipeline_image(buffer.get_data(), self.settings.pixel_format,
-                                      buffer.get_image_width(), buffer.get_image_height())
+            written = into_slot(data, fmt, width, height, out) if out is not None else None
+            if written is None and out is not None:
+                self._log_misfit(width, height, out.shape)
+            image, bayer = written or (to_pipeline_image(data, fmt, width, height), None)
         except PixelFormatError as exc:
             raise lost_frame(f"camera {self._where()}: frame {frame_counter}: {exc}", part_id) from None
         return SourceFrame(image, camera_ts_ns=buffer.get_timestamp() or None, part_id=part_id,
-                           arrival_ns=_monotonic_from_wall(buffer.get_system_timestamp()))
+                           arrival_ns=_monotonic_from_wall(buffer.get_system_timestamp()), bayer=bayer)
+
+    def _log_misfit(self, width: int, height: int, slot: tuple[int, ...]) -> None:
+        if not self._misfit_logged:
+            self._misfit_logged = True
+            log.warning("camera %s: frames are %dx%d %s, its frame slots are %s: each frame is copied into an "
+                        "array of its own; set the camera's roi (or width and height) to the image size",
+                        self.name, width, height, self.settings.pixel_format, "x".join(map(str, slot)))
 
     # ------------------------------------------------------------------ link thread
     def _hand_to_link_thread(self) -> None:

@@ -1,21 +1,28 @@
 """USB (V4L2), RTSP, HTTP-MJPEG and video-file cameras through OpenCV's VideoCapture.
 
-Owns one `cv2.VideoCapture` and the grab thread that is its only user. The thread reads
-continuously, so a free-running stream never backs up inside FFmpeg: `read()` hands out
-the newest decoded frame (older ones are counted in `frames_dropped`). A video file is
-the exception: its frames are handed out one by one, none skipped, and its end raises
-`SourceEnded`.
+Owns one `cv2.VideoCapture` and the grab thread that is its only user. The thread grabs
+continuously, so a free-running stream never backs up inside FFmpeg, and converts a
+grabbed frame (`retrieve`) only for a reader waiting for one: `read_into(slot)` posts
+the lent frame slot and the thread retrieves the next frame straight into it
+(`VideoCapture.retrieve(image=slot)`, OpenCV's conversion writing into the slot: no
+copy and no allocation of ours); `read()` posts no slot and gets a new array. A frame
+grabbed while no reader waits is dropped unconverted (counted in `frames_dropped`), so
+the reader always gets the newest frame. A video file is the exception: its frames are
+handed out one by one, none skipped, and its end raises `SourceEnded`. A frame of
+another size than the slot (the camera entry's width x height) comes in an array of its
+own, and the log says so once.
 
 A VideoCapture never recovers by itself after its peer dies or freezes, so on any failed
 grab the thread releases it and opens a new one, waiting an exponential backoff between
 attempts; `link_state` says where that stands (CONNECTING, STREAMING, DOWN). Open and
 read timeouts are set explicitly (FFmpeg's default is 30 s) so a frozen peer is noticed.
 
-What crosses the boundary: `SourceFrame`s whose image is a new HxWx3 BGR uint8 array the
-receiver owns, with the stream's own timestamp (`CAP_PROP_POS_MSEC`) as `camera_ts_ns`
-and the moment the grab returned as `arrival_ns`: the capture stage maps the one onto
-the other (pipeline.sources.exposure), so a frame a frozen server hands over late is
-known to be stale, and a frozen stream becomes STALLED.
+What crosses the boundary: `SourceFrame`s whose image is the lent slot (or a new HxWx3
+BGR uint8 array the receiver owns), with the stream's own timestamp
+(`CAP_PROP_POS_MSEC`) as `camera_ts_ns` and the moment the grab returned as
+`arrival_ns`: the capture stage maps the one onto the other
+(pipeline.sources.exposure), so a frame a frozen server hands over late is known to be
+stale, and a frozen stream becomes STALLED.
 """
 
 from __future__ import annotations
@@ -25,9 +32,11 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from pipeline.config.models import CameraConfig, OpenCVSourceConfig
 from pipeline.sources.backoff import Backoff
@@ -54,11 +63,23 @@ def quiet_native_logs() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
+@dataclass
+class _Request:
+    """A reader waiting for the next frame: into `out` (a lent slot) or a new array (None).
+    Once `claimed`, the grab thread is writing into `out` until `done`."""
+
+    out: np.ndarray | None
+    claimed: bool = False
+    done: bool = False
+    frame: SourceFrame | None = None
+
+
 class OpenCVSource:
-    """A `CameraSource` over a VideoCapture, with its own grab thread."""
+    """A `CameraSource` (and `SlotSource`) over a VideoCapture, with its own grab thread."""
 
     free_running = True
     software_triggered = False
+    copies_into_slot = False  # OpenCV converts the grabbed frame straight into the slot
 
     def __init__(self, uri: str, backoff: Backoff, *, open_timeout_ms: int = 3000, read_timeout_ms: int = 2000,
                  decode_threads: int = 1, rtsp_transport: str = "tcp", size: tuple[int, int] | None = None,
@@ -78,8 +99,8 @@ class OpenCVSource:
         self._stuck_grab_ns = int(read_timeout_ms * 0.9e6)
         self._size, self._fps = size, fps
         self._cond = threading.Condition()
-        self._latest: SourceFrame | None = None
-        self._seq = self._taken = 0
+        self._request: _Request | None = None  # posted by a reader, claimed by the grab thread
+        self._misfit_logged = False
         self._ended = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._grab_loop, name=f"grab.{name}", daemon=True)
@@ -105,15 +126,29 @@ class OpenCVSource:
             self._thread.start()
 
     def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        """The next frame, retrieved by the grab thread into the lent slot `out` when it
+        fits (a new array when `out` is None or of another size)."""
+        request = _Request(out)
         with self._cond:
-            if not self._cond.wait_for(lambda: self._seq != self._taken or self._ended, timeout_s):
-                return None
-            if self._seq == self._taken:
+            if self._ended:
                 raise SourceEnded(f"end of video file {self.uri}")
-            self.frames_dropped += self._seq - self._taken - 1
-            self._taken = self._seq
-            self._cond.notify_all()  # a file's grab thread waits for its frame to be taken
-            return self._latest
+            self._request = request
+            self._cond.notify_all()  # a file's grab thread waits for a reader
+            self._cond.wait_for(lambda: request.done or (self._ended and not request.claimed), timeout_s)
+            if not request.claimed:  # nothing came: withdrawn, the slot is the caller's again
+                self._request = None
+                if self._ended:
+                    raise SourceEnded(f"end of video file {self.uri}")
+                return None
+            # the grab thread is converting a frame it holds into the slot: a retrieve's
+            # time, never a wait on the peer, and the slot must not go back before it is done
+            self._cond.wait_for(lambda: request.done)
+        if request.frame is None and self._ended:
+            raise SourceEnded(f"end of video file {self.uri}")
+        return request.frame
 
     def close(self) -> None:
         """Stop the grab thread. It may be inside a blocking FFmpeg call (at most the open or
@@ -162,40 +197,77 @@ class OpenCVSource:
         return None
 
     def _grab_one(self, capture: cv2.VideoCapture) -> bool:
-        """Grab and decode one frame; False when the link is lost (or the file ended)."""
+        """Grab one frame and retrieve it for the waiting reader; False when the link is
+        lost (or the file ended)."""
         asked_ns = time.monotonic_ns()
         ok = capture.grab()
         arrival_ns = time.monotonic_ns()  # the frame is in; decoding it is our time, not the camera's
-        if ok and not self.is_file and arrival_ns - asked_ns >= self._stuck_grab_ns:
-            # FFmpeg's read timeout fired and it handed over the frame it had in flight
-            # (a frozen server): an old image, never one to judge a part by
-            log.warning("camera %s: a grab took %.1f s (read timeout); dropping its frame and reconnecting",
-                        self.name, (arrival_ns - asked_ns) / 1e9)
-            self.link_state = CameraState.DOWN
+        if ok and not self.is_file and self._stuck(arrival_ns - asked_ns):
             return False
-        image = capture.retrieve()[1] if ok else None
-        if image is None or image.size == 0:
-            if self.is_file:
-                with self._cond:
-                    self._ended = True
-                    self._cond.notify_all()
-                return True
+        request = self._claim(wait=self.is_file) if ok else None
+        if ok and request is None:
+            if not self.is_file:
+                self.frames_dropped += 1  # nobody asked: dropped before it cost a conversion
+            return True  # (a file's reader is only missing when the source is stopping)
+        frame = None
+        try:
+            frame = self._frame(capture, request.out, arrival_ns) if request is not None else None
+        finally:
+            self._complete(request, frame, ended=frame is None and self.is_file)
+        if frame is None and not self.is_file:
             log.warning("camera %s: no frame from %s within the read timeout or the stream ended; reconnecting",
                         self.name, self.uri)
             self.link_state = CameraState.DOWN
             return False
-        stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-        self._hand_over(SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None,
-                                    arrival_ns=arrival_ns))
         return True
 
-    def _hand_over(self, frame: SourceFrame) -> None:
+    def _stuck(self, grab_ns: int) -> bool:
+        """FFmpeg's read timeout fired and it handed over the frame it had in flight (a
+        frozen server): an old image, never one to judge a part by."""
+        if grab_ns < self._stuck_grab_ns:
+            return False
+        log.warning("camera %s: a grab took %.1f s (read timeout); dropping its frame and reconnecting",
+                    self.name, grab_ns / 1e9)
+        self.link_state = CameraState.DOWN
+        return True
+
+    def _frame(self, capture: cv2.VideoCapture, out: np.ndarray | None, arrival_ns: int) -> SourceFrame | None:
+        image = self._retrieve(capture, out)
+        if image is None or image.size == 0:
+            return None
+        stream_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+        return SourceFrame(image, camera_ts_ns=int(stream_ms * 1e6) if stream_ms > 0 else None, arrival_ns=arrival_ns)
+
+    def _claim(self, wait: bool) -> _Request | None:
+        """The waiting reader's request, now this thread's to fill; None when nobody waits
+        (a file waits for its reader: its frames are handed out one by one)."""
         with self._cond:
-            if self.is_file:  # a file is not live: wait until the previous frame was taken
-                self._cond.wait_for(lambda: self._seq == self._taken or self._stop.is_set())
-            self._latest = frame
-            self._seq += 1
+            if wait:
+                self._cond.wait_for(lambda: self._request is not None or self._stop.is_set())
+            request, self._request = self._request, None
+            if request is not None:
+                request.claimed = True
+            return request
+
+    def _complete(self, request: _Request | None, frame: SourceFrame | None, ended: bool) -> None:
+        """Hand `frame` to its reader (and a file's end to whoever waits) in one step."""
+        with self._cond:
+            self._ended = self._ended or ended
+            if request is not None:
+                request.frame, request.done = frame, True
             self._cond.notify_all()
+
+    def _retrieve(self, capture: cv2.VideoCapture, out: np.ndarray | None) -> np.ndarray | None:
+        """The grabbed frame, converted by OpenCV straight into `out` when it fits."""
+        if out is None:
+            return capture.retrieve()[1]
+        image = capture.retrieve(image=out)[1]
+        if image is not None and image is not out and not self._misfit_logged:
+            self._misfit_logged = True  # OpenCV allocated a new array: the frame has another size
+            log.warning("camera %s: frames are %dx%d, its frame slots are %dx%d (the camera entry's width and "
+                        "height): each frame is decoded into an array of its own; set width and height to the "
+                        "stream's size", self.name, image.shape[1], image.shape[0], out.shape[1], out.shape[0])
+        return image
 
     def _open_capture(self) -> cv2.VideoCapture | None:
         if self.uri.isdigit() or self.uri.startswith("/dev/video"):

@@ -4,6 +4,13 @@ Owns the file handles of one replay: the sorted image list or the `cv2.VideoCapt
 What crosses the boundary: `SourceFrame`s exactly as decoded (no resizing; preprocess
 letterboxes), HxW uint8 for grayscale images and HxWx3 BGR uint8 for colour ones.
 
+Frame slots (`read_into`): a video is decoded straight into the lent slot
+(`VideoCapture.read(image=slot)`); an image file is decoded by `cv2.imdecode`, which
+has no destination, into an array of its own and copied once into the slot, which pays
+only on the GPU path (page-locked slots), so the capture stage lends slots to a folder
+replay only there (`copies_into_slot`). An image of another size or channel count than
+the slot stays in its own array, and the log says so once.
+
 A folder is read in name order (.png .jpg .jpeg .bmp .tif .tiff, case-insensitive). A file
 that does not decode raises a frame-lost `SourceError` naming it, and the next `read()`
 goes on with the next file, so one bad image costs one ERROR verdict, not the stream.
@@ -15,6 +22,7 @@ At the end, `loop` starts over; otherwise `read()` raises `SourceEnded` (and kee
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import cv2
@@ -25,11 +33,13 @@ from pipeline.sources.base import SourceEnded, SourceError, SourceFrame, lost_fr
 from pipeline.sources.frame_check import frame_problem
 from pipeline.sources.pacing import Pacer
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 
 
 class ReplaySource:
-    """A `FrameSource` over a folder of images or one video file."""
+    """A `FrameSource` (and `SlotSource`) over a folder of images or one video file."""
 
     def __init__(self, path: Path | str, fps: float = 30.0, loop: bool = False, realtime: bool = True,
                  max_size: tuple[int, int] | None = None):
@@ -43,6 +53,12 @@ class ReplaySource:
         self._video: cv2.VideoCapture | None = None  # video mode
         self._next = 0
         self._ended = False
+        self._misfit_logged = False
+
+    @property
+    def copies_into_slot(self) -> bool:
+        """True for a folder (decoded elsewhere, then copied); a video decodes into the slot."""
+        return self._video is None
 
     @classmethod
     def from_config(cls, camera: CameraConfig) -> "ReplaySource":
@@ -70,18 +86,31 @@ class ReplaySource:
         self._files = None
 
     def read(self, timeout_s: float) -> SourceFrame | None:
+        return self.read_into(None, timeout_s)
+
+    def read_into(self, out: np.ndarray | None, timeout_s: float) -> SourceFrame | None:
+        """The next frame, in the lent slot `out` when it fits (a `SlotSource`)."""
         if self._files is None and self._video is None:
             raise SourceError(f"replay source not open: {self.path}")
         if self._ended:
             raise SourceEnded(f"end of replay: {self.path}")
         if not self._pacer.wait(timeout_s):
             return None
-        image = self._next_image() if self._files is not None else self._next_video_frame()
+        image = self._next_image(out) if self._files is not None else self._next_video_frame(out)
+        if out is not None and image is not out:
+            self._log_misfit(image, out)
         return SourceFrame(image)
+
+    def _log_misfit(self, image: np.ndarray, out: np.ndarray) -> None:
+        if not self._misfit_logged:
+            self._misfit_logged = True
+            log.warning("replay %s: a frame of shape %s does not fit the camera's frame slots (%s): such frames "
+                        "come in arrays of their own; set the camera's width and height to the images' size",
+                        self.path, "x".join(map(str, image.shape)), "x".join(map(str, out.shape)))
 
     # ----------------------------------------------------------------- folder
 
-    def _next_image(self) -> np.ndarray:
+    def _next_image(self, out: np.ndarray | None) -> np.ndarray:
         assert self._files is not None
         if self._next >= len(self._files):
             if not self.loop:
@@ -101,7 +130,10 @@ class ReplaySource:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_ANYCOLOR)
         if image is None:
             raise lost_frame(f"cannot decode image {file}")
-        return image
+        if out is None or out.shape != image.shape or out.dtype != image.dtype:
+            return image
+        np.copyto(out, image)  # imdecode has no destination: the one copy, into the page-locked slot
+        return out
 
     # ----------------------------------------------------------------- video
 
@@ -112,9 +144,10 @@ class ReplaySource:
             raise SourceError(f"cannot open video file (unknown format or codec?): {self.path}")
         return video
 
-    def _next_video_frame(self) -> np.ndarray:
+    def _next_video_frame(self, out: np.ndarray | None) -> np.ndarray:
         assert self._video is not None
-        ok, image = self._video.read()
+        # decoded straight into the slot when it fits (OpenCV allocates a new array when not)
+        ok, image = self._video.read() if out is None else self._video.read(image=out)
         if ok:
             self._next += 1
             return image
@@ -127,4 +160,4 @@ class ReplaySource:
         self._video.release()
         self._video = self._open_video()
         self._next = 0
-        return self._next_video_frame()
+        return self._next_video_frame(out)

@@ -93,6 +93,8 @@ class _Textures:
 class SyntheticSource:
     """A `FrameSource` rendering a belt of parts; `render(k)` gives any frame directly."""
 
+    copies_into_slot = False  # frames are rendered straight into the lent slot
+
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, seed: int = 0,
                  defect_probability: float = 0.3, max_defects: int = 2,
                  classes: tuple[str, ...] = SUPPORTED_CLASSES, realtime: bool = True):

@@ -61,9 +61,9 @@ class Stage:
         self.ready = threading.Event()  # set once `prepare` has run (or failed): frames may flow
 
     # ------------------------------------------------------------------ subclass API
-    def mark(self, job: Job, **changes: Any) -> Job:
-        """`job` as this stage hands it on, with its take and hand-on times."""
-        return job.mark(self.name, self.taken_ns, **changes)
+    def mark(self, job: Job, t_ns: int | None = None, **changes: Any) -> Job:
+        """`job` as this stage hands it on (at `t_ns`, default now), with its take time."""
+        return job.mark(self.name, self.taken_ns, t_ns, **changes)
 
     def collect(self) -> list:
         """The next items from the inbox (a subclass may batch by its own rule)."""

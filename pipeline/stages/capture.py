@@ -19,7 +19,9 @@ Frame slots: given a `FramePool` and a `SlotSource`, each frame is read into a b
 lent from the pool (`Job.frame_slot`, released downstream once the image has been read;
 see pipeline.buffers), so the hot path neither allocates nor copies the frame again.
 When every slot is in flight (the pipeline is backed up) or the source cannot use the
-slot, the frame comes in an array of its own, exactly as without a pool.
+slot, the frame comes in an array of its own, exactly as without a pool. A source whose
+`read_into` would only copy an image it decoded elsewhere (image files) is lent slots
+only when they are page-locked (the GPU path): on the CPU path that copy buys nothing.
 
 Camera state: a `CameraSource` reports its link (CONNECTING/STREAMING/DOWN); this stage
 adds STALLED: a free-running camera silent for `stall_timeout_s`, or a triggered camera
@@ -91,7 +93,7 @@ class CaptureStage:
         self.exposure = ExposureClock()
         self.trigger_line: TriggerLine | None = None
         self._reconnects_seen = 0
-        self.frame_pool = frame_pool if isinstance(source, SlotSource) else None
+        self.frame_pool = frame_pool if _lends_to(source, frame_pool) else None
         self._slot: FrameSlot | None = None  # acquired, not yet filled by the source
         self.frames_unslotted = 0  # frames read into their own array although a pool was given
 
@@ -273,7 +275,7 @@ class CaptureStage:
              exposure_ns: int) -> Job:
         t_wall_ns = time.time_ns() - (time.monotonic_ns() - exposure_ns)  # the exposure, on the wall clock
         frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, t_wall_ns,
-                      part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth)
+                      part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth, bayer=got.bayer)
         job = Job(frame, frame_slot=slot).mark("capture")
         problem = image_problem(got.image)
         return job.settle(Outcome.ERROR, ReasonCode.BAD_FRAME, problem, "capture") if problem else job
@@ -322,6 +324,13 @@ class CaptureStage:
             self.source.close()
         except Exception:  # noqa: BLE001 - closing must not hide the real outcome
             log.exception("closing the source of camera %s failed", self.camera_id)
+
+
+def _lends_to(source: FrameSource, pool: FramePool | None) -> bool:
+    """Whether frames are read into `pool`'s slots: the source can write into a slot, and
+    doing so saves work (a source that would only copy a decoded image into the slot
+    gains by that only when the slot is page-locked for the GPU upload)."""
+    return pool is not None and isinstance(source, SlotSource) and (pool.pinned or not source.copies_into_slot)
 
 
 class _NotAFrame:

@@ -13,7 +13,7 @@ import time
 
 from pipeline.config.models import LatePolicy
 from pipeline.deadline import late_verdict
-from pipeline.messages import Job
+from pipeline.messages import Job, Verdict
 from pipeline.queues import StageQueue
 from pipeline.rules import RuleBook
 from pipeline.stages.base import Stage
@@ -37,12 +37,13 @@ class DecideStage(Stage):
         self.rules = rules
 
     def handle(self, jobs: list[Job]) -> list[Job]:
-        rules = self.rules  # one rule book per batch, even if replaced meanwhile
-        return [self._one(job, rules) for job in jobs]
+        rules, mm_per_px = self.rules, self.mm_per_px  # one rule book per batch, even if replaced meanwhile
+        verdicts = [rules.judge(job.detections, mm_per_px.get(job.frame.camera_id)) for job in jobs]
+        now = time.monotonic_ns()  # the batch's verdicts are ready, and handed on, together
+        return [self._on_time(job, verdict, now) for job, verdict in zip(jobs, verdicts)]
 
-    def _one(self, job: Job, rules: RuleBook) -> Job:
-        verdict = rules.judge(job.detections, self.mm_per_px.get(job.frame.camera_id))
-        age_ns = time.monotonic_ns() - job.frame.t_capture_ns
+    def _on_time(self, job: Job, verdict: Verdict, now_ns: int) -> Job:
+        age_ns = now_ns - job.frame.t_capture_ns
         if age_ns > self.budget_ns:
             verdict = late_verdict(verdict, age_ns / 1e6, self.budget_ms, self.late_policy)
-        return self.mark(job, verdict=verdict)
+        return self.mark(job, now_ns, verdict=verdict)

@@ -12,7 +12,8 @@ verdict would be late anyway), releasing input and frame slots once the backend 
 `StreamOrdered` backend is handed the slots' fences and makes its own stream wait on
 them, so the host never waits for the upload; with any other backend the host waits on
 each fence first),
-and decoding the raw output per image, so a malformed output fails only its own frame.
+and decoding the batch's raw output in one call (`Decoder.decode_batch`), in which a
+malformed output fails only its own frame.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
 
@@ -26,20 +27,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from pipeline.backends.base import RemoteBackend
-from pipeline.config.models import BackendErrorPolicy
+from pipeline.config.model_common import BackendErrorPolicy
+from pipeline.contracts import Decoder
 from pipeline.errors import reason_of
-from pipeline.messages import Detections, Geometry, Job, Outcome, ReasonCode
+from pipeline.messages import Job, Outcome, ReasonCode
 from pipeline.queues import StageQueue
 from pipeline.stages.base import POLL_S, Stage
 from pipeline.telemetry import Telemetry
-
-Decoder = Callable[[np.ndarray, Geometry], Detections]  # one image's raw output -> detections
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +77,7 @@ class InferStage(Stage):
         self.error_policy = on_backend_error
         self.failed_in_row = 0  # backend calls that raised since the last one that worked
         self.stream_ordered = isinstance(backend, StreamOrdered)
+        self.remote = isinstance(backend, RemoteBackend)  # asked once: a Protocol isinstance costs ~10 us
         self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
 
     def prepare(self) -> None:
@@ -96,12 +96,12 @@ class InferStage(Stage):
         return (min(captured) + self.budget_ns - service - DOWNSTREAM_MARGIN_NS) / 1e9
 
     def handle(self, jobs: list[Job]) -> list[Job]:
+        self.telemetry.batches[len(jobs), len({job.frame.camera_id for job in jobs})] += 1
         now = time.monotonic_ns()
-        live = [i for i, job in enumerate(jobs) if not self._expired_at(job, now)]
-        outputs = self._run([jobs[i] for i in live]) if live else None
-        row = {i: k for k, i in enumerate(live)}
-        return [self._decoded(job, outputs[row[i]]) if i in row else self._expire(job)  # type: ignore[index]
-                for i, job in enumerate(jobs)]
+        expired = [self._expired_at(job, now) for job in jobs]
+        live = [job for job, gone in zip(jobs, expired) if not gone]
+        decoded = iter(self._decoded(live, self._run(live)) if live else ())
+        return [self._expire(job) if gone else next(decoded) for job, gone in zip(jobs, expired)]
 
     def _expired_at(self, job: Job, now_ns: int) -> bool:
         return self.skip_expired and now_ns - job.frame.t_capture_ns > self.budget_ns
@@ -151,7 +151,7 @@ class InferStage(Stage):
                 fence.synchronize()
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
-        if isinstance(self.backend, RemoteBackend):
+        if self.remote:
             # A network hop: the request may take only what is left of the oldest part's budget.
             oldest_ns = min(job.frame.t_capture_ns for job in jobs)
             left_s = (oldest_ns + self.budget_ns - time.monotonic_ns()) / 1e9
@@ -160,16 +160,22 @@ class InferStage(Stage):
         # kernel wrote, which then never come back to the host (InferenceBackend contract).
         return self.backend.infer_tensors([job.tensor.array for job in jobs])
 
-    def _decoded(self, job: Job, raw: np.ndarray) -> Job:
+    def _decoded(self, jobs: list[Job], raw: np.ndarray) -> list[Job]:
+        """The batch's output decoded in one call; an image whose output is unusable fails alone."""
         try:
-            detections = self.decoder(raw[None], job.geometry)
-        except ValueError as exc:
-            code = reason_of(exc, default=ReasonCode.BAD_OUTPUT)  # a decoder's ValueError: the output's fault
-            self.stats.errors += 1
-            return job.settle(Outcome.ERROR, code, f"{type(exc).__name__}: {exc}"[:300], self.name)
-        frame = job.frame if job.frame_slot is None else replace(job.frame, image=None)  # the slot went back
-        return self.mark(job, tensor=None, frame_slot=None, frame=frame, detections=detections,
-                         model_backend=self.backend.name)
+            results = self.decoder.decode_batch(raw, [job.geometry for job in jobs])
+        except ValueError as exc:  # the whole output is unreadable (e.g. its shape): every image fails
+            results = [exc] * len(jobs)
+        backend, now = self.backend.name, time.monotonic_ns()  # the whole batch is handed on at once
+        return [self._bad_output(job, result) if isinstance(result, Exception) else
+                self.mark(job, now, tensor=None, frame_slot=None, detections=result, model_backend=backend,
+                          frame=job.frame if job.frame_slot is None else job.frame.without_image())
+                for job, result in zip(jobs, results)]
+
+    def _bad_output(self, job: Job, exc: Exception) -> Job:
+        code = reason_of(exc, default=ReasonCode.BAD_OUTPUT)  # a decoder's error: the output's fault
+        self.stats.errors += 1
+        return job.settle(Outcome.ERROR, code, f"{type(exc).__name__}: {exc}"[:300], self.name)
 
     def _expire(self, job: Job) -> Job:
         detail = f"{job.age_ms():.1f} ms old before inference"

@@ -3,7 +3,8 @@
 Owns acquiring a `TensorSlot` from the pool for each job (released by the infer stage,
 or by `Job.settle`). When no slot frees up within `slot_timeout_s` the frame is shed as
 NOT_INSPECTED (`no_buffer`) instead of blocking the cameras. The transform itself is
-injected: the CPU `Letterboxer` or the GPU kernel, both `(image, out) -> Geometry`.
+injected: the CPU `Letterboxer` or the GPU kernel, both `(image, out, bayer) -> Geometry`
+(`bayer`: the frame's `BayerPattern` when its image is a raw mosaic, else None).
 
 It takes every job queued (up to `max_batch`) in one wake-up. A host transform is done
 when it returns: the frame slot (`Job.frame_slot`) goes back to its pool at once. A
@@ -54,7 +55,7 @@ class PreprocessStage(Stage):
         if slot is None:
             return job.settle(Outcome.NOT_INSPECTED, ReasonCode.NO_BUFFER, "no free input buffer", self.name), None, None
         try:
-            return job, slot, self.transform(job.frame.image, slot.array)
+            return job, slot, self.transform(job.frame.image, slot.array, job.frame.bayer)
         except Exception as exc:  # noqa: BLE001 - this frame alone gets its ERROR verdict
             slot.release()
             return self._fail([job], exc)[0], None, None

@@ -7,17 +7,22 @@ bug upstream) is published as ERROR rather than dropped.
 
 Two orderings a subscriber relies on (docs/PROTOCOL.md): the first heartbeat goes out
 before the first verdict, and `late` is decided here, with the same clock reading the
-message's `latency_ms.total` is computed from (pipeline.deadline), after the archive tap.
+message's `latency_ms.total` is computed from (pipeline.deadline), after the archive
+named its file.
+
+The end of the latency clock is this stage's one reading of `time.monotonic_ns()` per
+verdict, right before the send: it judges `late`, it is the message's
+`latency_ms.total`, and every `VerdictSink` (telemetry, /metrics, the archive, the
+bench, the eval) receives it as `PublishedVerdict.t_publish_ns` right after the send.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
-from typing import Callable
 
+from pipeline.contracts import EvidenceStore, Publisher, VerdictSink
 from pipeline.deadline import Deadline
-from pipeline.messages import Job
+from pipeline.messages import Job, PublishedVerdict
 from pipeline.queues import StageQueue
 from pipeline.stages.base import Stage
 from pipeline.states import Health
@@ -27,11 +32,12 @@ from pipeline.telemetry import Telemetry
 class PublishStage(Stage):
     name = "publish"
 
-    def __init__(self, publisher, inbox: StageQueue, telemetry: Telemetry, heartbeat_ms: int,
-                 tap: Callable[[Job], Job] | None = None, deadline: Deadline | None = None):
+    def __init__(self, publisher: Publisher, inbox: StageQueue, telemetry: Telemetry, heartbeat_ms: int,
+                 sinks: VerdictSink, archive: EvidenceStore | None = None, deadline: Deadline | None = None):
         super().__init__(inbox, None, telemetry)
         self.publisher = publisher
-        self.tap = tap  # e.g. the failed-part archive naming its file; must never block or raise
+        self.sinks = sinks  # every observer of a published verdict, telemetry included
+        self.archive = archive  # names its file in the message before the send; never blocks or raises
         self.deadline = deadline
         self.heartbeat_ns = int(heartbeat_ms * 1e6)
         self._next_heartbeat_ns = 0
@@ -49,19 +55,14 @@ class PublishStage(Stage):
 
     def _publish(self, job: Job) -> None:
         # the publish stage's take time: its share splits into queue wait and sending
-        job = replace(job, takes=job.takes + ((self.name, self.taken_ns),))
-        if self.tap is not None:
-            job = self.tap(job)
-        now = time.monotonic_ns()
+        job = job.evolve(takes=job.takes + ((self.name, self.taken_ns),))
+        if self.archive is not None:
+            job = self.archive.claim(job)
+        now = time.monotonic_ns()  # the end of the latency clock (see the module docstring)
         if self.deadline is not None:
             job = self.deadline.judge(job, now)
         seq = self.publisher.publish_verdict(job, t_mono_ns=now)
-        camera = self.telemetry.cameras[job.frame.camera_id]
-        camera.verdicts_published += 1
-        camera.last_seq = seq
-        self.telemetry.counts[job.verdict.outcome.value] += 1
-        self.telemetry.latency.add((now - job.frame.t_capture_ns) / 1e6)
-        self.telemetry.verdict_published(job)
+        self.sinks.verdict_published(PublishedVerdict(job, seq, now))
 
     def idle(self) -> None:
         self._maybe_heartbeat()

@@ -10,18 +10,24 @@ import pytest
 from pipeline.app import Pipeline
 from pipeline.assembly import build_parts
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
-from pipeline.config.models import ModelConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.sources.synthetic import SyntheticSource
-from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config
+from tests.pipeline_helpers import (
+    DEMO_MODEL,
+    VerdictCollector,
+    assert_exactly_once,
+    make_config,
+    run_bayer_camera_pipeline,
+)
 
 pytestmark = pytest.mark.timeout(300)
 SIZE = 416  # the demo model's input
 MAX_BATCH = 4
 
 
-def model_config(**kw) -> ModelConfig:
-    return ModelConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH, **kw)
+def model_config(**kw) -> OnnxRuntimeCudaConfig:
+    return OnnxRuntimeCudaConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +35,7 @@ def graph_backend(device, cuda_provider):
     from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 
     backend = OnnxRuntimeCudaBackend.from_config(
-        model_config(providers=("CUDAExecutionProvider",), cuda_graph=True), device=device)
+        model_config(cuda_graph=True), device=device)
     backend.warmup(2)
     backend.warmup_thread()  # captures graphs 1..MAX_BATCH on this thread
     yield backend
@@ -74,7 +80,7 @@ def test_event_ordered_graph_run_equals_the_cpu_backend(graph_backend, streamed,
     finally:
         for tensor in tensors:
             tensor.release()
-    cpu = OnnxRuntimeBackend.from_config(model_config())
+    cpu = OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=MAX_BATCH))
     try:
         lb = Letterboxer((SIZE, SIZE))
         host = [np.empty((3, SIZE, SIZE), np.float32) for _ in frames]
@@ -93,7 +99,7 @@ def test_event_ordered_graph_run_equals_the_cpu_backend(graph_backend, streamed,
 def test_gpu_pipeline_with_graphs_per_batch_and_pinned_frame_slots(device, cuda_provider, free_tcp_endpoint):
     frames = 60
     collector = VerdictCollector(free_tcp_endpoint)
-    model = {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": MAX_BATCH,
+    model = {"backend": "onnxruntime-cuda", "preprocess": "gpu", "max_batch": MAX_BATCH,
              "max_wait_us": 2000, "cuda_graph": True, "input_size": SIZE}
     try:
         config = make_config(free_tcp_endpoint, cameras=3, fps=120, model=model, queues={"infer": {"size": 8}})
@@ -115,3 +121,30 @@ def test_gpu_pipeline_with_graphs_per_batch_and_pinned_frame_slots(device, cuda_
         assert pool.available == pool.count
     assert sum(c.frames_unslotted for c in pipeline.captures) < frames
     assert collector.heartbeats[-1]["backend"].endswith(":graph")
+
+
+def test_a_bayer_camera_is_uploaded_raw_and_demosaiced_by_the_kernel(device, cuda_provider, free_tcp_endpoint):
+    """A Bayer camera's page-locked slots hold the HxW mosaic (one byte a pixel); the
+    kernel demosaics it exactly like OpenCV, so the verdicts and detections equal those of
+    the same camera demosaicing each frame itself with OpenCV (no slots), on the same GPU."""
+    frames = 30
+    model = {"backend": "onnxruntime-cuda", "preprocess": "gpu", "max_batch": 1, "input_size": SIZE}
+    pipeline, verdicts = run_bayer_camera_pipeline(free_tcp_endpoint, frames, **model)
+    _, reference = run_bayer_camera_pipeline(free_tcp_endpoint, frames, lend=False, **model)
+    assert_exactly_once(verdicts, frames)
+    pool = pipeline.frame_pools["cam0"]
+    assert pool.pinned and pool.shape == (480, 640) and pool.available == pool.count
+    assert pipeline.captures[0].frames_unslotted < frames
+    judged, expected = inspected(verdicts), inspected(reference)
+    both = judged.keys() & expected.keys()  # a frame shed by a full queue in either run is not compared
+    assert len(both) >= frames // 2
+    assert [judged[k][0] for k in sorted(both)] == [expected[k][0] for k in sorted(both)]
+    for k in both:  # same input tensors; cuDNN may sum in another order between sessions
+        assert [d["class"] for d in judged[k][1]] == [d["class"] for d in expected[k][1]]
+        for got, want in zip(judged[k][1], expected[k][1]):
+            assert got["score"] == pytest.approx(want["score"], abs=0.01)
+            assert got["box"] == pytest.approx(want["box"], abs=1.0)
+
+
+def inspected(verdicts: list[dict]) -> dict[int, tuple]:
+    return {v["frame_id"]: (v["verdict"], v["detections"]) for v in verdicts if v["verdict"] in ("PASS", "FAIL")}

@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
 from pipeline.backends.yolo_decode import decode_candidates, to_detections
-from pipeline.config.models import ModelConfig, RulesConfig
+from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
+from pipeline.config.models import RulesConfig
 from pipeline.imaging.letterbox import Letterboxer
 from pipeline.rules import RuleBook
 from pipeline.sources.synthetic import SyntheticSource
@@ -26,13 +27,13 @@ def _model_side() -> int:
 SIZE = _model_side()  # the model's own input size when fixed (the demo model: 416)
 
 
-def model_config(**kw) -> ModelConfig:
-    return ModelConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, **kw)
+def model_config(**kw) -> OnnxRuntimeCudaConfig:
+    return OnnxRuntimeCudaConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, **kw)
 
 
 @pytest.fixture(scope="module")
 def cpu_backend():
-    backend = OnnxRuntimeBackend.from_config(model_config(max_batch=4))
+    backend = OnnxRuntimeBackend.from_config(OnnxRuntimeCpuConfig(path=DEMO_MODEL, input_size=SIZE, threads=0, max_batch=4))
     yield backend
     backend.close()
 
@@ -41,7 +42,7 @@ def cpu_backend():
 def gpu_backend(request, device, cuda_provider):
     from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 
-    backend = OnnxRuntimeCudaBackend.from_config(model_config(max_batch=4, providers=("CUDAExecutionProvider",),
+    backend = OnnxRuntimeCudaBackend.from_config(model_config(max_batch=4,
                                                               cuda_graph=request.param), device=device)
     backend.warmup(2)
     yield backend

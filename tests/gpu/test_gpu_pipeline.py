@@ -21,7 +21,7 @@ def gpu_model() -> dict:
     import onnxruntime as ort
 
     side = ort.InferenceSession(str(DEMO_MODEL), providers=["CPUExecutionProvider"]).get_inputs()[0].shape[3]
-    return {"providers": ["CUDAExecutionProvider"], "preprocess": "gpu", "max_batch": 2, "max_wait_us": 500,
+    return {"backend": "onnxruntime-cuda", "preprocess": "gpu", "max_batch": 2, "max_wait_us": 500,
             "input_size": side if isinstance(side, int) else 320}
 
 

@@ -1,0 +1,101 @@
+"""The one run driver: `pipeline run`, `bench`, `eval` and `soak` each run a few frames
+through it (real processes, the demo model, real sockets), and each stop condition ends
+a real pipeline with every captured frame published exactly once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from pipeline.assembly import open_backend
+from pipeline.driver import RunDriver, StopReason, Substitutions, Until
+from tests.fakes import FaultyBackend
+from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args, "--log-level", "INFO"], capture_output=True,
+                          text=True, timeout=100)
+
+
+@pytest.mark.parametrize("argv, reason, verdicts, exit_code", [
+    (["run", "{config}", "--frames", "5"], "ended", "5", 0),
+    (["eval", "{config}", "--frames", "5"], "ended", "5", 0),
+    (["bench", "{config}", "--duration", "0.4", "--warmup", "0.1", "--ring", "2", "--engine-s", "0"], "duration",
+     None, 0),
+    (["soak", "{config}", "--duration", "1", "--interval", "0.4", "--warmup", "0", "--min-judged", "1", "--out",
+      "{out}"], "duration", None, 1),  # 1: a one-second soak cannot be judged, and says so
+])
+def test_each_entry_point_runs_through_the_driver(tmp_path, free_tcp_endpoint, argv, reason, verdicts, exit_code):
+    config = write_config(tmp_path / "line.yaml", free_tcp_endpoint, fps=30)
+    done = command(*(a.format(config=config, out=tmp_path / "soak") for a in argv))
+    assert done.returncode == exit_code, done.stderr
+    stopped = [line for line in done.stderr.splitlines() if "run stopped (" in line]
+    assert len(stopped) == 1, done.stderr  # one driver, stopped once
+    assert f"run stopped ({reason}): {verdicts or ''}" in stopped[0]
+    assert "Traceback" not in done.stderr
+
+
+class CountingSink:
+    """Sets `enough` once `n` verdicts were published."""
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+        self.enough = threading.Event()
+
+    def verdict_published(self, published) -> None:
+        self.seen += 1
+        if self.seen >= self.n:
+            self.enough.set()
+
+
+def drive(config, until: Until, substitutions: Substitutions | None = None):
+    """(stop reason, exit code, captured frames, wire verdicts of cam0) of one driven run."""
+    collector = VerdictCollector(config.publisher.endpoint)
+    driver = RunDriver(config, substitutions=substitutions or Substitutions())
+    try:
+        driver.open()
+        driver.start()
+        reason = driver.run(until)
+        code = driver.stop(timeout_s=10)
+        captured = driver.pipeline.telemetry.cameras["cam0"].frames_captured
+        assert collector.wait_for({"cam0": captured}, timeout_s=10)
+    finally:
+        collector.close()
+    return reason, code, captured, collector.verdicts["cam0"]
+
+
+def test_a_signal_stops_the_run_and_every_captured_frame_is_published(free_tcp_endpoint):
+    sink = CountingSink(8)
+    config = make_config(free_tcp_endpoint, fps=30)
+    reason, code, captured, verdicts = drive(config, Until(signal=sink.enough.is_set), Substitutions(sinks=(sink,)))
+    assert (reason, code) == (StopReason.SIGNAL, 0)
+    assert captured >= 8
+    assert_exactly_once(verdicts, captured)
+
+
+def test_the_duration_ends_a_run_of_endless_sources(free_tcp_endpoint):
+    config = make_config(free_tcp_endpoint, fps=30)
+    reason, code, captured, verdicts = drive(config, Until(duration_s=0.5))
+    assert (reason, code) == (StopReason.DURATION, 0)
+    assert_exactly_once(verdicts, captured)
+
+
+def test_a_crash_ends_the_run_with_exit_1_and_no_frame_is_lost(free_tcp_endpoint):
+    config = make_config(free_tcp_endpoint, fps=30, model={"on_backend_error": {"max_consecutive": 2, "action": "exit"}})
+    broken = FaultyBackend(open_backend(config.model), raise_on=range(3, 10**6))
+    reason, code, captured, verdicts = drive(config, Until(duration_s=60), Substitutions(backend=broken))
+    assert (reason, code) == (StopReason.CRASHED, 1)
+    assert_exactly_once(verdicts, captured)
+    assert sum(v["verdict"] == "ERROR" for v in verdicts) >= 2
+
+
+def test_a_custom_build_takes_no_other_substitutions(free_tcp_endpoint):
+    config = make_config(free_tcp_endpoint)
+    with pytest.raises(ValueError, match="custom build"):
+        RunDriver(config, substitutions=Substitutions(sources={}), build=lambda c: None)
