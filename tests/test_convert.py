@@ -74,6 +74,51 @@ def test_fp16_keeps_fp32_io_and_class_names_and_passes_the_gate(tmp_path, capsys
     assert "mAP@0.5" in capsys.readouterr().out
 
 
+def yolo_like_graph(path) -> None:
+    """What broke FP16 conversion on YOLOv8: a Resize, and the model's own Cast to float
+    (its anchor grid: Shape -> Gather -> Cast) added to FP16 activations."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.linspace(0.5, 2.0, 3, dtype=np.float32).reshape(1, 3, 1, 1)
+    nodes = [
+        helper.make_node("Resize", ["images", "", "scales"], ["small"], mode="nearest"),
+        helper.make_node("Shape", ["small"], ["shape"]),
+        helper.make_node("Gather", ["shape", "axis3"], ["side"]),
+        helper.make_node("Cast", ["side"], ["side_f"], to=TensorProto.FLOAT, name="grid_cast"),
+        helper.make_node("Add", ["small", "side_f"], ["shifted"]),
+        helper.make_node("Mul", ["shifted", "weight"], ["output0"]),
+    ]
+    inits = [numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "scales"),
+             numpy_helper.from_array(np.array(3, np.int64), "axis3"), numpy_helper.from_array(weight, "weight")]
+    graph = helper.make_graph(nodes, "yolo-like", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 3, 16, 16])], initializer=inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_fp16_conversion_needs_no_onnxruntime_transformers(tmp_path, monkeypatch):
+    """The lab's onnxruntime-gpu has no onnxruntime.transformers: FP16 must not need it."""
+    import sys
+
+    import onnxruntime as ort
+
+    from pipeline.service.convert.precision import to_fp16
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.transformers", None)  # any import of it now fails
+    monkeypatch.setitem(sys.modules, "onnxruntime.transformers.float16", None)
+    source, target = tmp_path / "model.onnx", tmp_path / "model-fp16.onnx"
+    yolo_like_graph(source)
+    to_fp16(source, target)
+    model = onnx.load(str(target))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    images = {"images": np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)}
+    want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, images)[0]
+    got = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"]).run(None, images)[0]
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-2)  # FP16's 11-bit mantissa around values up to ~35
+
+
 @pytest.mark.timeout(180)
 def test_int8_is_a_qdq_model_calibrated_on_the_folder(tmp_path, image_folder, capsys):
     out = tmp_path / "model-int8.onnx"

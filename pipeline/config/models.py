@@ -223,10 +223,12 @@ class PublisherConfig(Strict):
     max_subscriptions: int = Field(1024, ge=1, le=100_000)
     # Per TCP peer: at most this many connected (more are dropped at once and counted), and
     # each may send at most peer_burst_bytes + peer_rate_bytes_s per second connected
-    # (a gateway sends a handshake, its subscriptions and pings: far less).
+    # (a gateway sends a handshake and its subscriptions, and no more unless it enables
+    # ZMTP heartbeats: a ping of ~10 bytes per interval). The rate also bounds what a slow
+    # flooder can make libzmq hold over time (docs/PROTOCOL.md "Limits of the PUB port").
     max_gateways: int = Field(64, ge=1, le=10_000)
     peer_burst_bytes: int = Field(16_384, ge=1024)
-    peer_rate_bytes_s: int = Field(1024, ge=16)
+    peer_rate_bytes_s: int = Field(64, ge=16)
 
 
 class LatePolicy(str, Enum):

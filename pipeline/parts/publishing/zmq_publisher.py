@@ -54,10 +54,15 @@ from pipeline.parts.publishing.curve import (
     start_authenticator,
 )
 from pipeline.parts.publishing.peer_guard import PeerGuard
-from pipeline.parts.publishing.subscriptions import MAX_DRAIN_PER_CALL, SubscriptionGate
+from pipeline.parts.publishing.subscriptions import SubscriptionGate
+
+# What one peer can have in flight towards us beyond what the PeerGuard metered (docs/PROTOCOL.md
+# "Limits of the PUB port"): a gateway sends a few hundred bytes in its life, so both are small.
+INBOUND_HWM = 16  # messages in libzmq's pipe from one peer
+INBOUND_KERNEL_BYTES = 4096  # SO_RCVBUF (Linux doubles it: 8 kB); no autotuning to tcp_rmem's max
 
 # Plain ints: pyzmq's flag enums cost a Python-level operator call per use, per verdict.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+_POLLIN = int(zmq.POLLIN)
 _NOBLOCK, _NOBLOCK_MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)
 
 
@@ -80,6 +85,7 @@ class ZmqPublisher:
         guard: PeerGuard | None = None,
     ):
         self._socket = socket
+        self._poll_items = [(socket, _POLLIN)]  # built once: _notices_waiting runs per verdict
         self._authenticator = authenticator  # CURVE's ZAP handler, stopped after the socket closes
         self._prefix = topic_prefix
         self._budget_ms = budget_ms
@@ -156,7 +162,7 @@ class ZmqPublisher:
         if topic is None:
             topic = self._topics[camera_id] = verdict_topic(self._prefix, camera_id)
         seq = self._last_seq.get(camera_id, -1) + 1
-        if self.gate is not None and self._socket.getsockopt(_EVENTS) & _POLLIN:
+        if self.gate is not None and self._notices_waiting():
             self._drain_subscriptions()  # a (re)connecting gateway's subscription takes effect now
         payload = self._encode(job, seq, t_mono_ns)
         self._last_seq[camera_id] = seq  # consumed even if zmq drops it: loss shows as a gap
@@ -178,7 +184,6 @@ class ZmqPublisher:
             status["subscriptions"] = {"topics": self.gate.topics, "ignored": self.gate.ignored,
                                        "over_limit": self.gate.over_limit}
         if self.guard is not None:
-            self.guard.tick()
             status["peers"] = {"connected": self.guard.peers, "refused": self.guard.refused,
                                "dropped": self.guard.dropped}
         payload = encode_heartbeat(status, seq, time.time_ns())
@@ -195,13 +200,16 @@ class ZmqPublisher:
         self._drain_subscriptions()
         return True
 
+    def _notices_waiting(self) -> bool:
+        # zmq_poll, not getsockopt(EVENTS): both let libzmq read what peers sent, which can take
+        # long under a flood, and pyzmq holds the GIL through getsockopt, which would starve the
+        # PeerGuard thread that is to cut the flooder off.
+        return bool(zmq.zmq_poll(self._poll_items, 0))
+
     def _drain_subscriptions(self) -> None:
         # XPUB queues (un)subscription notices for us; read them so they never pile up.
         if self.gate is not None:
-            refused_before = self.gate.ignored + self.gate.over_limit
-            flood = self.gate.drain(self._socket) == MAX_DRAIN_PER_CALL
-            if self.guard is not None:  # notices no gateway sends: find and drop their sender now
-                self.guard.tick(urgent=flood or self.gate.ignored + self.gate.over_limit > refused_before)
+            self.gate.drain(self._socket)
             return
         while True:
             try:
@@ -263,7 +271,8 @@ def new_instance_id() -> str:
 def _limit_inbound(socket: zmq.Socket, cfg: PublisherConfig) -> None:
     """Bound what one peer can make us hold: message size, queued notices, manual subscriptions."""
     socket.setsockopt(zmq.MAXMSGSIZE, cfg.max_inbound_bytes)  # checked from the frame header
-    socket.setsockopt(zmq.RCVHWM, 100)  # notices queued per peer before TCP pushes back
+    socket.setsockopt(zmq.RCVHWM, INBOUND_HWM)  # notices queued per peer before TCP pushes back
+    socket.setsockopt(zmq.RCVBUF, INBOUND_KERNEL_BYTES)  # and what the kernel holds unread for it
     socket.setsockopt(zmq.XPUB_MANUAL, 1)  # the SubscriptionGate decides what is kept
 
 

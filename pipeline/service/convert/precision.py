@@ -1,10 +1,11 @@
 """Rewrites an FP32 ONNX model as FP16 (FP32 inputs/outputs) or as a Q/DQ INT8 model.
 
 Owns the precision recipes that TensorRT 11 requires to be in the graph (it has no
-precision builder flags): FP16 through ONNX Runtime's float16 converter with
-`keep_io_types`, so the pipeline still feeds FP32 and reads FP32 (onnxconverter-common's
-converter breaks on YOLOv8's Resize/Cast nodes: it leaves mistyped value_info behind); INT8 through
-ONNX Runtime's `quantize_static`
+precision builder flags): FP16 through onnxconverter-common's float16 converter with
+`keep_io_types`, so the pipeline still feeds FP32 and reads FP32, plus two repairs it
+needs on YOLOv8 (below). ONNX Runtime's own copy of that converter
+(`onnxruntime.transformers`) is not used: onnxruntime-gpu builds may lack it, as the GPU
+lab's does. INT8 through ONNX Runtime's `quantize_static`
 in QDQ format with symmetric INT8 activations and weights (what TensorRT's explicit
 quantization accepts), calibrated by a `CalibrationDataReader`. Each result carries the
 source's metadata (class names) plus `pipeline.precision`, which `build-engine` records.
@@ -43,17 +44,36 @@ def to_fp16(source: Path, target: Path) -> None:
     """FP16 weights and compute, FP32 inputs and outputs."""
     import warnings
 
-    from onnxruntime.transformers import float16
-
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ConversionError("FP16 conversion needs onnxconverter-common: pip install "
+                              "'inspection-pipeline[convert]'") from None
     model = onnx.load(str(source))
     try:
         with warnings.catch_warnings():  # one warning per tiny weight clamped to FP16's range
             warnings.simplefilter("ignore")
             converted = float16.convert_float_to_float16(model, keep_io_types=True)
-    except Exception as exc:  # the converter raises plain Exceptions for unsupported graphs
+        _repair_fp16(converted, {node.name for node in model.graph.node})
+        onnx.checker.check_model(converted, full_check=True)  # every node's types agree again
+    except Exception as exc:  # the converter and the checker raise plain Exceptions
         raise ConversionError(f"{source}: FP16 conversion failed ({type(exc).__name__}: {exc})") from exc
     stamp(converted, "fp16")
     onnx.save(converted, str(target))
+
+
+def _repair_fp16(model: onnx.ModelProto, original_nodes: set[str]) -> None:
+    """What onnxconverter-common leaves FP32 in an FP16 graph. (1) The model's own Cast
+    nodes to float still cast to float32 (YOLOv8's anchor grid: Shape -> Cast -> Add
+    meets FP16 tensors): they cast to float16 now; the converter's own input/output casts
+    (new names) stay. (2) Its value_info keeps float32 types for tensors it retyped
+    (around Resize); the types are inferred again from the graph, so it goes."""
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.name in original_nodes:
+            for attribute in node.attribute:
+                if attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT:
+                    attribute.i = onnx.TensorProto.FLOAT16
+    del model.graph.value_info[:]
 
 
 def to_int8(source: Path, target: Path, reader, method: str = "minmax") -> None:
