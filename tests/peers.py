@@ -125,7 +125,7 @@ def mjpeg_bad_frames() -> list[bytes]:
     the whole 320x240 JPEG, the same cut to 40% of its bytes, and a whole 640x480 JPEG."""
     import cv2
 
-    from pipeline.sources.synthetic import SyntheticSource
+    from pipeline.parts.sources.synthetic import SyntheticSource
 
     def jpeg(width: int, height: int) -> bytes:
         return cv2.imencode(".jpg", SyntheticSource(width=width, height=height, seed=3).render(0).image)[1].tobytes()

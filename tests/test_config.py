@@ -102,7 +102,7 @@ def test_check_config_cli_accepts_a_good_file(tmp_path):
 
 
 def test_cuda_graph_with_batches_is_accepted():
-    # one graph per batch size, all captured in warm-up (pipeline.backends.onnxruntime_cuda)
+    # one graph per batch size, all captured in warm-up (pipeline.parts.backends.onnxruntime_cuda)
     text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: onnxruntime-cuda\n  cuda_graph: true\n"
                         "  max_batch: 4")
     config = parse_config(text)

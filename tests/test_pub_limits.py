@@ -20,7 +20,7 @@ import time
 import pytest
 import zmq
 
-from pipeline.protocol import decode
+from pipeline.core.protocol import decode
 from tests.waiting import wait_until
 from tests.zmq_helpers import join_sub, make_job, publisher, sub_socket
 
@@ -241,9 +241,9 @@ def test_curve_refusals_are_counted_and_logged_at_most_once_per_10_s(tmp_path, c
     """30 intruders with a key not on the list, each retrying: one warning, all counted."""
     import logging
 
-    from pipeline.publishing.curve import make_curve_client, write_key_pair
+    from pipeline.parts.publishing.curve import make_curve_client, write_key_pair
 
-    caplog.set_level(logging.WARNING, logger="pipeline.publishing.curve")
+    caplog.set_level(logging.WARNING, logger="pipeline.parts.publishing.curve")
     keys = tmp_path / "keys"
     for name in ("server", "gateway", "intruder"):
         write_key_pair(keys, name)

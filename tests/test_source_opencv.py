@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
 from pipeline.config.models import CameraConfig
-from pipeline.sources.base import CameraState, LostFrame, SourceEnded, SourceError
-from pipeline.sources.opencv_source import OpenCVSource
+from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError
+from pipeline.parts.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, mjpeg_bad_frames, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
 from tests.waiting import wait_until
@@ -153,7 +153,7 @@ def test_a_stream_of_another_size_than_its_slot_comes_in_own_arrays_said_once(tm
     slot = np.zeros((480, 640, 3), np.uint8)
     source.open()
     try:
-        with caplog.at_level("WARNING", logger="pipeline.sources.opencv_source"):
+        with caplog.at_level("WARNING", logger="pipeline.parts.sources.opencv_source"):
             frames = [source.read_into(slot, 1.0) for _ in range(3)]
     finally:
         source.close()
@@ -273,8 +273,8 @@ def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
     code = textwrap.dedent(f"""
         import logging, time
         logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
-        from pipeline.sources.backoff import Backoff
-        from pipeline.sources.opencv_source import OpenCVSource
+        from pipeline.parts.sources.backoff import Backoff
+        from pipeline.parts.sources.opencv_source import OpenCVSource
         source = OpenCVSource("rtsp://127.0.0.1:{free_port()}/cam", Backoff(0.01, 0.01), open_timeout_ms=200, name="c")
         source.open()
         deadline = time.monotonic() + 30

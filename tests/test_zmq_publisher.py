@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from pipeline.config.models import PublisherConfig
-from pipeline.protocol import ProtocolError, decode
-from pipeline.publishing import PublisherError, ZmqPublisher
+from pipeline.core.protocol import ProtocolError, decode
+from pipeline.parts.publishing import PublisherError, ZmqPublisher
 from tests.zmq_helpers import CLASS_NAMES, defect_job, join_sub, make_job, publisher, sub_socket
 
 pytestmark = pytest.mark.timeout(20)
