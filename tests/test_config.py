@@ -118,3 +118,10 @@ def test_auto_takes_the_keys_of_every_backend_it_may_choose():
     text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: auto\n  engine_mismatch: rebuild\n"
                         "  cuda_graph: true\n  allow_cpu_fallback: true")
     assert parse_config(text).model.allow_cpu_fallback
+
+
+def test_source_kinds_are_defined_once_and_the_registry_covers_them():
+    from pipeline.config.models import SOURCE_KINDS
+    from pipeline.sources import SOURCES
+
+    assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}

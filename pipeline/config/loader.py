@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pipeline.config.models import PipelineConfig
+from pipeline.config.models import SOURCE_KINDS, PipelineConfig
 from pipeline.config.paths import not_found_message, resolve_existing
 
 
@@ -84,13 +84,11 @@ def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union-branch tags (e.g. 'synthetic') that are not YAML keys."""
     out: list[Any] = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] == "source" and isinstance(part, str) and part in _SOURCE_KINDS:
+        if i > 0 and loc[i - 1] == "source" and isinstance(part, str) and part in SOURCE_KINDS:
             continue
         out.append(part)
     return tuple(out)
 
-
-_SOURCE_KINDS = {"synthetic", "replay", "opencv", "genicam"}
 
 
 def _explain(err: dict[str, Any]) -> str:
