@@ -27,6 +27,7 @@ from pipeline.rules import RuleBook
 from pipeline.sources import create_source
 from pipeline.sources.base import SourceError
 from pipeline.sources.triggers import TriggerInbox
+from pipeline.warmup import warm_path
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def build_parts(config: PipelineConfig) -> Parts:
         parts.triggers = triggers
         parts.backend_choice = choice.why
         parts.extra_closers.extend(inbox.close for inbox in triggers.values())
+        warm_path(parts, config)  # before READY: the first real parts pay no first-call costs
         undo.pop_all()
         names = ", ".join(backend.class_names[:8]) + (", ..." if len(backend.class_names) > 8 else "")
         log.info("backend %s, %d classes (%s), %d camera(s)", backend.name, len(backend.class_names), names, len(sources))

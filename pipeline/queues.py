@@ -41,7 +41,12 @@ class StageQueue:
         self.lossless = lossless  # capacity is only reported, never enforced
         self._on_shed = on_shed
         self._items: deque[Item] = deque()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Two conditions on one lock: a producer's notify must reach the consumer, never
+        # another blocked producer (with one condition and notify(), a full queue under
+        # `block` left the consumer asleep until its poll timeout).
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
         self.drops = 0
         self.high_water = 0
 
@@ -55,7 +60,7 @@ class StageQueue:
         handing on a batch costs one queue hop, not one per job. Each job meets the
         overflow policy exactly as with `put`."""
         shed: list[Job] = []
-        with self._cond:
+        with self._lock:
             for item in items:
                 if isinstance(item, Job) and not self.lossless and len(self._items) >= self.capacity:
                     out = self._make_room(item)
@@ -66,7 +71,7 @@ class StageQueue:
                         continue
                 self._items.append(item)
             self.high_water = max(self.high_water, len(self._items))
-            self._cond.notify()
+            self._not_empty.notify()
         for job in shed:
             self._shed(job)
 
@@ -78,7 +83,7 @@ class StageQueue:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return incoming
-                self._cond.wait(left)
+                self._not_full.wait(left)
             return None  # type: ignore[return-value]  # room appeared
         if self.overflow is Overflow.DROP_OLDEST:
             for i, queued in enumerate(self._items):
@@ -99,11 +104,11 @@ class StageQueue:
 
     # ----------------------------------------------------------------- consumer side
     def get(self, timeout_s: float) -> Item | None:
-        with self._cond:
-            if not self._items and not self._cond.wait_for(lambda: self._items, timeout_s):
+        with self._lock:
+            if not self._items and not self._not_empty.wait_for(lambda: self._items, timeout_s):
                 return None
             item = self._items.popleft()
-            self._cond.notify()  # wake a blocked producer
+            self._not_full.notify()  # wake a blocked producer
             return item
 
     def get_batch(self, max_items: int, max_wait_s: float, timeout_s: float,
@@ -120,21 +125,22 @@ class StageQueue:
         cap = time.monotonic() + max_wait_s
         deadline = min(cap, wait_until(batch)) if wait_until is not None else cap
         while len(batch) < max_items and not isinstance(batch[-1], EndOfStream):
-            with self._cond:
+            with self._lock:
                 left = deadline - time.monotonic()
-                if not self._items and (left <= 0 or not self._cond.wait_for(lambda: self._items, left)):
+                if not self._items and (left <= 0 or not self._not_empty.wait_for(lambda: self._items, left)):
                     break
                 batch.append(self._items.popleft())
-                self._cond.notify()
+                self._not_full.notify()
             if wait_until is not None:
                 deadline = min(cap, wait_until(batch))
         return batch
 
     def drain(self) -> list[Item]:
-        with self._cond:
+        with self._lock:
             items = list(self._items)
             self._items.clear()
-            self._cond.notify_all()
+            self._not_full.notify_all()
+            self._not_empty.notify_all()
             return items
 
     @property

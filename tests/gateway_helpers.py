@@ -88,7 +88,7 @@ class PlcServer:
         camera, offset = divmod(address, BLOCK)
         if offset != self.map.write_start or len(set_values) != self.map.write_end - self.map.write_start:
             return None  # the ack_state rewrite alone
-        block = self.map.decode(list(set_values))
+        block = {**self.map.decode(list(set_values)), "t_ns": time.time_ns()}
         self.blocks[camera].append(block)
         if self.acknowledging and block["result_counter"]:
             base = camera * BLOCK - start

@@ -99,4 +99,4 @@ def test_the_shipped_example_config_is_valid():
     from tests.pipeline_helpers import ROOT
 
     config = load_gateway_config(ROOT / "configs" / "gateway.yaml")
-    assert config.modbus is not None
+    assert config.modbus is not None and config.opcua is not None

@@ -12,6 +12,7 @@ with the reason. The server binds 127.0.0.1 only, on free ports, and is stopped 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -46,21 +47,24 @@ class TritonEnv:
 def triton_env() -> TritonEnv:
     """The cached environment, made on first use (minutes: downloads ~100 MB)."""
     venv, server = CACHE / f"venv{STUB_PYTHON}", CACHE / "server"
-    if not (server / "bin" / "tritonserver").is_file():
-        _make_venv(venv)
-        _assemble_server(venv, server)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:  # two test sessions at once make it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (server / "bin" / "tritonserver").is_file():
+            _make_venv(venv)
+            _assemble_server(venv, server)
     return TritonEnv(venv, server)
 
 
 def _stub_interpreter() -> Path:
-    found = shutil.which(f"python{STUB_PYTHON}")
+    """pyenv's 3.13 first (its shim on PATH fails unless 3.13 is selected), else PATH's."""
     pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     candidates = sorted(pyenv_root.glob(f"versions/{STUB_PYTHON}*/bin/python{STUB_PYTHON}"))
-    if found:
-        return Path(found)
-    if candidates:
-        return candidates[-1]
-    raise TritonEnvUnavailable(f"no Python {STUB_PYTHON} interpreter (PATH or pyenv) for Triton's Python backend stub")
+    found = shutil.which(f"python{STUB_PYTHON}")
+    for python in [*candidates[-1:], *([Path(found)] if found else [])]:
+        if subprocess.run([str(python), "-c", "import venv"], capture_output=True, timeout=60).returncode == 0:
+            return python
+    raise TritonEnvUnavailable(f"no Python {STUB_PYTHON} interpreter (pyenv or PATH) for Triton's Python backend stub")
 
 
 def _run(cmd: list[str], what: str, timeout_s: float) -> None:

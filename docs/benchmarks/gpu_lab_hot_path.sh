@@ -5,6 +5,8 @@
 #   bash docs/benchmarks/gpu_lab_hot_path.sh tests   # pytest -m gpu
 #   bash docs/benchmarks/gpu_lab_hot_path.sh quick   # 8 cameras @ 125 and 1 camera @ 300
 #   bash docs/benchmarks/gpu_lab_hot_path.sh table   # every row of the table
+#   bash docs/benchmarks/gpu_lab_hot_path.sh flat    # 8 cameras flat out and x 125 (queue re-check)
+#   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
 # Logs and JSON go to $OUT.
 GPURUN=${GPURUN:-.gpurun}
 source /root/dc/env.sh
@@ -45,6 +47,7 @@ b() {  # name config bench-args...
 Y=$GPURUN/yolov8n-640-random.onnx
 cfg y1 "$Y" 640 1920 1080 1 0 4
 cfg y8 "$Y" 640 1920 1080 8 2000 16
+cfg y8w0 "$Y" 640 1920 1080 8 0 16
 cfg d8 engines/demo.onnx 416 1280 1024 8 2000 16
 
 case "${1:-quick}" in
@@ -57,7 +60,19 @@ quick)
 table)
   b cam1_300 y1 --cameras 1 --rate 300 --compare
   b cam8_125 y8 --cameras 8 --rate 125
+  b cam8_125_w0 y8w0 --cameras 8 --rate 125
   b cam8_250 y8 --cameras 8 --rate 250
+  b cam8_250_si05 y8 --cameras 8 --rate 250 --switch-interval-ms 0.5
   b cam8_flat y8 --cameras 8
   b demo8_125 d8 --cameras 8 --rate 125 ;;
+flat)  # after the queue fix (two conditions): 8 cameras flat out, and 8 x 125 again
+  b cam8_flat_fix y8 --cameras 8
+  b cam8_125_fix y8 --cameras 8 --rate 125 ;;
+fp16)  # the model `pipeline convert --fp16` writes, same rows
+  timeout 120 python3 -m pipeline --log-level WARNING convert "$Y" --fp16 --val-frames 40 > "$OUT/fp16_convert.txt" 2>&1
+  echo "convert rc=$?"; tail -4 "$OUT/fp16_convert.txt"
+  F=${Y%.onnx}-fp16.onnx
+  cfg f8 "$F" 640 1920 1080 8 2000 16
+  b fp16_cam8_125 f8 --cameras 8 --rate 125
+  b fp16_cam8_250 f8 --cameras 8 --rate 250 ;;
 esac

@@ -155,10 +155,6 @@ class TritonBackend:
         self.state = LinkState.DISCONNECTED
         self._next_attempt = time.monotonic() + self._backoff_s
 
-    def registered_regions(self) -> list[str]:
-        """Our shared-memory regions the server knows about (empty once closed)."""
-        return [] if self._conn is None else self._conn.registered_regions()
-
     def warmup(self, runs: int) -> None:
         """Batches of 1 and of max_batch, so the server has planned both before frames come."""
         w, h = self.input_size

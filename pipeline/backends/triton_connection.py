@@ -140,14 +140,6 @@ class TritonConnection:
     def uses_shared_memory(self) -> bool:
         return bool(self._regions)
 
-    def registered_regions(self) -> list[str]:
-        """Names of our regions the server knows (for tests and the stop check)."""
-        status = self.client().get_system_shared_memory_status(**self._timeout_kw(self.connect_timeout_s)) \
-            if self.protocol == "http" else self.client().get_system_shared_memory_status(as_json=True)
-        entries = status if isinstance(status, list) else list(status.get("regions", {}).values())
-        names = {entry["name"] for entry in entries}
-        return [r.name for r in self._regions if r.name in names]
-
     def input_view(self, batch: int) -> np.ndarray:
         """The first `batch` images of the input region as a writable (N, *dims) array."""
         assert self.input is not None

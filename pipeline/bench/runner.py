@@ -22,6 +22,7 @@ from typing import Callable
 
 from pipeline.app import Pipeline, StartupError
 from pipeline.assembly import build_parts
+from pipeline.bench.first_parts import FirstParts
 from pipeline.bench.frames import PrerenderedSource, prerender
 from pipeline.bench.host import gpu_memory_mib
 from pipeline.bench.recording import Recorder, TapPublisher
@@ -121,9 +122,12 @@ def run_pipeline(config: PipelineConfig, settings: BenchSettings, frames: dict[s
     parts.publisher = TapPublisher(parts.publisher, recorder)
     pipeline = Pipeline(config, parts)
     batches = _count_batches(pipeline)
+    first = FirstParts()
+    pipeline.telemetry.verdict_listeners.append(first)
     pipeline.start()
     try:
         _timed_window(pipeline, recorder, settings, progress)
+        progress(first.summary(config.budget_ms))
         gpu_mib = gpu_memory_mib()
     finally:
         stop.set()
