@@ -12,6 +12,14 @@ handed out one by one, none skipped, and its end raises `SourceEnded`. A frame o
 another size than the slot (the camera entry's width x height) comes in an array of its
 own, and the log says so once.
 
+An MJPEG stream (HTTP-MJPEG cameras, MJPEG video files: FourCC `MJPG` through FFmpeg) is
+read undecoded (`CAP_PROP_FORMAT` -1: FFmpeg hands over each JPEG's bytes) and checked
+before it is decoded, as a replayed file is (`frame_check`): a JPEG cut short, or one
+declaring more pixels than the camera entry's width x height, is a `LostFrame` for its
+reader (ERROR `bad_frame`), never decoded; FFmpeg's own decoder would fill in the missing
+part and hand over half a picture as if whole. Such a frame is then decoded by
+`cv2.imdecode` and copied once into the slot.
+
 A VideoCapture never recovers by itself after its peer dies or freezes, so on any failed
 grab the thread releases it and opens a new one, waiting an exponential backoff between
 attempts; `link_state` says where that stands (CONNECTING, STREAMING, DOWN). Open and
@@ -40,7 +48,8 @@ import numpy as np
 
 from pipeline.config.models import CameraConfig, OpenCVSourceConfig
 from pipeline.parts.sources.backoff import Backoff
-from pipeline.parts.sources.frame_source import CameraState, SourceEnded, SourceError, SourceFrame
+from pipeline.parts.sources.frame_check import frame_problem
+from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError, SourceFrame
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,7 @@ class _Request:
     claimed: bool = False
     done: bool = False
     frame: SourceFrame | None = None
+    lost: LostFrame | None = None  # the frame existed but is not fit to judge (an MJPEG frame cut short)
 
 
 class OpenCVSource:
@@ -101,6 +111,7 @@ class OpenCVSource:
         self._cond = threading.Condition()
         self._request: _Request | None = None  # posted by a reader, claimed by the grab thread
         self._misfit_logged = False
+        self._raw_mjpeg = False  # this connection hands over JPEG bytes, checked before decoding
         self._ended = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._grab_loop, name=f"grab.{name}", daemon=True)
@@ -146,6 +157,8 @@ class OpenCVSource:
             # the grab thread is converting a frame it holds into the slot: a retrieve's
             # time, never a wait on the peer, and the slot must not go back before it is done
             self._cond.wait_for(lambda: request.done)
+        if request.lost is not None:
+            raise request.lost
         if request.frame is None and self._ended:
             raise SourceEnded(f"end of video file {self.uri}")
         return request.frame
@@ -209,12 +222,14 @@ class OpenCVSource:
             if not self.is_file:
                 self.frames_dropped += 1  # nobody asked: dropped before it cost a conversion
             return True  # (a file's reader is only missing when the source is stopping)
-        frame = None
+        frame, lost = None, None
         try:
             frame = self._frame(capture, request.out, arrival_ns) if request is not None else None
+        except LostFrame as exc:
+            lost = exc
         finally:
-            self._complete(request, frame, ended=frame is None and self.is_file)
-        if frame is None and not self.is_file:
+            self._complete(request, frame, ended=frame is None and lost is None and self.is_file, lost=lost)
+        if frame is None and lost is None and not self.is_file:
             log.warning("camera %s: no frame from %s within the read timeout or the stream ended; reconnecting",
                         self.name, self.uri)
             self.link_state = CameraState.DOWN
@@ -249,25 +264,49 @@ class OpenCVSource:
                 request.claimed = True
             return request
 
-    def _complete(self, request: _Request | None, frame: SourceFrame | None, ended: bool) -> None:
-        """Hand `frame` to its reader (and a file's end to whoever waits) in one step."""
+    def _complete(self, request: _Request | None, frame: SourceFrame | None, ended: bool,
+                  lost: LostFrame | None = None) -> None:
+        """Hand `frame` (or why it is lost) to its reader, and a file's end to whoever waits, in one step."""
         with self._cond:
             self._ended = self._ended or ended
             if request is not None:
-                request.frame, request.done = frame, True
+                request.frame, request.lost, request.done = frame, lost, True
             self._cond.notify_all()
 
     def _retrieve(self, capture: cv2.VideoCapture, out: np.ndarray | None) -> np.ndarray | None:
         """The grabbed frame, converted by OpenCV straight into `out` when it fits."""
-        if out is None:
+        if self._raw_mjpeg:
+            image = self._decode_checked(capture.retrieve()[1], out)
+        elif out is None:
             return capture.retrieve()[1]
-        image = capture.retrieve(image=out)[1]
-        if image is not None and image is not out and not self._misfit_logged:
+        else:
+            image = capture.retrieve(image=out)[1]
+        if out is not None and image is not None and image is not out:
+            self._log_misfit(image, out)
+        return image
+
+    def _decode_checked(self, packet: np.ndarray | None, out: np.ndarray | None) -> np.ndarray | None:
+        """Decode one JPEG of an MJPEG stream after checking its bytes; LostFrame if unfit."""
+        if packet is None or packet.size == 0:
+            return None  # no packet: the link, not the frame (the caller reconnects)
+        data = packet.tobytes()
+        problem = frame_problem(data, self._size)
+        if problem is not None:
+            raise LostFrame(f"camera {self.name}: {problem}")
+        image = cv2.imdecode(packet.reshape(-1), cv2.IMREAD_COLOR)
+        if image is None:
+            raise LostFrame(f"camera {self.name}: a JPEG of the MJPEG stream does not decode")
+        if out is None or out.shape != image.shape:
+            return image
+        np.copyto(out, image)  # imdecode has no destination: the one copy, into the slot
+        return out
+
+    def _log_misfit(self, image: np.ndarray, out: np.ndarray) -> None:
+        if not self._misfit_logged:
             self._misfit_logged = True  # OpenCV allocated a new array: the frame has another size
             log.warning("camera %s: frames are %dx%d, its frame slots are %dx%d (the camera entry's width and "
                         "height): each frame is decoded into an array of its own; set width and height to the "
                         "stream's size", self.name, image.shape[1], image.shape[0], out.shape[1], out.shape[0])
-        return image
 
     def _open_capture(self) -> cv2.VideoCapture | None:
         if self.uri.isdigit() or self.uri.startswith("/dev/video"):
@@ -282,7 +321,11 @@ class OpenCVSource:
                     del os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"]
                 else:
                     os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
-        return capture if capture.isOpened() else _released(capture)
+        if not capture.isOpened():
+            return _released(capture)
+        # before the first grab (FFmpeg's rule for raw mode): an MJPEG stream's JPEGs come undecoded
+        self._raw_mjpeg = _fourcc(capture) == "MJPG" and capture.set(cv2.CAP_PROP_FORMAT, -1)
+        return capture
 
     def _open_device(self) -> cv2.VideoCapture | None:
         device: int | str = int(self.uri) if self.uri.isdigit() else self.uri
@@ -296,6 +339,11 @@ class OpenCVSource:
         if self._fps is not None:
             capture.set(cv2.CAP_PROP_FPS, self._fps)
         return capture
+
+
+def _fourcc(capture: cv2.VideoCapture) -> str:
+    code = int(capture.get(cv2.CAP_PROP_FOURCC))
+    return "".join(chr((code >> shift) & 0xFF) for shift in (0, 8, 16, 24))
 
 
 def _released(capture: cv2.VideoCapture) -> None:
