@@ -14,8 +14,8 @@ from typing import Any, Collection
 import cv2
 import numpy as np
 
-from pipeline.messages import BayerPattern
-from pipeline.sources.base import SourceFrame, lost_frame
+from pipeline.core.messages import BayerPattern
+from pipeline.parts.sources.frame_source import SourceFrame, lost_frame
 
 # What FaultySource can do to the k-th frame its real source delivers.
 SOURCE_FAULTS = ("raise", "lost", "timeout", "none_image", "float_image", "rgba_image", "tiny_image", "not_a_frame")

@@ -16,8 +16,8 @@ import yaml
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from pipeline.gateway.config import DEFAULT_REGISTERS, ModbusConfig
-from pipeline.gateway.registers import RegisterMap
+from pipeline.service.gateway.gateway_config import DEFAULT_REGISTERS, ModbusConfig
+from pipeline.service.gateway.registers import RegisterMap
 
 BLOCK = 32
 

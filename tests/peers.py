@@ -7,6 +7,8 @@ Run as a program, this module is the peer itself:
     python -m tests.peers gige SERIAL        (fake GigE camera on 127.0.0.1:3956)
     python -m tests.peers rtsp PORT          (rtsp://127.0.0.1:PORT/cam, H.264 320x240 25 fps)
     python -m tests.peers mjpeg PORT         (http://127.0.0.1:PORT/stream.mjpg, 25 fps)
+    python -m tests.peers mjpeg PORT bad     (the same, the synthetic camera's frames in turn:
+                                              whole 320x240, cut to 40% of its bytes, whole 640x480)
 Each prints "ready" on stdout once it serves.
 """
 
@@ -118,11 +120,34 @@ def _serve_rtsp(port: str) -> None:
     GLib.MainLoop().run()
 
 
-def _serve_mjpeg(port: str) -> None:
+def mjpeg_bad_frames() -> list[bytes]:
+    """What `mjpeg PORT bad` serves in turn, from the project's synthetic camera (seed 3, frame 0):
+    the whole 320x240 JPEG, the same cut to 40% of its bytes, and a whole 640x480 JPEG."""
+    import cv2
+
+    from pipeline.parts.sources.synthetic import SyntheticSource
+
+    def jpeg(width: int, height: int) -> bytes:
+        return cv2.imencode(".jpg", SyntheticSource(width=width, height=height, seed=3).render(0).image)[1].tobytes()
+
+    whole = jpeg(320, 240)
+    return [whole, whole[: len(whole) * 4 // 10], jpeg(640, 480)]
+
+
+def _serve_mjpeg(port: str, pattern: str = "plain") -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     import cv2
     import numpy as np
+
+    bad = mjpeg_bad_frames() if pattern == "bad" else None
+
+    def frame(n: int) -> bytes:
+        if bad is not None:
+            return bad[n % len(bad)]
+        image = np.full((240, 320, 3), (n * 7) % 256, np.uint8)
+        cv2.putText(image, str(n), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 2, (0, 0, 255), 3)
+        return cv2.imencode(".jpg", image)[1].tobytes()
 
     class Stream(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -130,9 +155,7 @@ def _serve_mjpeg(port: str) -> None:
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()
             for n in range(1_000_000):
-                image = np.full((240, 320, 3), (n * 7) % 256, np.uint8)
-                cv2.putText(image, str(n), (20, 120), cv2.FONT_HERSHEY_SIMPLEX, 2, (0, 0, 255), 3)
-                jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+                jpeg = frame(n)
                 try:
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg))
                     self.wfile.write(jpeg + b"\r\n")
@@ -156,8 +179,8 @@ def _ready_then_wait() -> None:
 
 
 if __name__ == "__main__":
-    kind, arg = sys.argv[1], sys.argv[2]
-    {"gige": _serve_gige, "rtsp": _serve_rtsp, "mjpeg": _serve_mjpeg}[kind](arg)
+    kind, args = sys.argv[1], sys.argv[2:]
+    {"gige": _serve_gige, "rtsp": _serve_rtsp, "mjpeg": _serve_mjpeg}[kind](*args)
 
 
 def read_frames(source, count: int, timeout_s: float = 10.0) -> list:

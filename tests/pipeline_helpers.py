@@ -130,9 +130,9 @@ def run_bayer_camera_pipeline(endpoint: str, frames: int, raw_slots_allocator: A
     (e.g. np.empty: one-byte raw slots on the CPU path, for the CPU letterbox to demosaic).
     `lend=False`: no slots, so the camera demosaics each frame itself with OpenCV (the
     reference). Returns (pipeline, verdicts of cam0)."""
-    from pipeline.app import Pipeline
-    from pipeline.assembly import build_parts
-    from pipeline.messages import BayerPattern
+    from pipeline.composition.app import Pipeline
+    from pipeline.composition.assembly import build_parts
+    from pipeline.core.messages import BayerPattern
     from tests.fakes import BayerCamera
 
     built = make_config(endpoint, fps=200, realtime=False, model={"input_size": 416, **model})

@@ -18,7 +18,15 @@ def test_import_contracts_hold():
 
 
 def test_importing_the_package_needs_no_gpu_or_camera_sdk():
-    code = ("import sys, pipeline.app, pipeline.cli, pipeline.assembly; "
+    code = ("import sys, pipeline.composition.app, pipeline.service.cli, pipeline.composition.assembly; "
             "bad = [m for m in ('tensorrt', 'pycuda', 'gi') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_folder_of_the_package_is_named_in_architecture_md():
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    folders = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pipeline").rglob("*")
+                     if p.is_dir() and (p / "__init__.py").is_file())
+    missing = [f for f in folders if f"`{f}/`" not in text]
+    assert not missing, f"docs/ARCHITECTURE.md does not describe these folders: {missing}"

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.archive import FailedPartArchive
-from pipeline.messages import Detections, Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
+from pipeline.core.messages import Detections, Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
+from pipeline.parts.archive import FailedPartArchive
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, make_config
 
@@ -96,8 +96,8 @@ def test_a_lost_frame_is_archived_as_provenance_only(tmp_path):
 
 
 def test_pipeline_verdicts_name_their_archived_files(tmp_path, free_tcp_endpoint):
-    from pipeline.app import Pipeline
-    from pipeline.assembly import build_parts
+    from pipeline.composition.app import Pipeline
+    from pipeline.composition.assembly import build_parts
 
     frames = 20
     config = make_config(free_tcp_endpoint, archive={"enabled": True, "path": str(tmp_path / "archive")})

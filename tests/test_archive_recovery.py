@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from tests.pipeline_helpers import VerdictCollector, make_config
 
 pytestmark = pytest.mark.timeout(120)

@@ -1,4 +1,4 @@
-"""Decoding a whole batch in one pass (pipeline.backends.nms.nms_batched, YoloDecoder's
+"""Decoding a whole batch in one pass (pipeline.parts.decoding.nms.nms_batched, YoloDecoder's
 decode_batch) against the one-image greedy loop it replaces on the hot path.
 
 Promises: for every image of a batch, the batched NMS keeps exactly the boxes, in exactly
@@ -15,9 +15,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.backends.nms import nms_batched, nms_by_class
-from pipeline.backends.yolo_decode import BadModelOutput, YoloDecoder, decode, to_detections
-from pipeline.messages import Geometry
+from pipeline.core.messages import Geometry
+from pipeline.parts.decoding.nms import nms_batched, nms_by_class
+from pipeline.parts.decoding.yolo_decode import BadModelOutput, YoloDecoder, decode, to_detections
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

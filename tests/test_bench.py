@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.bench.frames import PrerenderedSource
-from pipeline.cli import main
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.sources.synthetic import SyntheticSource
+from pipeline.service.bench.frames import PrerenderedSource
+from pipeline.service.cli import main
 from tests.pipeline_helpers import write_config
 
 pytestmark = pytest.mark.timeout(120)

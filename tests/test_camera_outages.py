@@ -27,8 +27,8 @@ import zmq
 
 pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed for the camera peers")
 
-from pipeline.app import Pipeline  # noqa: E402
-from pipeline.assembly import build_parts  # noqa: E402
+from pipeline.composition.app import Pipeline  # noqa: E402
+from pipeline.composition.assembly import build_parts  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from tests.peers import LOOPBACK, Peer  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402

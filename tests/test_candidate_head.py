@@ -1,4 +1,4 @@
-"""The candidate head (pipeline.backends.candidate_head) run by ONNX Runtime on the CPU.
+"""The candidate head (pipeline.parts.modelfile.candidate_head) run by ONNX Runtime on the CPU.
 
 Promises: whenever at most K anchors pass the confidence threshold, decoding the head's
 (N, K, 6) gives exactly the detections of decoding the full raw tensor; when more pass,
@@ -21,14 +21,14 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper, save
 
-from pipeline.backends.base import ModelError
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend, output_tail
-from pipeline.backends.yolo_decode import BadModelOutput, decode, decode_candidates, to_detections
 from pipeline.config.model import OnnxRuntimeCpuConfig
 from pipeline.config.models import RulesConfig
-from pipeline.imaging import Letterboxer
-from pipeline.rules import RuleBook
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend, output_tail
+from pipeline.parts.decoding.yolo_decode import BadModelOutput, decode, decode_candidates, to_detections
+from pipeline.parts.modelfile.model_info import ModelError
+from pipeline.parts.preprocessing import Letterboxer
+from pipeline.parts.rules import RuleBook
+from pipeline.parts.sources.synthetic import SyntheticSource
 from tests.pipeline_helpers import DEMO_MODEL
 
 SIDE = 32  # input side of the constant models; their output does not depend on the image

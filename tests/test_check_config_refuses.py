@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline.publishing.curve import write_key_pair
+from pipeline.parts.publishing.curve import write_key_pair
 from tests.pipeline_helpers import ROOT, config_dict
 
 pytestmark = pytest.mark.timeout(120)

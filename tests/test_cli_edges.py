@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from pipeline.cli import build_parser, main
+from pipeline.service.cli import build_parser, main
 from tests.pipeline_helpers import ROOT
 
 pytestmark = pytest.mark.timeout(60)
@@ -102,7 +102,7 @@ def test_the_shipped_configs_find_their_model_from_any_folder(tmp_path, name):
 
 
 def test_bench_says_first_whether_latency_or_capacity_is_measured():
-    from pipeline.commands.bench import run_kind
+    from pipeline.service.commands.bench_command import run_kind
 
     assert run_kind(30.0, 2).startswith("latency run: 2 camera(s) at 30 frames/s")
     capacity = run_kind(None, 1)

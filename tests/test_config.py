@@ -102,7 +102,7 @@ def test_check_config_cli_accepts_a_good_file(tmp_path):
 
 
 def test_cuda_graph_with_batches_is_accepted():
-    # one graph per batch size, all captured in warm-up (pipeline.backends.onnxruntime_cuda)
+    # one graph per batch size, all captured in warm-up (pipeline.parts.backends.onnxruntime_cuda)
     text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: onnxruntime-cuda\n  cuda_graph: true\n"
                         "  max_batch: 4")
     config = parse_config(text)
@@ -189,3 +189,10 @@ SHIPPED = Path(__file__).resolve().parents[1] / "configs"
 def test_every_shipped_pipeline_config_loads(name):
     config = load_config(SHIPPED / name)
     assert config.model.backend.value in {"onnxruntime", "onnxruntime-cuda", "triton"}
+
+
+def test_source_kinds_are_defined_once_and_the_registry_covers_them():
+    from pipeline.config.models import SOURCE_KINDS
+    from pipeline.parts.sources import SOURCES
+
+    assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}

@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 import pytest
 
-from pipeline.cli import main
-from pipeline.convert.accuracy_gate import ValidationSet, average_precision, run_gate
-from pipeline.convert.calibration import ImageFolderReader
-from pipeline.imaging.letterbox import Letterboxer
-from pipeline.messages import Detections
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.core.messages import Detections
+from pipeline.parts.preprocessing.letterbox import Letterboxer
+from pipeline.parts.sources.synthetic import SyntheticSource
+from pipeline.service.cli import main
+from pipeline.service.convert.accuracy_gate import ValidationSet, average_precision, run_gate
+from pipeline.service.convert.calibration import ImageFolderReader
 from tests.pipeline_helpers import DEMO_MODEL
 
 _DIMS = onnx.load(str(DEMO_MODEL), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
@@ -101,7 +101,7 @@ def test_fp16_conversion_needs_no_onnxruntime_transformers(tmp_path, monkeypatch
 
     import onnxruntime as ort
 
-    from pipeline.convert.precision import to_fp16
+    from pipeline.service.convert.precision import to_fp16
 
     monkeypatch.setitem(sys.modules, "onnxruntime.transformers", None)  # any import of it now fails
     monkeypatch.setitem(sys.modules, "onnxruntime.transformers.float16", None)

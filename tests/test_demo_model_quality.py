@@ -3,7 +3,7 @@ machinery on a held-out seed of the synthetic camera, must FAIL defective parts 
 PASS good ones at the rates issue 3 promised (engines/demo.md has the full numbers).
 
 Real threads, queues, ONNX Runtime and PUB socket; only timing is taken out of the
-picture (see `pipeline.evaluation`). CI evaluates here; it never trains.
+picture (see `pipeline.service.evaluation`). CI evaluates here; it never trains.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.evaluation import evaluate
+from pipeline.service.cli import main
+from pipeline.service.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"

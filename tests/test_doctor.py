@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.cli import main
+from pipeline.service.cli import main
 from tests.pipeline_helpers import ROOT
 
 pytestmark = pytest.mark.timeout(60)

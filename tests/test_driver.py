@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from pipeline.assembly import open_backend
-from pipeline.driver import RunDriver, StopReason, Substitutions, Until
+from pipeline.composition.assembly import open_backend
+from pipeline.composition.driver import RunDriver, StopReason, Substitutions, Until
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config, write_config
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.engines.sidecar import (
+from pipeline.parts.engines.sidecar import (
     EngineSidecar,
     SidecarError,
     TensorSpec,

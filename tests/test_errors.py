@@ -1,4 +1,4 @@
-"""One exception hierarchy (pipeline.errors): every error the package raises on purpose is a
+"""One exception hierarchy (pipeline.core.errors): every error the package raises on purpose is a
 `PipelineError`, and the reason of an ERROR verdict follows from the exception's type, per
 stage. Real stages on real queues and threads, the real letterbox, the real demo model;
 only the failing call is swapped for one that raises."""
@@ -12,18 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.assembly import make_decoder, open_backend
-from pipeline.backends.base import BackendDeadline, BackendUnavailable
-from pipeline.backends.yolo_decode import BadModelOutput
-from pipeline.buffers import HostSlotPool
-from pipeline.errors import PipelineError, reason_of
-from pipeline.imaging import BadFrame, Letterboxer
-from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
-from pipeline.queues import StageQueue
-from pipeline.sources.base import LostFrame, SourceError
+from pipeline.composition.assembly import make_decoder, open_backend
+from pipeline.core.buffers import HostSlotPool
+from pipeline.core.errors import PipelineError, reason_of
+from pipeline.core.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.backends.backend_api import BackendDeadline, BackendUnavailable
+from pipeline.parts.decoding.yolo_decode import BadModelOutput
+from pipeline.parts.preprocessing import BadFrame, Letterboxer
+from pipeline.parts.sources.frame_source import LostFrame, SourceError
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
-from pipeline.telemetry import Telemetry
 from tests.pipeline_helpers import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_every_exception_class_of_the_package_is_a_pipeline_error():
             bases = {b.id for b in node.bases if isinstance(b, ast.Name)}
             if bases & BUILTIN_BASES and "PipelineError" not in bases:
                 loose.append(f"{path.relative_to(ROOT)}: {node.name}")
-    assert not loose, f"derive these from pipeline.errors.PipelineError: {loose}"
+    assert not loose, f"derive these from pipeline.core.errors.PipelineError: {loose}"
 
 
 @pytest.mark.parametrize("exc, reason", [

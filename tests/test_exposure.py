@@ -1,6 +1,6 @@
 """The exposure clock: camera timestamps onto the host clock, and which frames are stale."""
 
-from pipeline.sources.exposure import ExposureClock
+from pipeline.parts.sources.exposure import ExposureClock
 
 MS = 1_000_000
 

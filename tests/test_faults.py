@@ -17,10 +17,10 @@ import sys
 import pytest
 import zmq
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
-from pipeline.messages import Job
-from pipeline.publishing import ZmqPublisher
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
+from pipeline.core.messages import Job
+from pipeline.parts.publishing import ZmqPublisher
 from tests.fakes import FaultyBackend, FaultySource
 from tests.pipeline_helpers import ROOT, VerdictCollector, assert_exactly_once, make_config, write_config
 from tests.waiting import wait_until
@@ -292,7 +292,7 @@ def full_disk(tmp_path):
 
 def test_a_full_archive_disk_disables_the_archive_once_and_nothing_else(full_disk, free_tcp_endpoint, caplog):
     frames = 20
-    caplog.set_level(logging.WARNING, logger="pipeline.archive")
+    caplog.set_level(logging.WARNING, logger="pipeline.parts.archive")
     collector = VerdictCollector(free_tcp_endpoint)
     try:
         config = make_config(free_tcp_endpoint, fps=30, archive={

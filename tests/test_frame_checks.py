@@ -8,10 +8,10 @@ import struct
 import cv2
 import pytest
 
-from pipeline.sources.base import SourceError
-from pipeline.sources.frame_check import declared_size, frame_problem
-from pipeline.sources.replay import ReplaySource
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.sources.frame_check import declared_size, frame_problem
+from pipeline.parts.sources.frame_source import SourceError
+from pipeline.parts.sources.replay import ReplaySource
+from pipeline.parts.sources.synthetic import SyntheticSource
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -91,7 +91,7 @@ def test_pipeline_run_on_a_replay_folder_gives_one_verdict_per_file_errors_for_b
     config.write_text(yaml.safe_dump(data))
     collector = VerdictCollector(free_tcp_endpoint)
     try:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(config)], cwd=ROOT,
+        proc = subprocess.run([sys.executable, "-m", "pipeline.service.cli", "run", str(config)], cwd=ROOT,
                               capture_output=True, text=True, timeout=90)
         assert collector.wait_for_last_heartbeat(10)
     finally:

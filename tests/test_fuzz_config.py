@@ -16,8 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.cli import main
 from pipeline.config import ConfigError, parse_config
+from pipeline.service.cli import main
 from tests.pipeline_helpers import config_dict
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

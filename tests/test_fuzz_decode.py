@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.backends.nms import nms
-from pipeline.backends.yolo_decode import BadModelOutput, decode, to_detections
 from pipeline.config.models import RulesConfig
-from pipeline.messages import Geometry, Outcome
-from pipeline.rules import RuleBook
+from pipeline.core.messages import Geometry, Outcome
+from pipeline.parts.decoding.nms import nms
+from pipeline.parts.decoding.yolo_decode import BadModelOutput, decode, to_detections
+from pipeline.parts.rules import RuleBook
 
 CLASSES = ("scratch", "spot", "crack")
 GEOMETRY = Geometry(scale=0.5, pad_x=0.0, pad_y=40.0, src_width=640, src_height=480)

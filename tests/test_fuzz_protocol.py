@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
-from pipeline.protocol import ProtocolError, decode, encode_heartbeat, encode_verdict
+from pipeline.core.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.core.protocol import ProtocolError, decode, encode_heartbeat, encode_verdict
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CLASS_NAMES = ("scratch", "spot", "crack")

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("pymodbus")
 
-from pipeline.gateway.state import NotReadyReason, VerdictCode  # noqa: E402
+from pipeline.service.gateway.state import NotReadyReason, VerdictCode  # noqa: E402
 from tests.gateway_helpers import PlcServer, free_port, start, stop, write_gateway_config  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, write_config  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
@@ -125,7 +125,7 @@ def test_a_plc_that_disappears_and_returns_gets_results_again(tmp_path, free_tcp
 
 def test_without_the_gateway_extra_it_says_what_to_install(tmp_path):
     config = write_gateway_config(tmp_path / "gateway.yaml", "tcp://127.0.0.1:1", ["cam0"], modbus={"port": 1})
-    code = ("import sys; sys.modules['pymodbus'] = None; from pipeline.cli import main; "
+    code = ("import sys; sys.modules['pymodbus'] = None; from pipeline.service.cli import main; "
             f"sys.exit(main(['gateway', {str(config)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

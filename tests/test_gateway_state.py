@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError
-from pipeline.gateway.config import FailSafeConfig, GatewayConfig, ModbusConfig, load_gateway_config
-from pipeline.gateway.handshake import AckState, AckTracker
-from pipeline.gateway.registers import RegisterMap, decode_text, encode_text
-from pipeline.gateway.state import CameraChannel, HealthCode, NotReadyReason, VerdictCode, next_counter
+from pipeline.service.gateway.gateway_config import FailSafeConfig, GatewayConfig, ModbusConfig, load_gateway_config
+from pipeline.service.gateway.handshake import AckState, AckTracker
+from pipeline.service.gateway.registers import RegisterMap, decode_text, encode_text
+from pipeline.service.gateway.state import CameraChannel, HealthCode, NotReadyReason, VerdictCode, next_counter
 
 MS = 1_000_000
 
@@ -74,7 +74,7 @@ def test_ack_in_time_late_and_back():
 
 def test_registers_round_trip_and_a_32_bit_seq():
     m = RegisterMap(ModbusConfig())
-    from pipeline.gateway.state import CameraSnapshot
+    from pipeline.service.gateway.state import CameraSnapshot
 
     snap = CameraSnapshot("cam0", 0, True, NotReadyReason.NONE, HealthCode.OK, 3, 70000, VerdictCode.PASS, 0,
                           (), "ABC-123")

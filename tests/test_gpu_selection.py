@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.app import StartupError
-from pipeline.assembly import build_parts
-from pipeline.cli import main
+from pipeline.composition.app import StartupError
+from pipeline.composition.assembly import build_parts
+from pipeline.service.cli import main
 from tests.pipeline_helpers import DEMO_MODEL, make_config
 
 

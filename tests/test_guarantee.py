@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts, open_backend
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts, open_backend
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(180)

@@ -11,9 +11,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pipeline.app import Pipeline, StartupError
-from pipeline.assembly import build_parts
-from pipeline.daemon.health import HealthMonitor
+from pipeline.composition.app import Pipeline, StartupError
+from pipeline.composition.assembly import build_parts
+from pipeline.service.daemon.health import HealthMonitor
 from tests.pipeline_helpers import VerdictCollector, make_config
 
 pytestmark = pytest.mark.timeout(120)

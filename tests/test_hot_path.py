@@ -9,14 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
-from pipeline.buffers import FramePool
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config.models import Overflow
-from pipeline.messages import Frame, Job, PublishedVerdict, TensorSlot, queue_waits, stage_split
-from pipeline.queues import StageQueue
+from pipeline.core.buffers import FramePool
+from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, queue_waits, stage_split
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
-from pipeline.telemetry import Telemetry
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(120)

@@ -12,14 +12,14 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.app import Pipeline, StartupError
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline, StartupError
+from pipeline.composition.assembly import build_parts
 from pipeline.config.models import HttpConfig
-from pipeline.daemon.health import HealthMonitor
-from pipeline.daemon.http_endpoint import HttpEndpoint
-from pipeline.daemon.metrics import PipelineMetrics
-from pipeline.daemon.notify import SdNotifier
-from pipeline.daemon.service import DaemonService
+from pipeline.service.daemon.daemon_service import DaemonService
+from pipeline.service.daemon.health import HealthMonitor
+from pipeline.service.daemon.http_endpoint import HttpEndpoint
+from pipeline.service.daemon.metrics import PipelineMetrics
+from pipeline.service.daemon.notify import SdNotifier
 from tests.pipeline_helpers import VerdictCollector, make_config
 
 pytestmark = pytest.mark.timeout(90)

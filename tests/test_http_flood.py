@@ -14,9 +14,9 @@ import urllib.request
 import pytest
 
 from pipeline.config.models import HttpConfig
-from pipeline.daemon.health import HealthMonitor
-from pipeline.daemon.http_endpoint import HttpEndpoint
-from pipeline.daemon.metrics import PipelineMetrics
+from pipeline.service.daemon.health import HealthMonitor
+from pipeline.service.daemon.http_endpoint import HttpEndpoint
+from pipeline.service.daemon.metrics import PipelineMetrics
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)

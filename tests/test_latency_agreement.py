@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.bench.recording import Recorder
-from pipeline.bench.report import summarise
-from pipeline.bench.runner import RunResult
-from pipeline.daemon.notify import SdNotifier
-from pipeline.daemon.service import DaemonService
-from pipeline.driver import RunDriver, StopReason, Substitutions, Until
+from pipeline.composition.driver import RunDriver, StopReason, Substitutions, Until
+from pipeline.service.bench.recording import Recorder
+from pipeline.service.bench.report import summarise
+from pipeline.service.bench.runner import RunResult
+from pipeline.service.daemon.daemon_service import DaemonService
+from pipeline.service.daemon.notify import SdNotifier
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(90)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.imaging import BadFrame, Letterboxer
-from pipeline.messages import BayerPattern
+from pipeline.core.messages import BayerPattern
+from pipeline.parts.preprocessing import BadFrame, Letterboxer
 
 PAD = np.float32(114) * np.float32(1 / 255)
 

@@ -9,10 +9,10 @@ import logging
 
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config.models import LoggingConfig
-from pipeline.logging_setup import configure_logging
+from pipeline.core.logging_setup import configure_logging
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import VerdictCollector, make_config
 

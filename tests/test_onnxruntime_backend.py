@@ -19,11 +19,12 @@ import pytest
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from pipeline.backends import ModelError, backend_class, choose_backend, create_backend  # noqa: E402
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
-from pipeline.backends.yolo_decode import decode_candidates, to_detections  # noqa: E402
 from pipeline.config.model import ModelConfig, OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig, model_config  # noqa: E402
-from pipeline.imaging import Letterboxer  # noqa: E402
+from pipeline.parts.backends import backend_class, choose_backend, create_backend  # noqa: E402
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
+from pipeline.parts.decoding.yolo_decode import decode_candidates, to_detections  # noqa: E402
+from pipeline.parts.modelfile.model_info import ModelError  # noqa: E402
+from pipeline.parts.preprocessing import Letterboxer  # noqa: E402
 
 SHARED_YOLOV8N = Path("/work/shared/models/yolov8n-640-random.onnx")
 NAMES_METADATA = "{0: 'red', 1: \"green's\"}"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from tests.pipeline_helpers import VERDICT_FIELDS, VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(120)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import CameraConfig
-from pipeline.messages import BayerPattern
-from pipeline.sources.pixel_formats import PixelFormatError, into_slot, slot_shape, to_pipeline_image
+from pipeline.core.messages import BayerPattern
+from pipeline.parts.sources.pixel_formats import PixelFormatError, into_slot, slot_shape, to_pipeline_image
 from tests.pipeline_helpers import assert_exactly_once, run_bayer_camera_pipeline
 
 

@@ -8,8 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from pipeline.messages import Detections, Outcome, Reason, ReasonCode
-from pipeline.protocol import (
+from pipeline.core.messages import Detections, Outcome, Reason, ReasonCode
+from pipeline.core.protocol import (
     SCHEMA_VERSION,
     ProtocolError,
     decode,

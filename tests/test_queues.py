@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import Overflow
-from pipeline.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
-from pipeline.queues import StageQueue
+from pipeline.core.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.core.queues import StageQueue
 
 
 def job(i: int) -> Job:
@@ -90,7 +90,7 @@ def test_get_batch_stops_at_end_of_stream():
 
 @pytest.mark.timeout(10)
 def test_shed_job_releases_its_tensor_slot():
-    from pipeline.buffers import HostSlotPool
+    from pipeline.core.buffers import HostSlotPool
 
     pool = HostSlotPool((3, 4, 4), np.float32, 1)
     q, shed = make(Overflow.DROP_OLDEST, capacity=1)

@@ -118,8 +118,8 @@ def test_sighup_with_an_invalid_file_keeps_the_old_rules(tmp_path, free_tcp_endp
 
 
 def _class_names(tmp_path, endpoint: str) -> tuple[str, ...]:
-    from pipeline.backends import create_backend
     from pipeline.config import parse_config
+    from pipeline.parts.backends import create_backend
 
     model = parse_config(yaml.safe_dump(config_dict(endpoint))).model
     backend = create_backend(model)

@@ -3,8 +3,8 @@
 import numpy as np
 
 from pipeline.config.models import ClassRuleConfig, RoiConfig, RulesConfig
-from pipeline.messages import Detections, Outcome, ReasonCode
-from pipeline.rules import RuleBook
+from pipeline.core.messages import Detections, Outcome, ReasonCode
+from pipeline.parts.rules import RuleBook
 
 NAMES = ("scratch", "spot", "crack")
 

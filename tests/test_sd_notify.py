@@ -16,10 +16,10 @@ import threading
 
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
-from pipeline.daemon.notify import SdNotifier
-from pipeline.daemon.service import DaemonService
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
+from pipeline.service.daemon.daemon_service import DaemonService
+from pipeline.service.daemon.notify import SdNotifier
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import make_config, write_config
 from tests.waiting import wait_until

@@ -19,14 +19,14 @@ from urllib.parse import urlparse
 import pytest
 import zmq
 
-from pipeline.app import Pipeline, StartupError
-from pipeline.assembly import build_parts
-from pipeline.cli import main
+from pipeline.composition.app import Pipeline, StartupError
+from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
 from pipeline.config.models import PublisherConfig
-from pipeline.publishing import ZmqPublisher
-from pipeline.publishing.curve import load_server_keys, make_curve_client, read_key_file, write_key_pair
-from pipeline.publishing.zmq_publisher import PublisherError
+from pipeline.parts.publishing import ZmqPublisher
+from pipeline.parts.publishing.curve import load_server_keys, make_curve_client, read_key_file, write_key_pair
+from pipeline.parts.publishing.zmq_publisher import PublisherError
+from pipeline.service.cli import main
 from tests.pipeline_helpers import ROOT, assert_exactly_once, make_config
 from tests.waiting import wait_until
 from tests.zmq_helpers import SubscriberRun

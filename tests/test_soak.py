@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from pipeline.cli import main
-from pipeline.soak import Sample, analyse
+from pipeline.service.cli import main
+from pipeline.service.soak import Sample, analyse
 from tests.pipeline_helpers import write_config
 
 

@@ -19,20 +19,20 @@ gi = pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed fo
 gi.require_version("Aravis", "0.8")
 from gi.repository import Aravis  # noqa: E402  (after require_version)
 
-from pipeline.app import Pipeline  # noqa: E402
-from pipeline.assembly import build_parts  # noqa: E402
-from pipeline.buffers import FramePool, HostSlotPool  # noqa: E402
+from pipeline.composition.app import Pipeline  # noqa: E402
+from pipeline.composition.assembly import build_parts  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from pipeline.config.models import CameraConfig  # noqa: E402
-from pipeline.imaging.letterbox import Letterboxer  # noqa: E402
-from pipeline.messages import BayerPattern, Job  # noqa: E402
-from pipeline.queues import StageQueue  # noqa: E402
-from pipeline.sources.aravis_memory import buffer_memory  # noqa: E402
-from pipeline.sources.base import CameraState  # noqa: E402
-from pipeline.sources.genicam import CameraRefused, GenICamSource  # noqa: E402
+from pipeline.core.buffers import FramePool, HostSlotPool  # noqa: E402
+from pipeline.core.messages import BayerPattern, Job  # noqa: E402
+from pipeline.core.queues import StageQueue  # noqa: E402
+from pipeline.core.telemetry import Telemetry  # noqa: E402
+from pipeline.parts.preprocessing.letterbox import Letterboxer  # noqa: E402
+from pipeline.parts.sources.aravis_memory import buffer_memory  # noqa: E402
+from pipeline.parts.sources.frame_source import CameraState  # noqa: E402
+from pipeline.parts.sources.genicam import CameraRefused, GenICamSource  # noqa: E402
 from pipeline.stages.capture import CaptureStage  # noqa: E402
 from pipeline.stages.preprocess import PreprocessStage  # noqa: E402
-from pipeline.telemetry import Telemetry  # noqa: E402
 from tests.peers import LOOPBACK, Peer, read_frames, reset_fake_camera  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
 
@@ -207,7 +207,7 @@ def test_a_frame_that_does_not_fit_its_slot_comes_in_its_own_array_said_once(cam
     source = camera_source(pixel_format="BayerRG8", roi=ROI)
     source.open()
     slot = np.zeros((32, 32), np.uint8)
-    with caplog.at_level(logging.WARNING, logger="pipeline.sources.genicam"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.parts.sources.genicam"):
         frames = read_into_slots(source, [slot] * 3)
     assert [f.image.shape for f in frames] == [(64, 128, 3)] * 3 and all(f.bayer is None for f in frames)
     assert not slot.any()

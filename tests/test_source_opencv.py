@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
 from pipeline.config.models import CameraConfig
-from pipeline.sources.base import CameraState, SourceEnded, SourceError
-from pipeline.sources.opencv_source import OpenCVSource
-from tests.peers import Peer, read_frames
+from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError
+from pipeline.parts.sources.opencv_source import OpenCVSource
+from tests.peers import Peer, mjpeg_bad_frames, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
 from tests.waiting import wait_until
 
@@ -38,10 +38,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def opencv_source(uri: str, **source) -> OpenCVSource:
+def opencv_source(uri: str, camera: dict | None = None, **source) -> OpenCVSource:
     settings = {"kind": "opencv", "uri": uri, "open_timeout_ms": 1000, "read_timeout_ms": 1000,
                 "reconnect_initial_s": 0.1, "reconnect_max_s": 0.5, **source}
-    return OpenCVSource.from_config(CameraConfig.model_validate({"id": "cv0", "source": settings}))
+    return OpenCVSource.from_config(CameraConfig.model_validate({"id": "cv0", **(camera or {}), "source": settings}))
 
 
 
@@ -63,6 +63,39 @@ def test_http_mjpeg_stream_gives_the_newest_bgr_frames():
     assert [f.image.shape for f in frames] == [(240, 320, 3)] * 4
     assert source.frames_dropped >= 1
     assert any(f is not None for f in into_slot) and all(f.image is slot for f in into_slot if f is not None)
+
+
+@pytest.mark.camera
+def test_http_mjpeg_frames_cut_short_or_larger_than_configured_are_lost_frames_never_decoded():
+    """Issue 14 point 4 for HTTP-MJPEG: a real multipart server on loopback serves the synthetic
+    camera's JPEG whole, cut to 40% of its bytes, and at 640x480 for a camera configured 320x240.
+    The cut and the large one are LostFrames (ERROR bad_frame at the capture stage), never pixels;
+    every frame delivered is the whole picture, pixel for pixel."""
+    whole, _, _ = mjpeg_bad_frames()
+    expected = cv2.imdecode(np.frombuffer(whole, np.uint8), cv2.IMREAD_COLOR)
+    truncated = "camera cv0: truncated JPEG: no end-of-image marker"
+    larger = "camera cv0: JPEG of 640x480 is larger than the camera's configured 320x240; not decoded"
+    port = free_port()
+    delivered, lost = [], set()
+    with Peer("mjpeg", str(port), "bad"):
+        source = opencv_source(f"http://127.0.0.1:{port}/stream.mjpg", {"width": 320, "height": 240})
+        try:
+            source.open()
+            slot = np.zeros((240, 320, 3), np.uint8)
+            deadline = time.monotonic() + 20
+            while (len(delivered) < 3 or not {truncated, larger} <= lost) and time.monotonic() < deadline:
+                try:
+                    got = source.read_into(slot, 0.5)
+                except LostFrame as exc:
+                    lost.add(str(exc))
+                    continue
+                if got is not None:
+                    delivered.append(got.image.copy())
+        finally:
+            source.close()
+    assert lost == {truncated, larger}
+    assert len(delivered) >= 3 and all(np.array_equal(image, expected) for image in delivered)
+    assert source.link_state is CameraState.STREAMING  # a bad frame costs that frame, not the link
 
 
 def test_video_file_is_read_frame_by_frame_to_its_end(tmp_path):
@@ -120,7 +153,7 @@ def test_a_stream_of_another_size_than_its_slot_comes_in_own_arrays_said_once(tm
     slot = np.zeros((480, 640, 3), np.uint8)
     source.open()
     try:
-        with caplog.at_level("WARNING", logger="pipeline.sources.opencv_source"):
+        with caplog.at_level("WARNING", logger="pipeline.parts.sources.opencv_source"):
             frames = [source.read_into(slot, 1.0) for _ in range(3)]
     finally:
         source.close()
@@ -240,8 +273,8 @@ def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
     code = textwrap.dedent(f"""
         import logging, time
         logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
-        from pipeline.sources.backoff import Backoff
-        from pipeline.sources.opencv_source import OpenCVSource
+        from pipeline.parts.sources.backoff import Backoff
+        from pipeline.parts.sources.opencv_source import OpenCVSource
         source = OpenCVSource("rtsp://127.0.0.1:{free_port()}/cam", Backoff(0.01, 0.01), open_timeout_ms=200, name="c")
         source.open()
         deadline = time.monotonic() + 30

@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.buffers import FramePool
 from pipeline.config.models import CameraConfig
-from pipeline.messages import Job
-from pipeline.queues import StageQueue
-from pipeline.sources.base import FrameSource, SourceEnded, SourceError
-from pipeline.sources.replay import ReplaySource
+from pipeline.core.buffers import FramePool
+from pipeline.core.messages import Job
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.sources.frame_source import FrameSource, SourceEnded, SourceError
+from pipeline.parts.sources.replay import ReplaySource
 from pipeline.stages.capture import CaptureStage
-from pipeline.telemetry import Telemetry
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -151,7 +151,7 @@ def test_a_folder_image_is_copied_once_into_the_slot_and_a_video_decoded_into_it
 def test_an_image_that_does_not_fit_the_slot_keeps_its_own_array_said_once(tmp_path, caplog):
     _write_images(tmp_path, ["a.png", "b.png", "c.png"], gray=True)
     source, slot = _open(tmp_path), np.zeros((24, 32, 3), np.uint8)
-    with caplog.at_level("WARNING", logger="pipeline.sources.replay"):
+    with caplog.at_level("WARNING", logger="pipeline.parts.sources.replay"):
         frames = [source.read_into(slot, 1.0) for _ in range(3)]
     assert [f.image.shape for f in frames] == [(24, 32)] * 3 and not slot.any()
     assert sum("does not fit the camera's frame slots (24x32x3)" in r.getMessage() for r in caplog.records) == 1

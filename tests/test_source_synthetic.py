@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import CameraConfig
-from pipeline.sources.base import FrameSource
-from pipeline.sources.synthetic import SUPPORTED_CLASSES, SyntheticSource
+from pipeline.parts.sources.frame_source import FrameSource
+from pipeline.parts.sources.synthetic import SUPPORTED_CLASSES, SyntheticSource
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.timeout(120)
 
 SLOW_START = """
 import sys, time, logging
-from pipeline.assembly import build_parts
+from pipeline.composition.assembly import build_parts
 from pipeline.config import load_config
-from pipeline.runner import run_pipeline
+from pipeline.service.foreground import run_pipeline
 logging.basicConfig(level=logging.INFO)
 def slow_build(config):
     parts = build_parts(config)

@@ -1,4 +1,4 @@
-"""Camera, stage and health states (pipeline.states): one definition, legal moves only, the
+"""Camera, stage and health states (pipeline.core.states): one definition, legal moves only, the
 wire's values in the heartbeat, the protocol refusing a state that does not exist."""
 
 import json
@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pipeline.protocol import ProtocolError, encode_heartbeat
-from pipeline.states import CameraState, Health, IllegalTransition, StageState, can_move, move
-from pipeline.telemetry import Telemetry
+from pipeline.core.protocol import ProtocolError, encode_heartbeat
+from pipeline.core.states import CameraState, Health, IllegalTransition, StageState, can_move, move
+from pipeline.core.telemetry import Telemetry
 
 
 def test_values_are_what_the_wire_has_always_carried():

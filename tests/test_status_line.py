@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from pipeline.messages import Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
-from pipeline.states import CameraState
-from pipeline.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
-from pipeline.telemetry import Health, Telemetry
+from pipeline.core.messages import Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
+from pipeline.core.states import CameraState
+from pipeline.core.telemetry import Health, Telemetry
+from pipeline.service.status_line import CLEAR, Counts, RecentRate, StatusLine, format_status
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import time
 import pytest
 import zmq
 
-from pipeline.protocol import encode_verdict, verdict_topic
-from pipeline.subscriber import SeqTracker, format_verdict, subscribe_main
+from pipeline.core.protocol import encode_verdict, verdict_topic
+from pipeline.service.subscriber import SeqTracker, format_verdict, subscribe_main
 from tests.zmq_helpers import CLASS_NAMES, SubscriberRun, defect_job, make_job, publisher, rebound_publisher, wait_joined
 
 pytestmark = pytest.mark.timeout(20)

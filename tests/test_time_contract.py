@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from tests.fakes import StallingArchive
 from tests.pipeline_helpers import VerdictCollector, make_config
 

@@ -11,12 +11,12 @@ import time
 import pytest
 import zmq
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
 from pipeline.config.models import CameraConfig
-from pipeline.sources.trigger_line import TriggerLine
-from pipeline.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
+from pipeline.parts.sources.trigger_line import TriggerLine
+from pipeline.parts.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
 from tests.pipeline_helpers import VerdictCollector, config_dict
 from tests.waiting import wait_until
 
@@ -170,7 +170,7 @@ def test_inbox_receives_announcements_over_a_real_socket_and_counts_bad_ones(fre
 
 
 def test_a_busy_trigger_endpoint_stops_start_up_with_its_name(free_tcp_endpoint, tmp_path):
-    from pipeline.app import StartupError
+    from pipeline.composition.app import StartupError
 
     blocker = zmq.Context()
     sock = blocker.socket(zmq.PULL)

@@ -9,10 +9,10 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from pipeline.backends import BACKENDS
-from pipeline.backends.base import ModelError
-from pipeline.backends.triton_backend import use_shared_memory
 from pipeline.config.model import ModelConfig, TritonConfig, model_config
+from pipeline.parts.backends import BACKENDS
+from pipeline.parts.backends.triton_backend import use_shared_memory
+from pipeline.parts.modelfile.model_info import ModelError
 from tests.pipeline_helpers import DEMO_MODEL, ROOT
 
 
@@ -42,8 +42,8 @@ def test_shared_memory_only_on_the_same_host_unless_forced(url, mode, expected):
 
 
 def test_registry_names_triton_and_import_pipeline_does_not_load_tritonclient():
-    assert BACKENDS["triton"] == "pipeline.backends.triton_backend:TritonBackend"
-    code = "import sys, pipeline.backends, pipeline.assembly; assert 'tritonclient' not in sys.modules"
+    assert BACKENDS["triton"] == "pipeline.parts.backends.triton_backend:TritonBackend"
+    code = "import sys, pipeline.parts.backends, pipeline.composition.assembly; assert 'tritonclient' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -64,8 +64,8 @@ HEADED_METADATA = {"inputs": [{"name": "images", "datatype": "FP32", "shape": [-
 def served(metadata: dict, parameters: dict[str, str]):
     """What the Triton backend makes of a server's metadata and config (no request is sent)."""
     pytest.importorskip("tritonclient.grpc", reason="the `triton` extra is not installed")
-    from pipeline.backends.triton_backend import _check_model
-    from pipeline.backends.triton_connection import TritonConnection
+    from pipeline.parts.backends.triton_backend import _check_model
+    from pipeline.parts.backends.triton_connection import TritonConnection
 
     cfg = model(backend="triton", triton={"model_name": "demo"})
     conn = TritonConnection(cfg.triton.url, "grpc", "demo", "", 1.0)  # never connected here

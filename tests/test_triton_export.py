@@ -15,8 +15,8 @@ import pytest
 mc = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="the `triton` extra is not installed")
 from google.protobuf import text_format  # noqa: E402
 
-from pipeline.backends.model_info import parse_names  # noqa: E402
-from pipeline.engines.sidecar import EngineSidecar, TensorSpec, sidecar_path  # noqa: E402
+from pipeline.parts.engines.sidecar import EngineSidecar, TensorSpec, sidecar_path  # noqa: E402
+from pipeline.parts.modelfile.model_info import parse_names  # noqa: E402
 from tests.pipeline_helpers import DEMO_MODEL  # noqa: E402
 
 
@@ -55,8 +55,8 @@ def test_the_served_onnx_graph_is_the_local_backends_headed_graph(tmp_path):
     the head: the same K x 6 rows for the same image."""
     import onnxruntime as ort
 
-    from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
     from pipeline.config.model import OnnxRuntimeCpuConfig
+    from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     done = export(str(DEMO_MODEL), str(tmp_path), "--max-candidates", "500")
     assert done.returncode == 0, done.stderr

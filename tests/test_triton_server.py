@@ -16,11 +16,11 @@ import pytest
 
 pytest.importorskip("tritonclient.grpc", reason="the `triton` extra is not installed")
 
-from pipeline.app import Pipeline  # noqa: E402
-from pipeline.assembly import build_parts, make_decoder  # noqa: E402
-from pipeline.backends import create_backend  # noqa: E402
-from pipeline.backends.base import ModelError  # noqa: E402
+from pipeline.composition.app import Pipeline  # noqa: E402
+from pipeline.composition.assembly import build_parts, make_decoder  # noqa: E402
 from pipeline.config.model import model_config  # noqa: E402
+from pipeline.parts.backends import create_backend  # noqa: E402
+from pipeline.parts.modelfile.model_info import ModelError  # noqa: E402
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config  # noqa: E402
 from tests.triton_server import (  # noqa: E402
     TritonEnvUnavailable,
@@ -152,8 +152,8 @@ def test_the_served_head_is_recognised_and_decoded_like_the_local_backends(serve
 
 
 def render(frame_id: int) -> tuple[np.ndarray, object]:
-    from pipeline.imaging.letterbox import Letterboxer
-    from pipeline.sources.synthetic import SyntheticSource
+    from pipeline.parts.preprocessing.letterbox import Letterboxer
+    from pipeline.parts.sources.synthetic import SyntheticSource
 
     image = SyntheticSource(width=640, height=480, seed=3, defect_probability=0.8).render(frame_id).image
     tensor = np.empty((3, 416, 416), np.float32)

@@ -33,7 +33,7 @@ TRT_MODULES = sorted(p for p in (ROOT / "pipeline").rglob("*.py") if imports_ten
 
 def test_the_tensorrt_modules_are_found():
     names = {p.relative_to(ROOT).as_posix() for p in TRT_MODULES}
-    assert {"pipeline/backends/tensorrt_backend.py", "pipeline/engines/builder.py"} <= names
+    assert {"pipeline/parts/backends/tensorrt_backend.py", "pipeline/parts/engines/builder.py"} <= names
 
 
 @pytest.mark.timeout(60)

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from pipeline.driver import RunDriver, StopReason, Substitutions, Until
-from pipeline.messages import PublishedVerdict
+from pipeline.composition.driver import RunDriver, StopReason, Substitutions, Until
+from pipeline.core.messages import PublishedVerdict
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
 
 pytestmark = pytest.mark.timeout(90)

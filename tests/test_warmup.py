@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.assembly import build_parts
-from pipeline.warmup import warm_path
+from pipeline.composition.assembly import build_parts
+from pipeline.composition.warmup import warm_path
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import make_config
 

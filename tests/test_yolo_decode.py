@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backends.nms import nms
-from pipeline.backends.yolo_decode import BadModelOutput, decode, to_detections
-from pipeline.messages import Geometry
+from pipeline.core.messages import Geometry
+from pipeline.parts.decoding.nms import nms
+from pipeline.parts.decoding.yolo_decode import BadModelOutput, decode, to_detections
 
 
 def _output(anchors: list[tuple[float, float, float, float, list[float]]], num_classes: int) -> np.ndarray:

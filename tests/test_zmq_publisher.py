@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from pipeline.config.models import PublisherConfig
-from pipeline.protocol import ProtocolError, decode
-from pipeline.publishing import PublisherError, ZmqPublisher
+from pipeline.core.protocol import ProtocolError, decode
+from pipeline.parts.publishing import PublisherError, ZmqPublisher
 from tests.zmq_helpers import CLASS_NAMES, defect_job, join_sub, make_job, publisher, sub_socket
 
 pytestmark = pytest.mark.timeout(20)
@@ -109,7 +109,6 @@ def test_unencodable_verdict_goes_out_as_error(context):
     assert pub.publish_verdict(defect_job(score=float("nan"))) == 0
     _, msg = receive(sub)
     assert (msg["seq"], msg["verdict"], msg["reasons"][0]["code"]) == (0, "ERROR", "bad_output")
-    assert pub.encode_errors == 1
     pub.close()
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import zmq
 
 from pipeline.config.models import PublisherConfig
-from pipeline.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
-from pipeline.publishing import ZmqPublisher
-from pipeline.publishing.zmq_publisher import PublisherError
+from pipeline.core.messages import Detections, Frame, Job, Outcome, Reason, ReasonCode, Verdict
+from pipeline.parts.publishing import ZmqPublisher
+from pipeline.parts.publishing.zmq_publisher import PublisherError
 from tests.waiting import wait_until
 
 CLASS_NAMES = ("scratch", "spot", "crack")
@@ -107,7 +107,7 @@ class SubscriberRun:
     """`subscribe_main` on a background thread, its stdout/stderr captured."""
 
     def __init__(self, endpoint: str, **kwargs: Any):
-        from pipeline.subscriber import subscribe_main
+        from pipeline.service.subscriber import subscribe_main
 
         self.out, self.err = io.StringIO(), io.StringIO()
         self.code: int | None = None

@@ -18,12 +18,12 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from pipeline.backends.candidate_head import OUTPUT_NAME, head_nodes
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
-from pipeline.backends.yolo_decode import decode, decode_candidates
 from pipeline.config.model import OnnxRuntimeCpuConfig
-from pipeline.imaging import Letterboxer
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.parts.decoding.yolo_decode import decode, decode_candidates
+from pipeline.parts.modelfile.candidate_head import OUTPUT_NAME, head_nodes
+from pipeline.parts.preprocessing import Letterboxer
+from pipeline.parts.sources.synthetic import SyntheticSource
 
 
 def frames(side: int, count: int = 10) -> list[np.ndarray]:

@@ -27,13 +27,13 @@ import pycuda.driver as cuda
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
-from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
-from pipeline.gpu.cuda import CudaDevice
-from pipeline.gpu.device_buffers import DeviceTensor
-from pipeline.gpu.letterbox_kernel import GpuLetterboxer
-from pipeline.imaging.letterbox import Letterboxer
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.parts.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
+from pipeline.parts.gpu.cuda import CudaDevice
+from pipeline.parts.gpu.device_buffers import DeviceTensor
+from pipeline.parts.preprocessing.letterbox import Letterboxer
+from pipeline.parts.preprocessing.letterbox_kernel import GpuLetterboxer
 
 
 def stats(samples_s: list[float]) -> dict:
@@ -95,7 +95,7 @@ def model_side(model: Path) -> int:
 
 
 def ort_cuda(device: CudaDevice, model: Path, n: int, **options) -> dict:
-    from pipeline.backends.base import ModelError
+    from pipeline.parts.modelfile.model_info import ModelError
 
     try:
         return _ort_cuda(device, model, n, **options)
@@ -124,7 +124,7 @@ def ort_cpu(model: Path, n: int) -> dict:
 
 
 def gate_on_cuda(fp32: Path, converted: Path) -> dict:
-    from pipeline.convert.accuracy_gate import ValidationSet, run_gate
+    from pipeline.service.convert.accuracy_gate import ValidationSet, run_gate
 
     side = model_side(fp32)
     result = run_gate(fp32, converted, ValidationSet.synthetic(200), (side, side), 0.02, 0.98,
@@ -134,8 +134,8 @@ def gate_on_cuda(fp32: Path, converted: Path) -> dict:
 
 
 def whole_pipeline(model: Path, frames: int, **model_options) -> dict:
-    from pipeline.app import Pipeline
-    from pipeline.assembly import build_parts
+    from pipeline.composition.app import Pipeline
+    from pipeline.composition.assembly import build_parts
     from tests.pipeline_helpers import VerdictCollector, make_config
 
     endpoint = "tcp://127.0.0.1:5591"

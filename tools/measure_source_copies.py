@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.sources.pixel_formats import into_slot, to_pipeline_image
+from pipeline.parts.sources.pixel_formats import into_slot, to_pipeline_image
 
 H, W = 1080, 1920
 

@@ -26,8 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.backends import create_backend  # noqa: E402
 from pipeline.config.model import TritonModelConfig  # noqa: E402
+from pipeline.parts.backends import create_backend  # noqa: E402
 from tests.triton_server import TritonServer, export_python_repository, triton_env  # noqa: E402
 
 

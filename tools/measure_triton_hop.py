@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from pipeline.backends import create_backend
 from pipeline.config.model import model_config
+from pipeline.parts.backends import create_backend
 
 
 def timed(backend, batch: int, runs: int) -> dict[str, float]:

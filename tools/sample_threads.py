@@ -23,7 +23,7 @@ from types import FrameType
 
 Counts = dict[str, collections.Counter[str]]
 WAITS = ("threading.py", "queue.py")  # blocked on a condition: not interpreter work
-FRAMING = ("pipeline/stages/base.py", "<frozen")  # every stage thread's own loop frames
+FRAMING = ("pipeline/stages/stage.py", "<frozen")  # every stage thread's own loop frames
 
 
 def where(frame: FrameType) -> str:
@@ -83,7 +83,7 @@ def main() -> int:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the pipeline command line")
     args = parser.parse_args()
     argv = args.command[1:] if args.command[:1] == ["--"] else args.command
-    from pipeline.cli import main as pipeline_main
+    from pipeline.service.cli import main as pipeline_main
 
     sampler = Sampler(args.interval_ms / 1000)
     sampler.start()

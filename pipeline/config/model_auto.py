@@ -2,7 +2,7 @@
 
 Owns the keys auto reads (those of every backend it may choose, plus
 `allow_cpu_fallback`) and turning them into the config of the backend it tries, so each
-backend still receives only its own keys. The choosing is `pipeline.backends.choose_backend`.
+backend still receives only its own keys. The choosing is `pipeline.parts.backends.choose_backend`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pipeline.config.strict import Strict
 
 
 class BackendKind(str, Enum):
-    AUTO = "auto"  # the best that opens here, chosen at start-up (pipeline.backends.choose_backend)
+    AUTO = "auto"  # the best that opens here, chosen at start-up (pipeline.parts.backends.choose_backend)
     ONNXRUNTIME = "onnxruntime"  # ONNX Runtime on the CPU
     ONNXRUNTIME_CUDA = "onnxruntime-cuda"  # ONNX Runtime's CUDA provider, zero-copy IO binding
     TENSORRT = "tensorrt"  # a TensorRT plan built from the ONNX model
@@ -56,7 +56,7 @@ class ModelSettings(Strict):
     iou: float = Field(0.45, ge=0.0, le=1.0)
     max_detections: int = Field(100, ge=1, le=10000)
     # K: the best anchors by score that enter NMS (Ultralytics' max_nms). Every backend gets
-    # them picked in the graph (pipeline.backends.candidate_head; a Triton model exported by
+    # them picked in the graph (pipeline.parts.modelfile.candidate_head; a Triton model exported by
     # `pipeline export-triton` carries it) and K x 6 values an image; null: no head, every
     # anchor above `confidence` enters NMS on the host.
     max_candidates: int | None = Field(3000, ge=1, le=100_000)

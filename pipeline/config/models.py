@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.model import ModelConfig
 from pipeline.config.strict import Strict
 
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the protocol checks the same
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 # --------------------------------------------------------------------------- sources
@@ -106,6 +107,11 @@ SourceConfig = Annotated[
     SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
+# The `kind` of each source config: the one list of source kinds (the loader follows it;
+# tests/test_config.py holds the source registry to it).
+SOURCE_KINDS: tuple[str, ...] = tuple(
+    get_args(m.model_fields["kind"].annotation)[0]
+    for m in (SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig))
 
 
 class CameraConfig(Strict):
@@ -203,7 +209,7 @@ class CurveConfig(Strict):
 
 class PublisherConfig(Strict):
     endpoint: str = "tcp://127.0.0.1:5555"
-    topic_prefix: str = Field("inspect", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    topic_prefix: str = Field("inspect", pattern=TOPIC_PREFIX_PATTERN)
     heartbeat_ms: int = Field(1000, ge=50, le=60_000)
     linger_ms: int = Field(500, ge=0, le=5000)
     sndhwm: int = Field(10_000, ge=1)
@@ -223,10 +229,12 @@ class PublisherConfig(Strict):
     max_subscriptions: int = Field(1024, ge=1, le=100_000)
     # Per TCP peer: at most this many connected (more are dropped at once and counted), and
     # each may send at most peer_burst_bytes + peer_rate_bytes_s per second connected
-    # (a gateway sends a handshake, its subscriptions and pings: far less).
+    # (a gateway sends a handshake and its subscriptions, and no more unless it enables
+    # ZMTP heartbeats: a ping of ~10 bytes per interval). The rate also bounds what a slow
+    # flooder can make libzmq hold over time (docs/PROTOCOL.md "Limits of the PUB port").
     max_gateways: int = Field(64, ge=1, le=10_000)
     peer_burst_bytes: int = Field(16_384, ge=1024)
-    peer_rate_bytes_s: int = Field(1024, ge=16)
+    peer_rate_bytes_s: int = Field(64, ge=16)
 
 
 class LatePolicy(str, Enum):

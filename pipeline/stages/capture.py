@@ -7,7 +7,7 @@ becomes a job, settled as ERROR (`bad_frame`), so it gets its verdict like any o
 Stops when the stop event is set, after `max_frames`, or at the end of a replay; then
 sends EndOfStream downstream.
 
-Part ids: with a trigger inbox (pipeline.sources.triggers), each frame claims the oldest
+Part ids: with a trigger inbox (pipeline.parts.sources.triggers), each frame claims the oldest
 part the PLC announced before it; a free-running camera's frames that no part claims
 are skipped (counted, not inspected: they show no announced part). An announced part
 with no frame within `trigger_timeout_s` still gets its verdict, NOT_INSPECTED with
@@ -17,7 +17,7 @@ part id (e.g. a camera frame counter) is used.
 
 Frame slots: given a `FramePool` and a `SlotSource`, each frame is read into a buffer
 lent from the pool (`Job.frame_slot`, released downstream once the image has been read;
-see pipeline.buffers), so the hot path neither allocates nor copies the frame again.
+see pipeline.core.buffers), so the hot path neither allocates nor copies the frame again.
 When every slot is in flight (the pipeline is backed up) or the source cannot use the
 slot, the frame comes in an array of its own, exactly as without a pool. A source whose
 `read_into` would only copy an image it decoded elsewhere (image files) is lent slots
@@ -36,10 +36,13 @@ import time
 
 import numpy as np
 
-from pipeline.buffers import FramePool
-from pipeline.messages import EndOfStream, Frame, FrameSlot, Job, Outcome, ReasonCode
-from pipeline.queues import StageQueue
-from pipeline.sources.base import (
+from pipeline.core.buffers import FramePool
+from pipeline.core.messages import EndOfStream, Frame, FrameSlot, Job, Outcome, ReasonCode
+from pipeline.core.queues import StageQueue
+from pipeline.core.states import StageState
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.sources.exposure import ExposureClock
+from pipeline.parts.sources.frame_source import (
     CameraSource,
     CameraState,
     FrameSource,
@@ -50,11 +53,8 @@ from pipeline.sources.base import (
     SourceFrame,
     lost_frame,
 )
-from pipeline.sources.exposure import ExposureClock
-from pipeline.sources.trigger_line import TriggerLine
-from pipeline.sources.triggers import Part, TriggerInbox
-from pipeline.states import StageState
-from pipeline.telemetry import Telemetry
+from pipeline.parts.sources.trigger_line import TriggerLine
+from pipeline.parts.sources.triggers import Part, TriggerInbox
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Decide: detections -> verdict, then the deadline.
 
-Owns applying the rule book, then the late policy (pipeline.deadline) to a verdict ready
+Owns applying the rule book, then the late policy (pipeline.core.deadline) to a verdict ready
 after `budget_ms` from capture; the publish stage applies the same policy again at the
 send, so time spent after this stage is counted too. The rule book can be
 swapped at run time (`replace_rules`) without stopping the stage: the reference is
@@ -12,12 +12,12 @@ from __future__ import annotations
 import time
 
 from pipeline.config.models import LatePolicy
-from pipeline.deadline import late_verdict
-from pipeline.messages import Job, Verdict
-from pipeline.queues import StageQueue
-from pipeline.rules import RuleBook
-from pipeline.stages.base import Stage
-from pipeline.telemetry import Telemetry
+from pipeline.core.deadline import late_verdict
+from pipeline.core.messages import Job, Verdict
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.rules import RuleBook
+from pipeline.stages.stage import Stage
 
 
 class DecideStage(Stage):

@@ -31,14 +31,14 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from pipeline.backends.base import RemoteBackend
 from pipeline.config.model_common import BackendErrorPolicy
-from pipeline.contracts import Decoder
-from pipeline.errors import reason_of
-from pipeline.messages import Job, Outcome, ReasonCode
-from pipeline.queues import StageQueue
-from pipeline.stages.base import POLL_S, Stage
-from pipeline.telemetry import Telemetry
+from pipeline.core.contracts import Decoder
+from pipeline.core.errors import reason_of
+from pipeline.core.messages import Job, Outcome, ReasonCode
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.backends.backend_api import RemoteBackend
+from pipeline.stages.stage import POLL_S, Stage
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.buffers import SlotPool
-from pipeline.contracts import StreamTransform, Transform
-from pipeline.messages import Geometry, Job, Outcome, ReasonCode, TensorSlot
-from pipeline.queues import StageQueue
-from pipeline.stages.base import Stage
-from pipeline.telemetry import Telemetry
+from pipeline.core.buffers import SlotPool
+from pipeline.core.contracts import StreamTransform, Transform
+from pipeline.core.messages import Geometry, Job, Outcome, ReasonCode, TensorSlot
+from pipeline.core.queues import StageQueue
+from pipeline.core.telemetry import Telemetry
+from pipeline.stages.stage import Stage
 
 
 class PreprocessStage(Stage):

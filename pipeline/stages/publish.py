@@ -7,7 +7,7 @@ bug upstream) is published as ERROR rather than dropped.
 
 Two orderings a subscriber relies on (docs/PROTOCOL.md): the first heartbeat goes out
 before the first verdict, and `late` is decided here, with the same clock reading the
-message's `latency_ms.total` is computed from (pipeline.deadline), after the archive
+message's `latency_ms.total` is computed from (pipeline.core.deadline), after the archive
 named its file.
 
 The end of the latency clock is this stage's one reading of `time.monotonic_ns()` per
@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import time
 
-from pipeline.contracts import EvidenceStore, Publisher, VerdictSink
-from pipeline.deadline import Deadline
-from pipeline.messages import Job, PublishedVerdict
-from pipeline.queues import StageQueue
-from pipeline.stages.base import Stage
-from pipeline.states import Health
-from pipeline.telemetry import Telemetry
+from pipeline.core.contracts import EvidenceStore, Publisher, VerdictSink
+from pipeline.core.deadline import Deadline
+from pipeline.core.messages import Job, PublishedVerdict
+from pipeline.core.queues import StageQueue
+from pipeline.core.states import Health
+from pipeline.core.telemetry import Telemetry
+from pipeline.stages.stage import Stage
 
 
 class PublishStage(Stage):

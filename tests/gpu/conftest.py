@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def device():
     pytest.importorskip("pycuda.driver")
-    from pipeline.gpu.cuda import CudaDevice, device_count
+    from pipeline.parts.gpu.cuda import CudaDevice, device_count
 
     if device_count() == 0:
         pytest.skip("no CUDA device")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.app import Pipeline
-from pipeline.assembly import build_parts
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.composition.app import Pipeline
+from pipeline.composition.assembly import build_parts
 from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
-from pipeline.imaging.letterbox import Letterboxer
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.parts.preprocessing.letterbox import Letterboxer
+from pipeline.parts.sources.synthetic import SyntheticSource
 from tests.pipeline_helpers import (
     DEMO_MODEL,
     VerdictCollector,
@@ -32,7 +32,7 @@ def model_config(**kw) -> OnnxRuntimeCudaConfig:
 
 @pytest.fixture(scope="module")
 def graph_backend(device, cuda_provider):
-    from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
+    from pipeline.parts.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 
     backend = OnnxRuntimeCudaBackend.from_config(
         model_config(cuda_graph=True), device=device)
@@ -44,8 +44,8 @@ def graph_backend(device, cuda_provider):
 
 @pytest.fixture(scope="module")
 def streamed(device):
-    from pipeline.gpu.device_buffers import DeviceSlotPool, PinnedAllocator
-    from pipeline.gpu.letterbox_kernel import GpuLetterboxer
+    from pipeline.parts.gpu.device_buffers import DeviceSlotPool, PinnedAllocator
+    from pipeline.parts.preprocessing.letterbox_kernel import GpuLetterboxer
 
     pinned = PinnedAllocator(device)
     letterboxer = GpuLetterboxer(device, (SIZE, SIZE), pinned=pinned)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.imaging.letterbox import BadFrame, Letterboxer
-from pipeline.messages import BayerPattern
+from pipeline.core.messages import BayerPattern
+from pipeline.parts.preprocessing.letterbox import BadFrame, Letterboxer
 
 SIZES = [(1920, 1080), (640, 480), (640, 640), (333, 517), (100, 60), (1280, 1024), (17, 9)]
 TOLERANCE = {np.float32: 1 / 255 + 1e-6, np.float16: 1 / 255 + 2e-3}  # fp16: one more rounding
@@ -16,7 +16,7 @@ TOLERANCE = {np.float32: 1 / 255 + 1e-6, np.float16: 1 / 255 + 2e-3}  # fp16: on
 
 @pytest.fixture(scope="module")
 def gpu_letterboxer(device):
-    from pipeline.gpu.letterbox_kernel import GpuLetterboxer
+    from pipeline.parts.preprocessing.letterbox_kernel import GpuLetterboxer
 
     lb = GpuLetterboxer(device, (640, 640))
     yield lb
@@ -24,7 +24,7 @@ def gpu_letterboxer(device):
 
 
 def _run_both(device, gpu_letterboxer, image, dtype):
-    from pipeline.gpu.device_buffers import DeviceTensor
+    from pipeline.parts.gpu.device_buffers import DeviceTensor
 
     cpu_out = np.empty((3, 640, 640), dtype)
     cpu_geometry = Letterboxer((640, 640))(image, cpu_out)
@@ -54,8 +54,8 @@ def test_kernel_matches_cpu_letterbox(device, gpu_letterboxer, size, gray, dtype
 
 @pytest.mark.timeout(60)
 def test_kernel_refuses_a_bad_frame_and_a_wrong_slot(device, gpu_letterboxer):
-    from pipeline.gpu.cuda import CudaError
-    from pipeline.gpu.device_buffers import DeviceTensor
+    from pipeline.parts.gpu.cuda import CudaError
+    from pipeline.parts.gpu.device_buffers import DeviceTensor
 
     with device.active():
         slot = DeviceTensor.allocate((3, 320, 320), np.float32)
@@ -81,7 +81,7 @@ BAYER_SIZES = [(1920, 1080), (1280, 1024), (640, 480), (333, 517), (17, 9)]
 @pytest.mark.parametrize("pattern", sorted(BAYER_TO_BGR))
 @pytest.mark.parametrize("size", BAYER_SIZES, ids=[f"{w}x{h}" for w, h in BAYER_SIZES])
 def test_kernel_demosaics_bayer_like_opencv_then_the_cpu_letterbox(device, gpu_letterboxer, size, pattern, dtype):
-    from pipeline.gpu.device_buffers import DeviceTensor
+    from pipeline.parts.gpu.device_buffers import DeviceTensor
 
     w, h = size
     mosaic = np.random.default_rng(w * 3 + h).integers(0, 256, (h, w), dtype=np.uint8)
@@ -104,8 +104,8 @@ def test_kernel_demosaics_bayer_like_opencv_then_the_cpu_letterbox(device, gpu_l
 def test_one_byte_frames_upload_from_their_page_locked_slot_without_a_wait(device, pattern):
     """A Mono8 or Bayer camera's frame slot (HxW, page-locked) is uploaded as it is and
     converted by the kernel: enqueued only, ordered by the batch's fence."""
-    from pipeline.buffers import FramePool
-    from pipeline.gpu.preprocessing import GpuPreprocess
+    from pipeline.core.buffers import FramePool
+    from pipeline.parts.preprocessing.gpu_preprocessing import GpuPreprocess
 
     gpu = GpuPreprocess.open(0, (416, 416), np.float32, 2)
     try:

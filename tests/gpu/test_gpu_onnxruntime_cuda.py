@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.backends.onnxruntime_backend import OnnxRuntimeBackend
-from pipeline.backends.yolo_decode import decode_candidates, to_detections
 from pipeline.config.model import OnnxRuntimeCpuConfig, OnnxRuntimeCudaConfig
 from pipeline.config.models import RulesConfig
-from pipeline.imaging.letterbox import Letterboxer
-from pipeline.rules import RuleBook
-from pipeline.sources.synthetic import SyntheticSource
+from pipeline.parts.backends.onnxruntime_backend import OnnxRuntimeBackend
+from pipeline.parts.decoding.yolo_decode import decode_candidates, to_detections
+from pipeline.parts.preprocessing.letterbox import Letterboxer
+from pipeline.parts.rules import RuleBook
+from pipeline.parts.sources.synthetic import SyntheticSource
 from tests.pipeline_helpers import DEMO_MODEL
 
 
@@ -40,7 +40,7 @@ def cpu_backend():
 
 @pytest.fixture(scope="module", params=[False, True], ids=["plain", "cuda_graph"])
 def gpu_backend(request, device, cuda_provider):
-    from pipeline.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
+    from pipeline.parts.backends.onnxruntime_cuda import OnnxRuntimeCudaBackend
 
     backend = OnnxRuntimeCudaBackend.from_config(model_config(max_batch=4,
                                                               cuda_graph=request.param), device=device)
@@ -51,8 +51,8 @@ def gpu_backend(request, device, cuda_provider):
 
 @pytest.fixture(scope="module")
 def gpu_slots(device):
-    from pipeline.gpu.device_buffers import DeviceSlotPool
-    from pipeline.gpu.letterbox_kernel import GpuLetterboxer
+    from pipeline.parts.gpu.device_buffers import DeviceSlotPool
+    from pipeline.parts.preprocessing.letterbox_kernel import GpuLetterboxer
 
     pool = DeviceSlotPool(device, (3, SIZE, SIZE), np.float32, 4)
     letterboxer = GpuLetterboxer(device, (SIZE, SIZE))

@@ -58,8 +58,8 @@ def render_split(recipe: Recipe, workers: int | None = None) -> Split:
 
 
 def _render_seed(args: tuple[Recipe, int]) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    from pipeline.imaging.letterbox import Letterboxer
-    from pipeline.sources.synthetic import SyntheticSource
+    from pipeline.parts.preprocessing.letterbox import Letterboxer
+    from pipeline.parts.sources.synthetic import SyntheticSource
 
     recipe, seed = args
     w, h = SOURCE_SIZE

@@ -2,8 +2,8 @@
 precision on a GPU, a progress line, and validation through the pipeline's own decoder.
 
 Owns how a `DemoDetector` is fitted and which checkpoint is kept. Validation decodes the
-model's exported-format output with `pipeline.backends.yolo_decode` and scores it with
-`pipeline.evaluation.Tally`, so the number that picks the checkpoint is computed the way
+model's exported-format output with `pipeline.parts.decoding.yolo_decode` and scores it with
+`pipeline.service.evaluation.Tally`, so the number that picks the checkpoint is computed the way
 `pipeline eval` computes it. A wall-clock budget caps the epochs (decided after the
 second epoch, early in the warm-up), so a run always ends inside its time slot.
 """
@@ -164,8 +164,8 @@ class Trainer:
 @torch.no_grad()
 def validate(model: DemoDetector, val: Split, cfg: TrainConfig, device: str) -> dict:
     """Per-class P/R and part-level rates on `val`, through the pipeline's decoder."""
-    from pipeline.backends.yolo_decode import decode
-    from pipeline.evaluation import Tally
+    from pipeline.parts.decoding.yolo_decode import decode
+    from pipeline.service.evaluation import Tally
 
     model.eval()
     scale = val.images.shape[-1] / max(SOURCE_SIZE)

@@ -1,0 +1,166 @@
+"""The one run driver: build a pipeline from a config, start it, run it until a stop
+condition, stop it in order. `pipeline run`, `bench`, `eval` and `soak` all run through it.
+
+Owns the run's lifecycle, and only that: what differs between the entry points is said
+up front, as explicit `Substitutions` (sources instead of the configured cameras', a
+backend instead of the configured model, extra verdict sinks, sinks that read the image
+after publish), a frame limit, and an `Until` (a duration, a signal); nothing reaches
+into the built parts. Stop conditions, checked every tick (`TICK_S`):
+  * SIGNAL: `Until.signal()` says stop (SIGINT/SIGTERM, a soak's own stop);
+  * CRASHED: a stage crashed (health ERROR; `stop` then routes around it);
+  * ENDED: every capture ended (its frame limit, or a finite source's end);
+  * DURATION: `Until.duration_s` passed.
+Building runs on a helper thread so that a stop signal during it (model load, engine
+build: minutes) returns within a tick, before anything is inspected; the abandoned build
+dies with the process. `stop` is the pipeline's bounded shutdown (sources first, frames
+in flight drained and published) and returns the exit code.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from pipeline.composition.app import Parts, Pipeline
+from pipeline.composition.assembly import build_parts
+from pipeline.config.models import PipelineConfig
+from pipeline.core.contracts import FrameSource, InferenceBackend, VerdictSink
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1  # how often the stop conditions are checked and `tick` runs
+SHUTDOWN_TIMEOUT_S = 4.0  # + socket linger stays within the 5 s promised to systemd
+Build = Callable[[PipelineConfig], Parts]
+
+
+class StopReason(enum.Enum):
+    SIGNAL = "signal"
+    CRASHED = "crashed"
+    ENDED = "ended"
+    DURATION = "duration"
+
+
+def never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Substitutions:
+    """What a run uses instead of what its config names; the defaults change nothing."""
+
+    sources: Mapping[str, FrameSource] | None = None  # camera id -> unopened source, for every camera
+    backend: InferenceBackend | None = None  # a loaded model instead of `model`
+    sinks: tuple[VerdictSink, ...] = ()  # observers of every published verdict, after telemetry and archive
+    sinks_read_images: bool = False  # a sink reads the frame's image after publish: no frame slots lent
+
+
+@dataclass(frozen=True)
+class Until:
+    """When `RunDriver.run` returns, besides a crash and the end of every source."""
+
+    duration_s: float | None = None
+    signal: Callable[[], bool] = never
+
+
+class RunDriver:
+    def __init__(self, config: PipelineConfig, frames: int | None = None,
+                 substitutions: Substitutions = Substitutions(), build: Build | None = None):
+        """`frames`: per camera, then its capture ends. `build`: a parts builder used
+        instead of `build_parts` (it then gets no substitutions of sources or backend)."""
+        if build is not None and (substitutions.sources is not None or substitutions.backend is not None):
+            raise ValueError("a custom build takes no source or backend substitutions")
+        self.config = config
+        self.frames = frames
+        self.substitutions = substitutions
+        self._build = build or self._build_substituted
+        self._pipeline: Pipeline | None = None
+        self._stopped_code: int | None = None
+        self.reason: StopReason | None = None  # why the last `run` returned
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The built pipeline (for reading its telemetry); after `open`."""
+        if self._pipeline is None:
+            raise RuntimeError("RunDriver.open() has not built a pipeline")
+        return self._pipeline
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The model's classes, as the rules and the verdicts name them; after `open`."""
+        return tuple(self.pipeline.parts.backend.class_names)
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(self, interrupted: Callable[[], bool] = never) -> Pipeline | None:
+        """Build the parts and the pipeline; None when `interrupted()` became true first."""
+        parts = self._build_interruptibly(interrupted)
+        if parts is None:
+            return None
+        subs = self.substitutions
+        parts.lend_frame_slots = parts.lend_frame_slots and not subs.sinks_read_images
+        self._pipeline = Pipeline(self.config, parts, max_frames=self.frames, sinks=subs.sinks)
+        return self._pipeline
+
+    def add_sink(self, sink: VerdictSink) -> None:
+        """A sink that needs the built pipeline (the status line reads its telemetry)."""
+        self.pipeline.add_sink(sink)
+
+    def start(self) -> None:
+        self.pipeline.start()
+
+    def run(self, until: Until = Until(), tick: Callable[[], None] | None = None) -> StopReason:
+        """Wait for the first stop condition, calling `tick` every pass; the reason."""
+        self.reason = self._wait(until, tick)
+        return self.reason
+
+    def _wait(self, until: Until, tick: Callable[[], None] | None) -> StopReason:
+        telemetry = self.pipeline.telemetry
+        end = time.monotonic() + until.duration_s if until.duration_s is not None else None
+        while True:
+            telemetry.crashed.wait(TICK_S)  # a periodic tick that a crash cuts short
+            if until.signal():
+                return StopReason.SIGNAL
+            if tick is not None:
+                tick()
+            if telemetry.crashed.is_set():
+                return StopReason.CRASHED
+            if self.pipeline.captures_done:
+                return StopReason.ENDED
+            if end is not None and time.monotonic() >= end:
+                return StopReason.DURATION
+
+    def stop(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:
+        """Stop in order and drain within `timeout_s`; the exit code (0, or 1 after a crash).
+        Idempotent: a second call returns the first one's code."""
+        if self._stopped_code is None:
+            self._stopped_code = self.pipeline.shutdown(timeout_s)
+            published = sum(c.verdicts_published for c in self.pipeline.telemetry.cameras.values())
+            why = self.reason.value if self.reason is not None else "not run"
+            log.info("run stopped (%s): %d verdict(s) published, exit code %d", why, published, self._stopped_code)
+        return self._stopped_code
+
+    # ------------------------------------------------------------------ building
+    def _build_substituted(self, config: PipelineConfig) -> Parts:
+        return build_parts(config, sources=self.substitutions.sources, backend=self.substitutions.backend)
+
+    def _build_interruptibly(self, interrupted: Callable[[], bool]) -> Parts | None:
+        result: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                result["parts"] = self._build(self.config)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, name="start-up", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(TICK_S)
+            if interrupted():
+                return None
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+        return result["parts"]  # type: ignore[return-value]

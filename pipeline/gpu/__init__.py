@@ -1,6 +1,0 @@
-"""The GPU layer: CUDA device and primary context, pooled device buffers, the fused
-letterbox kernel.
-
-Everything here imports pycuda, so nothing outside the GPU backends and the assembly of
-a GPU pipeline imports this package; `import pipeline` and the CPU path never do.
-"""
