@@ -3,7 +3,11 @@
 Owns loading a plan built by `pipeline build-engine` (checking its sidecar first: a plan
 from another TensorRT, GPU or ONNX file is refused, naming the field, or rebuilt, per
 `model.engine_mismatch`), and running it with the name-based tensor API:
-`set_input_shape`, `set_tensor_address`, `execute_async_v3` on the backend's stream.
+`set_input_shape`, `set_tensor_address`, `execute_async_v3` on the backend's stream,
+each of whose boolean answers is checked (TensorRT refuses a shape or an address by
+returning False, not by raising). The plan's tensors get the same signature checks as
+an ONNX model's (`pipeline.parts.modelfile.model_info`: one NCHW float input of the
+configured size that takes `max_batch`, class names that fit the output).
 Buffers are sized once from the optimization profile's max shape; the output is the
 candidate head's (N, K, 6) when the plan was built with one (model.max_candidates, checked
 against the sidecar), else the raw (N, 4+C, A).
@@ -37,7 +41,13 @@ from pipeline.parts.engines.sidecar import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
-from pipeline.parts.modelfile.model_info import ModelError
+from pipeline.parts.modelfile.model_info import (
+    ModelError,
+    ModelSignature,
+    check_input,
+    input_dtype,
+    resolve_class_names,
+)
 
 log = logging.getLogger(__name__)
 _LOGGER = trt.Logger(trt.Logger.WARNING)
@@ -50,9 +60,7 @@ class TensorRTBackend:
                  max_batch: int, class_names: tuple[str, ...]):
         self._engine = engine
         self.device = device
-        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        self._input, self._output = io_names(engine)
         self.name = f"tensorrt:{trt.__version__}:{sidecar.precision}"
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input))).type
@@ -63,14 +71,17 @@ class TensorRTBackend:
         w, h = self.input_size
         with device.active():
             self._context = engine.create_execution_context()
+            _require(self._context is not None, ModelError, f"{self.name}: no execution context for the engine")
             self._stream = cuda_call("creating the inference stream", cuda.Stream)
-            self._context.set_input_shape(self._input, (max_batch, 3, h, w))
+            _require(self._context.set_input_shape(self._input, (max_batch, 3, h, w)), ModelError,
+                     f"{self.name}: the engine refused input {self._input!r} of shape {(max_batch, 3, h, w)}")
             out_shape = tuple(self._context.get_tensor_shape(self._output))
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
             self._batch = DeviceTensor.allocate((max_batch, 3, h, w), self.input_dtype)
             self._out = DeviceTensor.allocate(out_shape, out_dtype)
             self._host_out = pinned_array(out_shape, out_dtype)
-        self._context.set_tensor_address(self._output, self._out.ptr)
+        _require(self._context.set_tensor_address(self._output, self._out.ptr), ModelError,
+                 f"{self.name}: the engine refused the output buffer for {self._output!r}")
 
     @classmethod
     def from_config(cls, cfg: TensorRTConfig) -> TensorRTBackend:
@@ -85,7 +96,7 @@ class TensorRTBackend:
             if cfg.max_batch > sidecar.max_batch:
                 raise ModelError(f"{engine_path}: model.max_batch {cfg.max_batch} exceeds the engine's "
                                  f"profile max batch {sidecar.max_batch}; rebuild with --max-batch {cfg.max_batch}")
-            names = tuple(cfg.class_names or sidecar.class_names)
+            names = checked_signature(engine, engine_path, cfg, sidecar)
             return cls(engine, device, sidecar, cfg.input_size, cfg.max_batch, names)
         except BaseException:
             device.close()
@@ -116,10 +127,12 @@ class TensorRTBackend:
 
     def _execute(self, input_ptr: int, n: int) -> np.ndarray:
         w, h = self.input_size
-        self._context.set_input_shape(self._input, (n, 3, h, w))
-        self._context.set_tensor_address(self._input, input_ptr)
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise CudaError(f"{self.name}: execute_async_v3 failed to enqueue (see the TensorRT log)")
+        _require(self._context.set_input_shape(self._input, (n, 3, h, w)), CudaError,
+                 f"{self.name}: set_input_shape {(n, 3, h, w)} refused")
+        _require(self._context.set_tensor_address(self._input, input_ptr), CudaError,
+                 f"{self.name}: set_tensor_address of the input refused")
+        _require(self._context.execute_async_v3(self._stream.handle), CudaError,
+                 f"{self.name}: execute_async_v3 failed to enqueue")
         host = self._host_out[:n]  # rows 0..n-1 of the output buffer: a contiguous prefix
         cuda_call("copying the engine output to the host", cuda.memcpy_dtoh_async, host, self._out.ptr, self._stream)
         cuda_call("running the engine", self._stream.synchronize)
@@ -141,6 +154,44 @@ class TensorRTBackend:
             self._out.free()
             self._host_out.base.free()
         self.device.close()
+
+
+def _require(ok: object, error: type[Exception], what: str) -> None:
+    """Raise `error` when a TensorRT call answered False (or None for an object)."""
+    if not ok:
+        raise error(f"{what} (see the TensorRT log)")
+
+
+_TRT_INPUT_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}
+
+
+def io_names(engine) -> tuple[str, str]:
+    """The plan's (first) input and output tensor names."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    return (next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT),
+            next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT))
+
+
+def _input_type(engine, name: str) -> str:
+    """The tensor's type as model_info names it ("tensor(float)"), else TensorRT's own name."""
+    dtype = engine.get_tensor_dtype(name)
+    try:
+        return _TRT_INPUT_TYPES.get(np.dtype(trt.nptype(dtype)), str(dtype))
+    except TypeError:  # a TensorRT type numpy has no name for (bfloat16, fp8)
+        return str(dtype)
+
+
+def checked_signature(engine, engine_path: Path, cfg: TensorRTConfig, sidecar: EngineSidecar) -> tuple[str, ...]:
+    """The checks an ONNX model gets, on the plan's own tensors; the class names. With the
+    candidate head compiled in, the raw output is not in the plan, so the names (config,
+    else sidecar) are taken as they are."""
+    inp, out = io_names(engine)
+    dims = lambda name: tuple(d if d >= 0 else None for d in engine.get_tensor_shape(name))  # noqa: E731
+    out_shape = ("batch", None, None) if sidecar.build.get("max_candidates") is not None else dims(out)
+    sig = ModelSignature(engine_path, inp, dims(inp), _input_type(engine, inp), out, out_shape)
+    check_input(sig, cfg.input_size, cfg.max_batch)
+    input_dtype(sig)
+    return resolve_class_names(sig, cfg.class_names or sidecar.class_names or None, {})
 
 
 def deserialize(engine_path: Path):
