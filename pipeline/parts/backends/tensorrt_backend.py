@@ -3,11 +3,7 @@
 Owns loading a plan built by `pipeline build-engine` (checking its sidecar first: a plan
 from another TensorRT, GPU or ONNX file is refused, naming the field, or rebuilt, per
 `model.engine_mismatch`), and running it with the name-based tensor API:
-`set_input_shape`, `set_tensor_address`, `execute_async_v3` on the backend's stream,
-each of whose boolean answers is checked (TensorRT refuses a shape or an address by
-returning False, not by raising). The plan's tensors get the same signature checks as
-an ONNX model's (`pipeline.parts.modelfile.model_info`: one NCHW float input of the
-configured size that takes `max_batch`, class names that fit the output).
+`set_input_shape`, `set_tensor_address`, `execute_async_v3` on the backend's stream.
 Buffers are sized once from the optimization profile's max shape; the output is the
 candidate head's (N, K, 6) when the plan was built with one (model.max_candidates, checked
 against the sidecar), else the raw (N, 4+C, A).
@@ -41,13 +37,7 @@ from pipeline.parts.engines.sidecar import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
-from pipeline.parts.modelfile.model_info import (
-    ModelError,
-    ModelSignature,
-    check_input,
-    input_dtype,
-    resolve_class_names,
-)
+from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input
 
 log = logging.getLogger(__name__)
 _LOGGER = trt.Logger(trt.Logger.WARNING)
@@ -60,7 +50,10 @@ class TensorRTBackend:
                  max_batch: int, class_names: tuple[str, ...]):
         self._engine = engine
         self.device = device
-        self._input, self._output = io_names(engine)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        check_input(_signature(engine, self._input, self._output, sidecar), input_size, max_batch)  # as every backend
         self.name = f"tensorrt:{trt.__version__}:{sidecar.precision}"
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input))).type
@@ -71,17 +64,14 @@ class TensorRTBackend:
         w, h = self.input_size
         with device.active():
             self._context = engine.create_execution_context()
-            _require(self._context is not None, ModelError, f"{self.name}: no execution context for the engine")
             self._stream = cuda_call("creating the inference stream", cuda.Stream)
-            _require(self._context.set_input_shape(self._input, (max_batch, 3, h, w)), ModelError,
-                     f"{self.name}: the engine refused input {self._input!r} of shape {(max_batch, 3, h, w)}")
+            _require(self._context.set_input_shape(self._input, (max_batch, 3, h, w)), "set_input_shape", self._input)
             out_shape = tuple(self._context.get_tensor_shape(self._output))
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
             self._batch = DeviceTensor.allocate((max_batch, 3, h, w), self.input_dtype)
             self._out = DeviceTensor.allocate(out_shape, out_dtype)
             self._host_out = pinned_array(out_shape, out_dtype)
-        _require(self._context.set_tensor_address(self._output, self._out.ptr), ModelError,
-                 f"{self.name}: the engine refused the output buffer for {self._output!r}")
+        _require(self._context.set_tensor_address(self._output, self._out.ptr), "set_tensor_address", self._output)
 
     @classmethod
     def from_config(cls, cfg: TensorRTConfig) -> TensorRTBackend:
@@ -96,7 +86,7 @@ class TensorRTBackend:
             if cfg.max_batch > sidecar.max_batch:
                 raise ModelError(f"{engine_path}: model.max_batch {cfg.max_batch} exceeds the engine's "
                                  f"profile max batch {sidecar.max_batch}; rebuild with --max-batch {cfg.max_batch}")
-            names = checked_signature(engine, engine_path, cfg, sidecar)
+            names = tuple(cfg.class_names or sidecar.class_names)
             return cls(engine, device, sidecar, cfg.input_size, cfg.max_batch, names)
         except BaseException:
             device.close()
@@ -127,12 +117,9 @@ class TensorRTBackend:
 
     def _execute(self, input_ptr: int, n: int) -> np.ndarray:
         w, h = self.input_size
-        _require(self._context.set_input_shape(self._input, (n, 3, h, w)), CudaError,
-                 f"{self.name}: set_input_shape {(n, 3, h, w)} refused")
-        _require(self._context.set_tensor_address(self._input, input_ptr), CudaError,
-                 f"{self.name}: set_tensor_address of the input refused")
-        _require(self._context.execute_async_v3(self._stream.handle), CudaError,
-                 f"{self.name}: execute_async_v3 failed to enqueue")
+        _require(self._context.set_input_shape(self._input, (n, 3, h, w)), "set_input_shape", self._input)
+        _require(self._context.set_tensor_address(self._input, input_ptr), "set_tensor_address", self._input)
+        _require(self._context.execute_async_v3(self._stream.handle), "execute_async_v3", "the batch")
         host = self._host_out[:n]  # rows 0..n-1 of the output buffer: a contiguous prefix
         cuda_call("copying the engine output to the host", cuda.memcpy_dtoh_async, host, self._out.ptr, self._stream)
         cuda_call("running the engine", self._stream.synchronize)
@@ -154,44 +141,6 @@ class TensorRTBackend:
             self._out.free()
             self._host_out.base.free()
         self.device.close()
-
-
-def _require(ok: object, error: type[Exception], what: str) -> None:
-    """Raise `error` when a TensorRT call answered False (or None for an object)."""
-    if not ok:
-        raise error(f"{what} (see the TensorRT log)")
-
-
-_TRT_INPUT_TYPES = {np.dtype(np.float32): "tensor(float)", np.dtype(np.float16): "tensor(float16)"}
-
-
-def io_names(engine) -> tuple[str, str]:
-    """The plan's (first) input and output tensor names."""
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    return (next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT),
-            next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT))
-
-
-def _input_type(engine, name: str) -> str:
-    """The tensor's type as model_info names it ("tensor(float)"), else TensorRT's own name."""
-    dtype = engine.get_tensor_dtype(name)
-    try:
-        return _TRT_INPUT_TYPES.get(np.dtype(trt.nptype(dtype)), str(dtype))
-    except TypeError:  # a TensorRT type numpy has no name for (bfloat16, fp8)
-        return str(dtype)
-
-
-def checked_signature(engine, engine_path: Path, cfg: TensorRTConfig, sidecar: EngineSidecar) -> tuple[str, ...]:
-    """The checks an ONNX model gets, on the plan's own tensors; the class names. With the
-    candidate head compiled in, the raw output is not in the plan, so the names (config,
-    else sidecar) are taken as they are."""
-    inp, out = io_names(engine)
-    dims = lambda name: tuple(d if d >= 0 else None for d in engine.get_tensor_shape(name))  # noqa: E731
-    out_shape = ("batch", None, None) if sidecar.build.get("max_candidates") is not None else dims(out)
-    sig = ModelSignature(engine_path, inp, dims(inp), _input_type(engine, inp), out, out_shape)
-    check_input(sig, cfg.input_size, cfg.max_batch)
-    input_dtype(sig)
-    return resolve_class_names(sig, cfg.class_names or sidecar.class_names or None, {})
 
 
 def deserialize(engine_path: Path):
@@ -244,3 +193,20 @@ def rebuild(cfg: TensorRTConfig, engine_path: Path, device: CudaDevice, old: Eng
             return build_engine(Path(cfg.path), engine_path, options, names, gpu, report=log.info)
     except EngineBuildError as exc:
         raise ModelError(str(exc)) from None
+
+
+def _require(ok: bool, call: str, tensor: str) -> None:
+    """TensorRT reports these failures only by returning False (and a log line): raise."""
+    if not ok:
+        raise CudaError(f"TensorRT {call} failed for {tensor} (see the TensorRT log above)")
+
+
+_TRT_ONNX_TYPES = {trt.float32: "tensor(float)", trt.float16: "tensor(float16)"}
+
+
+def _signature(engine, input_name: str, output_name: str, sidecar: EngineSidecar) -> ModelSignature:
+    """The engine's input and output in the form the other backends check (-1: dynamic)."""
+    dtype = engine.get_tensor_dtype(input_name)
+    return ModelSignature(Path(sidecar.onnx_path), input_name, tuple(engine.get_tensor_shape(input_name)),
+                          _TRT_ONNX_TYPES.get(dtype, str(dtype)), output_name,
+                          tuple(engine.get_tensor_shape(output_name)))
