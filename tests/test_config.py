@@ -189,3 +189,10 @@ SHIPPED = Path(__file__).resolve().parents[1] / "configs"
 def test_every_shipped_pipeline_config_loads(name):
     config = load_config(SHIPPED / name)
     assert config.model.backend.value in {"onnxruntime", "onnxruntime-cuda", "triton"}
+
+
+def test_source_kinds_are_defined_once_and_the_registry_covers_them():
+    from pipeline.config.models import SOURCE_KINDS
+    from pipeline.parts.sources import SOURCES
+
+    assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config.model import BackendKind, LocalModelSettings, backends_reading
-from pipeline.config.models import PipelineConfig
+from pipeline.config.models import SOURCE_KINDS, PipelineConfig
 from pipeline.config.paths import not_found_message, resolve_existing
 
 
@@ -102,7 +102,7 @@ def _yaml_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 _BACKENDS = {kind.value for kind in BackendKind}
-_UNION_TAGS = {"source": {"synthetic", "replay", "opencv", "genicam"}, "model": _BACKENDS}
+_UNION_TAGS = {"source": set(SOURCE_KINDS), "model": _BACKENDS}
 
 
 def _misapplied(err: dict[str, Any]) -> str | None:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.model import ModelConfig
 from pipeline.config.strict import Strict
 
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the protocol checks the same
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 # --------------------------------------------------------------------------- sources
@@ -106,6 +107,11 @@ SourceConfig = Annotated[
     SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
     Field(discriminator="kind"),
 ]
+# The `kind` of each source config: the one list of source kinds (the loader follows it;
+# tests/test_config.py holds the source registry to it).
+SOURCE_KINDS: tuple[str, ...] = tuple(
+    get_args(m.model_fields["kind"].annotation)[0]
+    for m in (SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig))
 
 
 class CameraConfig(Strict):
@@ -203,7 +209,7 @@ class CurveConfig(Strict):
 
 class PublisherConfig(Strict):
     endpoint: str = "tcp://127.0.0.1:5555"
-    topic_prefix: str = Field("inspect", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    topic_prefix: str = Field("inspect", pattern=TOPIC_PREFIX_PATTERN)
     heartbeat_ms: int = Field(1000, ge=50, le=60_000)
     linger_ms: int = Field(500, ge=0, le=5000)
     sndhwm: int = Field(10_000, ge=1)

@@ -25,14 +25,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.config.models import CAMERA_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from pipeline.core.errors import PipelineError
 from pipeline.core.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
 from pipeline.core.states import CameraState, Health, StageState, WireState
 
 SCHEMA_VERSION = 1
 
-_CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-_TOPIC_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)  # the config's patterns: one definition
+_TOPIC_PREFIX = re.compile(TOPIC_PREFIX_PATTERN)
 # Heartbeat fields a subscriber may rely on; missing ones are filled with empty values so
 # the wire always carries every documented field.
 _HEARTBEAT_DEFAULTS: dict[str, Any] = {

@@ -37,7 +37,7 @@ from pipeline.parts.engines.sidecar import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
-from pipeline.parts.modelfile.model_info import ModelError
+from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input
 
 log = logging.getLogger(__name__)
 _LOGGER = trt.Logger(trt.Logger.WARNING)
@@ -53,6 +53,7 @@ class TensorRTBackend:
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         self._input = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self._output = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        check_input(_signature(engine, self._input, self._output, sidecar), input_size, max_batch)  # as every backend
         self.name = f"tensorrt:{trt.__version__}:{sidecar.precision}"
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.input_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._input))).type
@@ -64,13 +65,13 @@ class TensorRTBackend:
         with device.active():
             self._context = engine.create_execution_context()
             self._stream = cuda_call("creating the inference stream", cuda.Stream)
-            self._context.set_input_shape(self._input, (max_batch, 3, h, w))
+            _require(self._context.set_input_shape(self._input, (max_batch, 3, h, w)), "set_input_shape", self._input)
             out_shape = tuple(self._context.get_tensor_shape(self._output))
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
             self._batch = DeviceTensor.allocate((max_batch, 3, h, w), self.input_dtype)
             self._out = DeviceTensor.allocate(out_shape, out_dtype)
             self._host_out = pinned_array(out_shape, out_dtype)
-        self._context.set_tensor_address(self._output, self._out.ptr)
+        _require(self._context.set_tensor_address(self._output, self._out.ptr), "set_tensor_address", self._output)
 
     @classmethod
     def from_config(cls, cfg: TensorRTConfig) -> TensorRTBackend:
@@ -116,10 +117,9 @@ class TensorRTBackend:
 
     def _execute(self, input_ptr: int, n: int) -> np.ndarray:
         w, h = self.input_size
-        self._context.set_input_shape(self._input, (n, 3, h, w))
-        self._context.set_tensor_address(self._input, input_ptr)
-        if not self._context.execute_async_v3(self._stream.handle):
-            raise CudaError(f"{self.name}: execute_async_v3 failed to enqueue (see the TensorRT log)")
+        _require(self._context.set_input_shape(self._input, (n, 3, h, w)), "set_input_shape", self._input)
+        _require(self._context.set_tensor_address(self._input, input_ptr), "set_tensor_address", self._input)
+        _require(self._context.execute_async_v3(self._stream.handle), "execute_async_v3", "the batch")
         host = self._host_out[:n]  # rows 0..n-1 of the output buffer: a contiguous prefix
         cuda_call("copying the engine output to the host", cuda.memcpy_dtoh_async, host, self._out.ptr, self._stream)
         cuda_call("running the engine", self._stream.synchronize)
@@ -193,3 +193,20 @@ def rebuild(cfg: TensorRTConfig, engine_path: Path, device: CudaDevice, old: Eng
             return build_engine(Path(cfg.path), engine_path, options, names, gpu, report=log.info)
     except EngineBuildError as exc:
         raise ModelError(str(exc)) from None
+
+
+def _require(ok: bool, call: str, tensor: str) -> None:
+    """TensorRT reports these failures only by returning False (and a log line): raise."""
+    if not ok:
+        raise CudaError(f"TensorRT {call} failed for {tensor} (see the TensorRT log above)")
+
+
+_TRT_ONNX_TYPES = {trt.float32: "tensor(float)", trt.float16: "tensor(float16)"}
+
+
+def _signature(engine, input_name: str, output_name: str, sidecar: EngineSidecar) -> ModelSignature:
+    """The engine's input and output in the form the other backends check (-1: dynamic)."""
+    dtype = engine.get_tensor_dtype(input_name)
+    return ModelSignature(Path(sidecar.onnx_path), input_name, tuple(engine.get_tensor_shape(input_name)),
+                          _TRT_ONNX_TYPES.get(dtype, str(dtype)), output_name,
+                          tuple(engine.get_tensor_shape(output_name)))

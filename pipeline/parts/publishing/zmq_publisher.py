@@ -96,8 +96,6 @@ class ZmqPublisher:
         self._last_seq: dict[str, int] = {}
         self._heartbeat_seq = 0
         self.dropped = 0  # verdict messages zmq refused at the HWM (NODROP sockets only)
-        self.heartbeats_dropped = 0
-        self.encode_errors = 0  # verdicts that could not be encoded and went out as ERROR
         self._closed = False
         # None: libzmq applies subscriptions itself (a plain XPUB or PUB handed to __init__).
         self.gate = gate
@@ -187,8 +185,7 @@ class ZmqPublisher:
             status["peers"] = {"connected": self.guard.peers, "refused": self.guard.refused,
                                "dropped": self.guard.dropped}
         payload = encode_heartbeat(status, seq, time.time_ns())
-        if not self._send(self._heartbeat_topic, payload):
-            self.heartbeats_dropped += 1
+        self._send(self._heartbeat_topic, payload)  # a dropped heartbeat: the next one says the same
         return seq
 
     def wait_for_subscriber(self, timeout_s: float) -> bool:
@@ -241,7 +238,6 @@ class ZmqPublisher:
             if job.verdict is None:
                 raise  # publishing an undecided job is a bug upstream, not a data problem
             # Bad data (e.g. a NaN score) must not cost the part its verdict: send ERROR.
-            self.encode_errors += 1
             return encode_verdict(_as_error(job), *args, include_detections=False, instance=self.instance_id)
 
     def _send(self, topic: bytes, payload: bytes) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+from pipeline.parts.sources.replay import IMAGE_SUFFIXES  # the replay source's: one list
 
 
 def image_files(folder: Path, limit: int | None = None) -> list[Path]:

@@ -129,7 +129,7 @@ class ModbusClientSink:
         if reply.isError():
             raise ModbusException(f"the PLC refused the write at {address}: {reply}")
         self._latest[snap.camera_id] = snap
-        self._ack_written[snap.camera_id] = state
+        self._note_ack_state(snap, state)
         if new_result:
             self.metrics.observe_write(self.name, snap.camera_id, snap.t_publish_ns, time.time_ns())
 
@@ -158,9 +158,13 @@ class ModbusClientSink:
         reply = self._client.write_register(address, int(state), device_id=self.config.device_id)
         if reply.isError():
             raise ModbusException(f"the PLC refused the write at {address}: {reply}")
-        self._ack_written[snap.camera_id] = state
-        if state is AckState.LATE:
+        self._note_ack_state(snap, state)
+
+    def _note_ack_state(self, snap: CameraSnapshot, state: AckState) -> None:
+        # a result block's write carries the ack state too: whichever write turns it LATE logs it
+        if state is AckState.LATE and self._ack_written.get(snap.camera_id) is not AckState.LATE:
             log.warning("%s: the PLC did not acknowledge seq %d in time", snap.camera_id, snap.seq)
+        self._ack_written[snap.camera_id] = state
 
     def close(self) -> None:
         self._stop.set()
