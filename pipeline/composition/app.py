@@ -102,7 +102,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ wiring
     def _queue(self, name: str) -> StageQueue:
-        q = getattr(self.config.queues, name)
+        q = getattr(self.config.queues, name)  # a config section by its name (queues are named after their consumer)
         return StageQueue(name, q.size, q.overflow, q.block_timeout_ms / 1000, on_shed=self.publish_q.put)
 
     def _make_queues(self) -> dict[str, StageQueue]:

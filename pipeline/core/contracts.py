@@ -5,7 +5,7 @@ these, and a stage learns what a part can do from its type (`isinstance` against
 runtime-checkable Protocol, or an attribute every implementation has), never by probing
 for attributes with getattr.
 
-- source: `FrameSource` (and `SlotSource`, `CameraSource`) deliver `SourceFrame`s
+- source: `FrameSource` (and `SlotSource`, `CameraSource`, `RenderingSource`) deliver `SourceFrame`s
 - transform: `Transform` turns an image into a model input slot (`StreamTransform` on a stream)
 - backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
 - decoder: `Decoder` turns a batch's raw output into `Detections` per image
@@ -90,6 +90,14 @@ class CameraSource(FrameSource, Protocol):
     reconnects: int  # links re-established after a loss
 
     def fire_trigger(self) -> bool: ...
+
+
+@runtime_checkable
+class RenderingSource(FrameSource, Protocol):
+    """A FrameSource that makes its frames (the synthetic camera): `render(k)` is its k-th
+    frame, made on demand without reading in order (the bench pre-renders a ring so)."""
+
+    def render(self, k: int, out: np.ndarray | None = None) -> SourceFrame: ...
 
 
 # --------------------------------------------------------------------------- transform

@@ -31,6 +31,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        # the frame context comes as logging's `extra=` attributes, on some records only
         camera = getattr(record, "camera_id", None)
         if camera is None:
             return line

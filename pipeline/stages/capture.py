@@ -153,7 +153,8 @@ class CaptureStage:
             self._on_stale_frame(exposure_ns, got.arrival_ns or now, now)
             return
         self.camera.last_frame_ns = self._quiet_since_ns = max(self._quiet_since_ns, exposure_ns)
-        self._set_state(CameraState.STREAMING)
+        if self.camera.state is not CameraState.STREAMING:  # per frame: the common case costs one compare
+            self._set_state(CameraState.STREAMING)
         part_id = self._part_for(got, exposure_ns, got.arrival_ns or now)
         if part_id is _SKIP:
             self.camera.frames_skipped += 1
@@ -276,7 +277,7 @@ class CaptureStage:
         t_wall_ns = time.time_ns() - (time.monotonic_ns() - exposure_ns)  # the exposure, on the wall clock
         frame = Frame(self.camera_id, self._take_id(), got.image, t_capture_ns, t_wall_ns,
                       part_id=part_id, camera_ts_ns=got.camera_ts_ns, truth=got.truth, bayer=got.bayer)
-        job = Job(frame, frame_slot=slot).mark("capture")
+        job = Job(frame, marks=(("capture", time.monotonic_ns()),), frame_slot=slot)  # born marked: no copy
         problem = image_problem(got.image)
         return job.settle(Outcome.ERROR, ReasonCode.BAD_FRAME, problem, "capture") if problem else job
 

@@ -140,9 +140,10 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
                             max_detections: int) -> DecodedBatch:
     """`decode_candidates` of a whole batch in one pass; an unusable image fails alone."""
     if not isinstance(output, np.ndarray) or output.ndim != 3 or output.shape[2] != CANDIDATE_FIELDS:
-        shape = getattr(output, "shape", type(output).__name__)
+        shape = output.shape if isinstance(output, np.ndarray) else type(output).__name__
         raise BadModelOutput(f"candidate head output has shape {shape}, expected (N, K, {CANDIDATE_FIELDS})")
-    finite = np.isfinite(output).all(axis=(1, 2)).tolist()
+    # max and min propagate NaN and expose +-inf: two reductions instead of a boolean copy
+    finite = (np.isfinite(output.max(axis=(1, 2))) & np.isfinite(output.min(axis=(1, 2)))).tolist()
     # the head spreads any NaN/inf of the raw tensor to every row
     problems: list[BadModelOutput | None] = [
         None if ok else BadModelOutput("model output contains NaN or inf values (seen through the candidate head)")
@@ -158,7 +159,7 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
 def _channels_first(output: np.ndarray, num_classes: int) -> np.ndarray:
     """A (N, 4+C, A) view of `output`, whichever of the two layouts it has."""
     if not isinstance(output, np.ndarray) or output.ndim != 3:
-        shape = getattr(output, "shape", type(output).__name__)
+        shape = output.shape if isinstance(output, np.ndarray) else type(output).__name__
         raise BadModelOutput(f"model output has shape {shape}, expected 3-D (N, 4+C, A)")
     channels = 4 + num_classes
     # Checked first so an ambiguous square tensor reads as YOLOv8's own layout.
@@ -208,7 +209,7 @@ class _Candidates(NamedTuple):
 def _suppress(rows: _Candidates, problems: list[BadModelOutput | None], iou: float, max_det: int) -> DecodedBatch:
     with np.errstate(over="ignore"):
         boxes = _xywh_to_xyxy(rows.xywh)
-    overflowed = np.unique(rows.images[~np.isfinite(boxes).all(axis=1)]).tolist()
+    overflowed = [] if np.isfinite(boxes).all() else np.unique(rows.images[~np.isfinite(boxes).all(axis=1)]).tolist()
     if overflowed:
         # Found by fuzzing: finite cx/w near float32's limit overflow to inf corners, which
         # would poison NMS (0 * inf) and the published boxes. No sane model emits them.
@@ -246,8 +247,8 @@ def _to_source(boxes: np.ndarray, geometries: list[tuple[Geometry, int]]) -> np.
     np.subtract(boxes[:, 0::2], per_row[:, 0:1], out=xs)
     np.subtract(boxes[:, 1::2], per_row[:, 1:2], out=ys)
     out /= per_row[:, 2:3]
-    np.clip(xs, 0, per_row[:, 3:4], out=xs)
-    np.clip(ys, 0, per_row[:, 4:5], out=ys)
+    np.minimum(np.maximum(xs, 0, out=xs), per_row[:, 3:4], out=xs)  # np.clip, without its Python wrapper
+    np.minimum(np.maximum(ys, 0, out=ys), per_row[:, 4:5], out=ys)
     return out
 
 

@@ -9,8 +9,12 @@ Frame slots: a `SlotSource` can also write a frame into a buffer the pipeline le
 (`read_into(out, timeout_s)`, `out` a uint8 array of the camera's shape from a
 `pipeline.core.buffers.FramePool`, page-locked on the GPU path). It returns a `SourceFrame`
 whose image is `out` itself; a frame that does not fit `out` (another size) comes back
-in an array of its own and the capture stage gives the slot back. Writing straight into
-the slot is what saves the per-frame allocation and host copy.
+in an array of its own and the capture stage keeps the slot for the next read. Writing
+straight into the slot is what saves the per-frame allocation and host copy. The slot's
+shape is the camera's layout (`pixel_formats.slot_shape`): a one-byte HxW slot of a
+Bayer camera receives the raw mosaic and the frame names its `BayerPattern`, which
+`read` never does. A source that would only copy an image decoded elsewhere into the
+slot says so (`copies_into_slot`) and is lent slots only when they are page-locked.
 """
 
 from __future__ import annotations
