@@ -208,3 +208,27 @@ class BayerCamera:
 
 _TO_BGR = {BayerPattern.RG: cv2.COLOR_BayerRGGB2BGR, BayerPattern.BG: cv2.COLOR_BayerBGGR2BGR,
            BayerPattern.GR: cv2.COLOR_BayerGRBG2BGR, BayerPattern.GB: cv2.COLOR_BayerGBRG2BGR}
+
+
+class RecordingSink:
+    """The gateway's PLC edge: an output (the hub's `Sink` protocol) that keeps every
+    camera snapshot the hub hands it, in order, instead of writing registers."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.snapshots: list[Any] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def update(self, snap: Any) -> None:
+        with self._lock:
+            self.snapshots.append(snap)
+
+    def problem(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass

@@ -12,7 +12,7 @@ import pytest
 from pipeline.composition.driver import Substitutions
 from pipeline.config.models import Overflow
 from pipeline.core.buffers import FramePool
-from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, queue_waits, stage_split
+from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, mark_spans, queue_waits, stage_split
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
@@ -99,6 +99,12 @@ def test_stage_split_divides_each_share_at_the_take_time():
     takes = (("preprocess", 300), ("infer", 450))
     assert stage_split(0, marks, takes) == [("capture", 0, 100), ("preprocess", 200, 100), ("infer", 50, 550)]
     assert queue_waits(0, marks, takes + (("publish", 1300),)) == [("preprocess", 200), ("infer", 50), ("publish", 300)]
+
+
+def test_mark_spans_start_each_stage_at_the_previous_mark():
+    marks = (("capture", 100), ("preprocess", 400), ("infer", 1000))
+    assert mark_spans(40, marks) == [("capture", 40, 100), ("preprocess", 100, 400), ("infer", 400, 1000)]
+    assert mark_spans(40, ()) == []
 
 
 def test_put_many_keeps_order_and_sheds_each_job_by_the_policy():
