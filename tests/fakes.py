@@ -106,7 +106,9 @@ class FaultyBackend(WrappedBackend):
     - raise_on: those calls raise RuntimeError (a lost device, a CUDA error)
     - poison_on: those calls return the real output with `poison` (NaN/inf) written into it
     - hang_on: those calls block until `release` is set, then run normally
-    Every other call is the real backend's.
+    Every other call is the real backend's. Handed to the pipeline as its substituted
+    backend, it also serves the start-up's warm-up; `arm()` after the build makes the
+    calls count from 0 again, so the faults land on the first live frames.
     """
 
     def __init__(self, inner: InferenceBackend, raise_on: Collection[int] = (), poison_on: Collection[int] = (),
@@ -117,6 +119,9 @@ class FaultyBackend(WrappedBackend):
         self.calls = 0
         self.hanging = threading.Event()  # set while a call is blocked
         self.release = threading.Event()
+
+    def arm(self) -> None:
+        self.calls = 0
 
     def infer_tensors(self, tensors: list) -> np.ndarray:
         """The path the infer stage prefers: through the same faults as `infer`."""

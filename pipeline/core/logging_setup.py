@@ -26,7 +26,7 @@ FRAME_FIELDS = ("camera_id", "frame_id")
 class PlainFormatter(logging.Formatter):
     """The classic one-line format, plus the frame context when a record has one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(PLAIN_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
