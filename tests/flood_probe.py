@@ -52,7 +52,7 @@ def window(gateway: VerdictCollector, http_port: int) -> dict:
     end = time.monotonic() + WINDOW_S
     while time.monotonic() < end:
         times.append(healthz_ms(http_port))
-        time.sleep(0.5)
+        time.sleep(0.5)  # paces the /healthz probes: two a second, as a monitoring system might
     got = gateway.verdicts["cam0"][start:]
     deadline = sum(1 for v in got if any(r.get("code") == "deadline" for r in v.get("reasons") or ()))
     times.sort()
