@@ -160,6 +160,12 @@ class StallingArchive:
     def verdict_published(self, published: Any) -> None:
         self.inner.verdict_published(published)
 
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
+
+    def config_changed(self, config: Any) -> None:
+        self.inner.config_changed(config)
+
     def close(self) -> None:
         self.inner.close()
 

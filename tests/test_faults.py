@@ -248,8 +248,7 @@ def test_a_stalled_subscriber_does_not_cost_another_subscriber_anything(free_tcp
         stalled.connect(free_tcp_endpoint)  # and never reads
         pipeline.captures[0].thread.join(60)
         code = pipeline.shutdown(timeout_s=10)
-        # published already: the subscriber reads them, on a loaded machine too
-        assert collector.wait_for({"cam0": frames}, timeout_s=30)
+        assert collector.wait_for({"cam0": frames}, timeout_s=30)  # published already; read late on a loaded machine
     finally:
         collector.close()
         stalled.close()

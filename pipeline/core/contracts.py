@@ -20,6 +20,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from pipeline.config.models import PipelineConfig
 from pipeline.core.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
 from pipeline.core.states import CameraState
 
@@ -212,8 +213,14 @@ class VerdictSink(Protocol):
 class EvidenceStore(VerdictSink, Protocol):
     """A sink whose file the message names (the failed-part archive): `claim` runs just
     before the send and returns the job naming the file it will write (or unchanged, when
-    it keeps nothing of this part); the write itself is queued by `verdict_published`."""
+    it keeps nothing of this part); the write itself is queued by `verdict_published`.
+    `stats` are its counters for /metrics; `config_changed` tells it the config now in
+    force (a rule reload), which its records name."""
 
     def claim(self, job: Job) -> Job: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def config_changed(self, config: PipelineConfig) -> None: ...
 
     def close(self) -> None: ...
