@@ -14,6 +14,7 @@ from typing import Any, Collection
 import cv2
 import numpy as np
 
+from pipeline.core.contracts import InferenceBackend
 from pipeline.core.messages import BayerPattern
 from pipeline.parts.sources.frame_source import SourceFrame, lost_frame
 
@@ -71,26 +72,56 @@ def _inject(fault: str, got: SourceFrame):
     return bad if fault == "not_a_frame" else SourceFrame(bad, got.camera_ts_ns, got.part_id, got.truth)
 
 
-class FaultyBackend:
+class WrappedBackend:
+    """A real InferenceBackend seen through a wrapper: every member of the contract
+    (pipeline.core.contracts.InferenceBackend) is the real backend's, named one by one so
+    that the wrapper is the contract and nothing more. Subclasses override what they break."""
+
+    def __init__(self, inner: InferenceBackend):
+        self.inner = inner
+        self.name = inner.name
+        self.input_size = inner.input_size
+        self.input_dtype = inner.input_dtype
+        self.class_names = inner.class_names
+        self.max_batch = inner.max_batch
+        self.accepts_device_input = inner.accepts_device_input
+        self.emits_candidates = inner.emits_candidates
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.inner.infer(batch)
+
+    def infer_tensors(self, tensors: list[Any]) -> np.ndarray:
+        return self.inner.infer_tensors(tensors)
+
+    def warmup(self, runs: int) -> None:
+        self.inner.warmup(runs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class FaultyBackend(WrappedBackend):
     """A real InferenceBackend that misbehaves on chosen `infer` calls.
 
     - raise_on: those calls raise RuntimeError (a lost device, a CUDA error)
     - poison_on: those calls return the real output with `poison` (NaN/inf) written into it
     - hang_on: those calls block until `release` is set, then run normally
-    Every other call, and every other attribute, is the real backend's.
+    Every other call is the real backend's. Handed to the pipeline as its substituted
+    backend, it also serves the start-up's warm-up; `arm()` after the build makes the
+    calls count from 0 again, so the faults land on the first live frames.
     """
 
-    def __init__(self, inner: Any, raise_on: Collection[int] = (), poison_on: Collection[int] = (),
+    def __init__(self, inner: InferenceBackend, raise_on: Collection[int] = (), poison_on: Collection[int] = (),
                  poison: float = float("nan"), hang_on: Collection[int] = ()):
-        self.inner = inner
+        super().__init__(inner)
         self.raise_on, self.poison_on, self.hang_on = set(raise_on), set(poison_on), set(hang_on)
         self.poison = poison
         self.calls = 0
         self.hanging = threading.Event()  # set while a call is blocked
         self.release = threading.Event()
 
-    def __getattr__(self, name: str) -> Any:  # name, input_size, class_names, warmup, close...
-        return getattr(self.inner, name)
+    def arm(self) -> None:
+        self.calls = 0
 
     def infer_tensors(self, tensors: list) -> np.ndarray:
         """The path the infer stage prefers: through the same faults as `infer`."""
@@ -128,6 +159,12 @@ class StallingArchive:
 
     def verdict_published(self, published: Any) -> None:
         self.inner.verdict_published(published)
+
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
+
+    def config_changed(self, config: Any) -> None:
+        self.inner.config_changed(config)
 
     def close(self) -> None:
         self.inner.close()
@@ -177,3 +214,27 @@ class BayerCamera:
 
 _TO_BGR = {BayerPattern.RG: cv2.COLOR_BayerRGGB2BGR, BayerPattern.BG: cv2.COLOR_BayerBGGR2BGR,
            BayerPattern.GR: cv2.COLOR_BayerGRBG2BGR, BayerPattern.GB: cv2.COLOR_BayerGBRG2BGR}
+
+
+class RecordingSink:
+    """The gateway's PLC edge: an output (the hub's `Sink` protocol) that keeps every
+    camera snapshot the hub hands it, in order, instead of writing registers."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.snapshots: list[Any] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def update(self, snap: Any) -> None:
+        with self._lock:
+            self.snapshots.append(snap)
+
+    def problem(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass

@@ -17,8 +17,11 @@ from typing import Any
 import yaml
 import zmq
 
+from pipeline.composition.driver import RunDriver, StopReason, Substitutions, Until
 from pipeline.config import PipelineConfig, parse_config
+from tests.fakes import FaultyBackend
 
+AS_CONFIGURED = Substitutions()
 ROOT = Path(__file__).resolve().parents[1]
 # The committed demo model; PIPELINE_TEST_MODEL lets a developer point elsewhere.
 DEMO_MODEL = Path(os.environ.get("PIPELINE_TEST_MODEL", ROOT / "engines" / "demo.onnx"))
@@ -122,6 +125,28 @@ def assert_exactly_once(verdicts: list[dict], frames: int) -> None:
     assert frame_ids == list(range(frames)), f"expected frames 0..{frames - 1} once each, got {len(frame_ids)}"
 
 
+def started_driver(config: PipelineConfig, frames: int | None = None,
+                   substitutions: Substitutions = AS_CONFIGURED) -> RunDriver:
+    """The run driver, its pipeline built with `substitutions` and started. A substituted
+    FaultyBackend is armed after the build, so its faults land on live frames, not on the
+    start-up's warm-up."""
+    driver = RunDriver(config, frames, substitutions)
+    driver.open()
+    if isinstance(substitutions.backend, FaultyBackend):
+        substitutions.backend.arm()
+    driver.start()
+    return driver
+
+
+def run_to_end(config: PipelineConfig, frames: int, substitutions: Substitutions = AS_CONFIGURED) -> RunDriver:
+    """`frames` per camera through the run driver until every capture ended, then stopped
+    (`driver.stop()` returns the exit code again)."""
+    driver = started_driver(config, frames, substitutions)
+    assert driver.run(Until(duration_s=60)) is StopReason.ENDED
+    driver.stop(timeout_s=10)
+    return driver
+
+
 def run_bayer_camera_pipeline(endpoint: str, frames: int, raw_slots_allocator: Any = None, lend: bool = True,
                               **model: Any):
     """The real pipeline with one Bayer camera (tests.fakes.BayerCamera over a synthetic
@@ -150,7 +175,7 @@ def run_bayer_camera_pipeline(endpoint: str, frames: int, raw_slots_allocator: A
         pipeline.start()
         pipeline.captures[0].thread.join(60)
         assert pipeline.shutdown(timeout_s=10) == 0
-        assert collector.wait_for({"cam0": frames}, timeout_s=10)
+        assert collector.wait_for({"cam0": frames}, timeout_s=30)  # published already; read late on a loaded machine
     finally:
         collector.close()
     return pipeline, collector.verdicts["cam0"]

@@ -15,7 +15,7 @@ import pytest
 from pipeline.core.messages import Detections, Frame, Job, Outcome, PublishedVerdict, Reason, ReasonCode, Verdict
 from pipeline.parts.archive import FailedPartArchive
 from tests.fakes import FaultyBackend
-from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, make_config
+from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -96,19 +96,15 @@ def test_a_lost_frame_is_archived_as_provenance_only(tmp_path):
 
 
 def test_pipeline_verdicts_name_their_archived_files(tmp_path, free_tcp_endpoint):
-    from pipeline.composition.app import Pipeline
-    from pipeline.composition.assembly import build_parts
+    from pipeline.composition.assembly import open_backend
+    from pipeline.composition.driver import Substitutions
 
     frames = 20
     config = make_config(free_tcp_endpoint, archive={"enabled": True, "path": str(tmp_path / "archive")})
     collector = VerdictCollector(free_tcp_endpoint)
     try:
-        parts = build_parts(config)
-        parts.backend = FaultyBackend(parts.backend, raise_on={3, 4})  # two ERROR verdicts for sure
-        pipeline = Pipeline(config, parts, max_frames=frames)
-        pipeline.start()
-        pipeline.captures[0].thread.join(60)
-        assert pipeline.shutdown(10) == 0
+        broken = FaultyBackend(open_backend(config.model), raise_on={3, 4})  # two ERROR verdicts for sure
+        assert run_to_end(config, frames, Substitutions(backend=broken)).stop() == 0
         assert collector.wait_for({"cam0": frames}, 10)
     finally:
         collector.close()

@@ -9,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.core.contracts import RenderingSource
 from pipeline.parts.sources.synthetic import SyntheticSource
-from pipeline.service.bench.frames import PrerenderedSource
+from pipeline.service.bench.frames import PrerenderedSource, prerender
 from pipeline.service.cli import main
 from tests.pipeline_helpers import write_config
 
@@ -89,6 +90,17 @@ def test_prerendered_source_replays_its_ring_and_stamps_due_times():
     paced.open()
     stamps = [paced.read(0.5).camera_ts_ns for _ in range(3)]
     assert stamps[1] - stamps[0] == stamps[2] - stamps[1] == 1_000_000
+
+
+def test_prerender_renders_a_synthetic_camera_out_of_order_and_reads_any_other_source():
+    rendering = SyntheticSource(64, 48, seed=3)  # never opened, never read
+    assert isinstance(rendering, RenderingSource)
+    assert [f.part_id for f in prerender(rendering, 2)] == [rendering.render(k).part_id for k in range(2)]
+    ring = [SyntheticSource(64, 48, seed=5).render(k) for k in range(3)]
+    replayed = PrerenderedSource(ring, fps=None)  # no `render`: read in order
+    assert not isinstance(replayed, RenderingSource)
+    replayed.open()
+    assert [f.image is r.image for f, r in zip(prerender(replayed, 3), ring)] == [True] * 3
 
 
 def test_a_batch_the_infer_queue_can_never_fill_is_refused(tmp_path, free_tcp_endpoint, capsys):

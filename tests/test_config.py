@@ -196,3 +196,10 @@ def test_source_kinds_are_defined_once_and_the_registry_covers_them():
     from pipeline.parts.sources import SOURCES
 
     assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}
+
+
+@pytest.mark.parametrize("source", ["{kind: opencv, uri: '0'", "{kind: genicam, address: 192.0.2.10"])
+def test_a_reconnect_ceiling_below_the_first_wait_is_refused_for_every_reconnecting_source(source):
+    text = GOOD.replace("{kind: synthetic, seed: 3}", source + ", reconnect_initial_s: 3, reconnect_max_s: 1}")
+    with pytest.raises(ConfigError, match="reconnect_max_s must be >= reconnect_initial_s"):
+        parse_config(text)

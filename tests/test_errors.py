@@ -24,6 +24,7 @@ from pipeline.parts.preprocessing import BadFrame, Letterboxer
 from pipeline.parts.sources.frame_source import LostFrame, SourceError
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
+from tests.fakes import WrappedBackend
 from tests.pipeline_helpers import make_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,17 +113,14 @@ def test_preprocess_error_reason(raised, reason):
     (RuntimeError("CUDA error 700"), "stage_error"),
 ])
 def test_infer_backend_error_reason(backend, raised, reason):
-    class Raising:  # the real backend, but this call raises
-        def __getattr__(self, name):
-            return getattr(backend, name)
-
+    class Raising(WrappedBackend):  # the real backend, but this call raises
         def infer_tensors(self, tensors):
             raise raised
 
     jobs = preprocessed(backend, 2)
     inbox, outbox = queues()
     decoder = make_decoder(make_config("tcp://127.0.0.1:1").model, backend)
-    stage = InferStage(Raising(), decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
+    stage = InferStage(Raising(backend), decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
     got = run_stage(stage, inbox, outbox, jobs)
     assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2
 

@@ -68,7 +68,9 @@ def test_nan_model_output_makes_health_degraded_then_error_never_ok(tmp_path, fr
         pipeline.shutdown(timeout_s=10)
         collector.close()
     verdicts = collector.verdicts["cam0"]
-    assert verdicts and all(v["verdict"] == "ERROR" and v["reasons"][0]["code"] == "bad_output" for v in verdicts)
+    bad = [v for v in verdicts if v["verdict"] == "ERROR" and v["reasons"][0]["code"] == "bad_output"]
+    shed = [v for v in verdicts if v["verdict"] == "NOT_INSPECTED"]  # a loaded machine sheds some
+    assert len(bad) >= 10 and len(bad) + len(shed) == len(verdicts), "a NaN output judged as a part"
     ok_after = [hb for hb in collector.heartbeats if hb["health"] == "OK" and hb["cameras"]["cam0"]["verdicts_published"] >= 10]
     assert not ok_after, "health said OK with min_verdicts verdicts in the window, every one ERROR"
     assert degraded is not None and any(r.startswith("bad_output: cam0") for r in degraded["health_reasons"])

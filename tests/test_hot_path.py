@@ -9,15 +9,14 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.composition.app import Pipeline
-from pipeline.composition.assembly import build_parts
+from pipeline.composition.driver import Substitutions
 from pipeline.config.models import Overflow
 from pipeline.core.buffers import FramePool
-from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, queue_waits, stage_split
+from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, mark_spans, queue_waits, stage_split
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
-from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config
+from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -50,16 +49,14 @@ class JobList:
 def run_pipeline(endpoint: str, frames: int, lend: bool):
     """The real pipeline (synthetic cameras, demo model); every published job, in order."""
     config = make_config(endpoint, cameras=2, fps=200, realtime=False)
-    parts = build_parts(config)
-    parts.lend_frame_slots = lend
     published: list[Job] = []
+    # lend=False: the sink is taken to read the image after publish, so no slots are lent
+    substitutions = Substitutions(sinks=(JobList(published),), sinks_read_images=not lend)
     collector = VerdictCollector(endpoint)
     try:
-        pipeline = Pipeline(config, parts, max_frames=frames, sinks=(JobList(published),))
-        pipeline.start()
-        for capture in pipeline.captures:
-            capture.thread.join(60)
-        assert pipeline.shutdown(timeout_s=10) == 0
+        driver = run_to_end(config, frames, substitutions)
+        pipeline = driver.pipeline
+        assert driver.stop() == 0
         assert collector.wait_for({"cam0": frames, "cam1": frames}, timeout_s=10)
     finally:
         collector.close()
@@ -102,6 +99,12 @@ def test_stage_split_divides_each_share_at_the_take_time():
     takes = (("preprocess", 300), ("infer", 450))
     assert stage_split(0, marks, takes) == [("capture", 0, 100), ("preprocess", 200, 100), ("infer", 50, 550)]
     assert queue_waits(0, marks, takes + (("publish", 1300),)) == [("preprocess", 200), ("infer", 50), ("publish", 300)]
+
+
+def test_mark_spans_start_each_stage_at_the_previous_mark():
+    marks = (("capture", 100), ("preprocess", 400), ("infer", 1000))
+    assert mark_spans(40, marks) == [("capture", 40, 100), ("preprocess", 100, 400), ("infer", 400, 1000)]
+    assert mark_spans(40, ()) == []
 
 
 def test_put_many_keeps_order_and_sheds_each_job_by_the_policy():

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.composition.app import Pipeline, StartupError
-from pipeline.composition.assembly import build_parts
+from pipeline.composition.app import StartupError
+from pipeline.composition.driver import RunDriver, StopReason, Until
 from pipeline.config.models import HttpConfig
 from pipeline.service.daemon.daemon_service import DaemonService
 from pipeline.service.daemon.health import HealthMonitor
@@ -73,9 +73,10 @@ def test_metrics_and_health_of_a_running_pipeline(free_tcp_endpoint):
     seen: dict = {}
     try:
         service.open()
-        pipeline = Pipeline(config, build_parts(config), max_frames=frames)
-        service.attach(pipeline)
-        pipeline.start()
+        driver = RunDriver(config, frames)
+        driver.open()
+        service.attach(driver.handle)
+        driver.start()
         for _ in range(600):
             if service.monitor.check().healthy:
                 break
@@ -83,9 +84,8 @@ def test_metrics_and_health_of_a_running_pipeline(free_tcp_endpoint):
         seen["health"] = get(service.http.url + "/healthz")
         seen["probes"] = [get(service.http.url + p) for p in ("/livez", "/readyz")]
         seen["cli"] = health_command(service.http.url + "/healthz")
-        for capture in pipeline.captures:
-            capture.thread.join(60)
-        code = pipeline.shutdown(10)
+        assert driver.run(Until(duration_s=60)) is StopReason.ENDED
+        code = driver.stop(10)
         seen["metrics"] = get(service.http.url + "/metrics")
     finally:
         service.close()

@@ -51,7 +51,7 @@ def run(tmp_path_factory):
     try:
         service.open()
         pipeline = driver.open()
-        service.attach(pipeline)  # /metrics becomes a sink, as in `pipeline run`
+        service.attach(driver.handle)  # /metrics becomes a sink, as in `pipeline run`
         driver.start()
         assert driver.run(Until(duration_s=60)) is StopReason.ENDED
         assert driver.stop(10) == 0

@@ -9,12 +9,12 @@ import logging
 
 import pytest
 
-from pipeline.composition.app import Pipeline
-from pipeline.composition.assembly import build_parts
+from pipeline.composition.assembly import open_backend
+from pipeline.composition.driver import Substitutions
 from pipeline.config.models import LoggingConfig
 from pipeline.core.logging_setup import configure_logging
 from tests.fakes import FaultyBackend
-from tests.pipeline_helpers import VerdictCollector, make_config
+from tests.pipeline_helpers import VerdictCollector, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,12 +48,8 @@ def test_json_lines_from_a_running_pipeline(root_logging, free_tcp_endpoint):
     config = make_config(free_tcp_endpoint)
     collector = VerdictCollector(free_tcp_endpoint)
     try:
-        parts = build_parts(config)
-        parts.backend = FaultyBackend(parts.backend, raise_on={5, 6})  # per-frame warnings
-        pipeline = Pipeline(config, parts, max_frames=frames)
-        pipeline.start()
-        pipeline.captures[0].thread.join(60)
-        assert pipeline.shutdown(10) == 0
+        broken = FaultyBackend(open_backend(config.model), raise_on={5, 6})  # per-frame warnings
+        assert run_to_end(config, frames, Substitutions(backend=broken)).stop() == 0
     finally:
         collector.close()
     records = [json.loads(line) for line in out.getvalue().splitlines()]  # every line is JSON

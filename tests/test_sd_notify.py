@@ -16,8 +16,8 @@ import threading
 
 import pytest
 
-from pipeline.composition.app import Pipeline
-from pipeline.composition.assembly import build_parts
+from pipeline.composition.assembly import open_backend
+from pipeline.composition.driver import RunDriver, Substitutions
 from pipeline.service.daemon.daemon_service import DaemonService
 from pipeline.service.daemon.notify import SdNotifier
 from tests.fakes import FaultyBackend
@@ -96,12 +96,13 @@ def test_notifier_reaches_an_abstract_socket():
 
 def test_watchdog_pings_stop_while_a_stage_hangs_and_resume_after(listener, free_tcp_endpoint):
     config = make_config(free_tcp_endpoint, publisher={"await_subscriber_ms": 0}, watchdog={"stage_stall_s": 0.5})
-    parts = build_parts(config)
-    backend = parts.backend = FaultyBackend(parts.backend, hang_on={15})
+    backend = FaultyBackend(open_backend(config.model), hang_on={15})
+    driver = RunDriver(config, substitutions=Substitutions(backend=backend))
     service = DaemonService(config, SdNotifier(listener.path, watchdog_usec=200_000))
     service.open()
-    pipeline = Pipeline(config, parts)
-    service.attach(pipeline)
+    driver.open()
+    backend.arm()  # the hang is for a live frame, not the start-up's warm-up
+    service.attach(driver.handle)
     ticking, ticks = threading.Event(), [0]
 
     def tick_every_50_ms() -> None:  # the daemon's main loop, as `pipeline run` ticks it
@@ -111,7 +112,7 @@ def test_watchdog_pings_stop_while_a_stage_hangs_and_resume_after(listener, free
 
     ticker = threading.Thread(target=tick_every_50_ms, daemon=True)
     try:
-        pipeline.start()
+        driver.start()
         ticker.start()
         assert listener.wait(lambda: "READY=1" in listener.messages), listener.messages
         assert listener.wait(lambda: listener.count("WATCHDOG=1") >= 2)
@@ -130,7 +131,7 @@ def test_watchdog_pings_stop_while_a_stage_hangs_and_resume_after(listener, free
         ticking.set()
         ticker.join(5)
         service.stopping()
-        code = pipeline.shutdown(10)
+        code = driver.stop(10)
         service.close()
     assert code == 0
     assert listener.wait(lambda: "STOPPING=1" in listener.messages)

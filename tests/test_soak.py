@@ -10,7 +10,7 @@ import json
 import pytest
 
 from pipeline.service.cli import main
-from pipeline.service.soak import Sample, analyse
+from pipeline.service.soak.judgement import Sample, analyse
 from tests.pipeline_helpers import write_config
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.composition.assembly import build_parts
-from pipeline.composition.warmup import warm_path
+from pipeline.composition.assembly import build_parts, open_backend
+from pipeline.composition.warmup import WARM_RUNS, warm_path
 from tests.fakes import FaultyBackend
 from tests.pipeline_helpers import make_config
 
@@ -15,12 +15,12 @@ pytestmark = pytest.mark.timeout(90)
 
 def test_each_camera_resolution_runs_the_whole_path_and_nothing_is_counted(free_tcp_endpoint):
     config = make_config(free_tcp_endpoint, cameras=2)
-    parts = build_parts(config)  # which warmed the path already, before any camera started
-    counted = FaultyBackend(parts.backend)  # the real model, its calls counted
-    parts.backend = counted
+    counted = FaultyBackend(open_backend(config.model))  # the real model, its calls counted
+    parts = build_parts(config, backend=counted)  # which warms the path, before any camera started
     try:
+        assert counted.calls == WARM_RUNS * len(config.cameras)
         assert warm_path(parts, config, runs=2)
-        assert counted.calls == 2 * len(config.cameras)
+        assert counted.calls == (WARM_RUNS + 2) * len(config.cameras)
         assert parts.publisher.dropped == 0
     finally:
         for close in (parts.publisher.close, counted.close, *parts.extra_closers):

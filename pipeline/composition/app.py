@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import zmq
@@ -31,6 +32,7 @@ from pipeline.parts.archive import FailedPartArchive
 from pipeline.parts.publishing.sinks import VerdictSinks
 from pipeline.parts.rules import RuleBook
 from pipeline.parts.sources.pixel_formats import slot_shape
+from pipeline.parts.sources.triggers import TriggerInbox
 from pipeline.stages.capture import CaptureStage
 from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
@@ -57,10 +59,10 @@ class Parts:
     decoder: Decoder
     publisher: Publisher
     context: zmq.Context | None = None
-    extra_closers: list = field(default_factory=list)
+    extra_closers: list[Callable[[], None]] = field(default_factory=list)
     archive: EvidenceStore | None = None  # FailedPartArchive: names its file in the message, then a sink
     slot_pool: SlotPool | None = None  # model-input slots; None: host arrays (see slot_count)
-    triggers: dict = field(default_factory=dict)  # camera id -> TriggerInbox (bound, not started)
+    triggers: dict[str, TriggerInbox] = field(default_factory=dict)  # camera id -> inbox (bound, not started)
     frame_allocator: Allocator | None = None  # frame slots' memory: page-locked on the GPU path; None: np.empty
     # False when something reads the image after inference (the archive, annotation):
     # sources then hand each frame an array of its own, kept as long as the job.
@@ -102,7 +104,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ wiring
     def _queue(self, name: str) -> StageQueue:
-        q = getattr(self.config.queues, name)
+        q = getattr(self.config.queues, name)  # a config section by its name (queues are named after their consumer)
         return StageQueue(name, q.size, q.overflow, q.block_timeout_ms / 1000, on_shed=self.publish_q.put)
 
     def _make_queues(self) -> dict[str, StageQueue]:

@@ -28,7 +28,9 @@ from typing import Callable, Mapping
 from pipeline.composition.app import Parts, Pipeline
 from pipeline.composition.assembly import build_parts
 from pipeline.config.models import PipelineConfig
-from pipeline.core.contracts import FrameSource, InferenceBackend, VerdictSink
+from pipeline.core.contracts import EvidenceStore, FrameSource, InferenceBackend, VerdictSink
+from pipeline.core.telemetry import Telemetry
+from pipeline.parts.rules import RuleBook
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,18 @@ class Until:
     signal: Callable[[], bool] = never
 
 
+@dataclass(frozen=True)
+class RunHandle:
+    """What the service around a run (the daemon: /metrics, health, rule reload) may use
+    of the built pipeline, and only that."""
+
+    telemetry: Telemetry
+    class_names: tuple[str, ...]  # the model's, as the rules name them
+    archive: EvidenceStore | None  # the failed-part archive, when enabled
+    add_sink: Callable[[VerdictSink], None]  # one more observer of every published verdict
+    replace_rules: Callable[[RuleBook], None]  # the decide stage's rule book, swapped between batches
+
+
 class RunDriver:
     def __init__(self, config: PipelineConfig, frames: int | None = None,
                  substitutions: Substitutions = Substitutions(), build: Build | None = None):
@@ -92,6 +106,13 @@ class RunDriver:
     def class_names(self) -> tuple[str, ...]:
         """The model's classes, as the rules and the verdicts name them; after `open`."""
         return tuple(self.pipeline.parts.backend.class_names)
+
+    @property
+    def handle(self) -> RunHandle:
+        """The built pipeline as the service around the run sees it; after `open`."""
+        pipeline = self.pipeline
+        return RunHandle(pipeline.telemetry, self.class_names, pipeline.parts.archive, pipeline.add_sink,
+                         pipeline.decide.replace_rules)
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, interrupted: Callable[[], bool] = never) -> Pipeline | None:

@@ -28,8 +28,10 @@ from pipeline.parts.sources.pixel_formats import slot_shape
 
 log = logging.getLogger(__name__)
 
+WARM_RUNS = 3  # runs per camera at start-up (the first pays the lazy initialisations)
 
-def warm_path(parts: Parts, config: PipelineConfig, runs: int = 3) -> bool:
+
+def warm_path(parts: Parts, config: PipelineConfig, runs: int = WARM_RUNS) -> bool:
     """True when the path was warmed (host transform), False when left to the backend."""
     if parts.slot_pool is not None:
         return False

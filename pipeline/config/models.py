@@ -45,29 +45,35 @@ class ReplaySourceConfig(Strict):
     realtime: bool = True
 
 
-class OpenCVSourceConfig(Strict):
+class ReconnectSettings(Strict):
+    """How a camera source reconnects after losing its camera: waits doubling from the first
+    to the longest (`pipeline.parts.sources.backoff`). Defined once for every source that reconnects."""
+
+    reconnect_initial_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> "ReconnectSettings":
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
+        return self
+
+
+class OpenCVSourceConfig(ReconnectSettings):
     """A USB (V4L2), RTSP, HTTP-MJPEG or file stream read through OpenCV/FFmpeg (docs/CAMERAS.md)."""
 
     kind: Literal["opencv"]
     uri: str = Field(min_length=1)  # device index ("0"), /dev/videoN, rtsp://..., http://..., or a file path
     open_timeout_ms: int = Field(3000, ge=100)
     read_timeout_ms: int = Field(2000, ge=100)
-    reconnect_initial_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(5.0, gt=0)
     decode_threads: int = Field(1, ge=0)  # FFmpeg decoder threads; 1 is the low-latency choice, 0 = auto
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> "OpenCVSourceConfig":
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
-        return self
 
 
 GENICAM_PIXEL_FORMATS = ("Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8", "RGB8", "BGR8")
 
 
-class GenICamSourceConfig(Strict):
+class GenICamSourceConfig(ReconnectSettings):
     """A GigE Vision / USB3 Vision camera through Aravis (docs/CAMERAS.md).
 
     Opened by `address` (unicast, no broadcast). `serial` / `user_id` alongside an address
@@ -88,8 +94,6 @@ class GenICamSourceConfig(Strict):
     trigger: Literal["free_run", "software", "line0", "line1", "line2"] = "free_run"
     buffer_count: int = Field(8, ge=2, le=64)
     frame_counter_part_ids: bool = False  # part_id = the camera's frame counter when no trigger message names one
-    reconnect_initial_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
     def _opened_without_broadcast(self) -> "GenICamSourceConfig":
@@ -98,8 +102,6 @@ class GenICamSourceConfig(Strict):
         if self.address is None and not self.discovery:
             raise ValueError("without an address the camera can only be found by discovery, which broadcasts "
                              "on every network interface: give `address`, or set `discovery: true`")
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
         return self
 
 

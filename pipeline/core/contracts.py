@@ -5,7 +5,7 @@ these, and a stage learns what a part can do from its type (`isinstance` against
 runtime-checkable Protocol, or an attribute every implementation has), never by probing
 for attributes with getattr.
 
-- source: `FrameSource` (and `SlotSource`, `CameraSource`) deliver `SourceFrame`s
+- source: `FrameSource` (and `SlotSource`, `CameraSource`, `RenderingSource`) deliver `SourceFrame`s
 - transform: `Transform` turns an image into a model input slot (`StreamTransform` on a stream)
 - backend: `InferenceBackend` runs a batch (`RemoteBackend` with a timeout)
 - decoder: `Decoder` turns a batch's raw output into `Detections` per image
@@ -20,6 +20,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from pipeline.config.models import PipelineConfig
 from pipeline.core.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
 from pipeline.core.states import CameraState
 
@@ -90,6 +91,14 @@ class CameraSource(FrameSource, Protocol):
     reconnects: int  # links re-established after a loss
 
     def fire_trigger(self) -> bool: ...
+
+
+@runtime_checkable
+class RenderingSource(FrameSource, Protocol):
+    """A FrameSource that makes its frames (the synthetic camera): `render(k)` is its k-th
+    frame, made on demand without reading in order (the bench pre-renders a ring so)."""
+
+    def render(self, k: int, out: np.ndarray | None = None) -> SourceFrame: ...
 
 
 # --------------------------------------------------------------------------- transform
@@ -204,8 +213,14 @@ class VerdictSink(Protocol):
 class EvidenceStore(VerdictSink, Protocol):
     """A sink whose file the message names (the failed-part archive): `claim` runs just
     before the send and returns the job naming the file it will write (or unchanged, when
-    it keeps nothing of this part); the write itself is queued by `verdict_published`."""
+    it keeps nothing of this part); the write itself is queued by `verdict_published`.
+    `stats` are its counters for /metrics; `config_changed` tells it the config now in
+    force (a rule reload), which its records name."""
 
     def claim(self, job: Job) -> Job: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def config_changed(self, config: PipelineConfig) -> None: ...
 
     def close(self) -> None: ...

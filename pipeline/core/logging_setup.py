@@ -26,11 +26,12 @@ FRAME_FIELDS = ("camera_id", "frame_id")
 class PlainFormatter(logging.Formatter):
     """The classic one-line format, plus the frame context when a record has one."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(PLAIN_FORMAT)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        # the frame context comes as logging's `extra=` attributes, on some records only
         camera = getattr(record, "camera_id", None)
         if camera is None:
             return line

@@ -274,19 +274,30 @@ class PublishedVerdict:
         return self.latency_ns / 1e6
 
 
+def mark_spans(t_capture_ns: int, marks: tuple[tuple[str, int], ...]) -> list[tuple[str, int, int]]:
+    """(stage, from ns, to ns) per mark: the span of the latency each mark closes, from the
+    previous mark (capture for the first). The one definition of a stage's share of the
+    latency, its queue wait included: the wire, `/metrics` and the bench all read it here."""
+    starts = (t_capture_ns, *(t_ns for _stage, t_ns in marks))
+    return [(stage, start, t_ns) for (stage, t_ns), start in zip(marks, starts)]
+
+
+def last_mark_ns(t_capture_ns: int, marks: tuple[tuple[str, int], ...]) -> int:
+    """Where the span of what comes after the last mark (the publish) starts."""
+    return marks[-1][1] if marks else t_capture_ns
+
+
 def stage_split(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int, int]]:
-    """(stage, queue wait ns, work ns) per mark: the share since the previous mark, split at
-    the stage's take time; a stage that recorded no take (capture, a settling step) is
-    all work. A stage that marks twice keeps its take for the first mark only."""
+    """(stage, queue wait ns, work ns) per mark: its span (`mark_spans`) split at the
+    stage's take time; a stage that recorded no take (capture, a settling step) is all
+    work. A stage that marks twice keeps its take for the first mark only."""
     taken = dict(takes)
     out = []
-    previous = t_capture_ns
-    for stage, t_ns in marks:
+    for stage, start, t_ns in mark_spans(t_capture_ns, marks):
         t_take = taken.pop(stage, None)
-        wait = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
-        out.append((stage, wait, t_ns - previous - wait))
-        previous = t_ns
+        wait = 0 if t_take is None else max(0, min(t_take, t_ns) - start)
+        out.append((stage, wait, t_ns - start - wait))
     return out
 
 
@@ -294,15 +305,10 @@ def queue_waits(t_capture_ns: int, marks: tuple[tuple[str, int], ...],
                 takes: tuple[tuple[str, int], ...]) -> list[tuple[str, int]]:
     """(stage, ns waited in its queue) for each stage that took the job; a stage that took
     it but has not marked it (the publisher, as it sends) waited since the last mark.
-    The waits of `stage_split`, in one pass (it runs once per published verdict)."""
-    taken = dict(takes)
-    waits: dict[str, int] = {}
-    previous = t_capture_ns
-    for stage, t_ns in marks:
-        t_take = taken.pop(stage, None)
-        waits[stage] = 0 if t_take is None else max(0, min(t_take, t_ns) - previous)
-        previous = t_ns
-    return [(stage, waits[stage] if stage in waits else max(0, t_take - previous)) for stage, t_take in takes]
+    The waits of `stage_split` (it runs once per published verdict)."""
+    waits = {stage: wait for stage, wait, _work in stage_split(t_capture_ns, marks, takes)}  # a second mark: its 0
+    last = last_mark_ns(t_capture_ns, marks)
+    return [(stage, waits[stage] if stage in waits else max(0, t_take - last)) for stage, t_take in takes]
 
 
 @dataclass(frozen=True, slots=True)

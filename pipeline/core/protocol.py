@@ -27,7 +27,7 @@ import numpy as np
 
 from pipeline.config.models import CAMERA_ID_PATTERN, TOPIC_PREFIX_PATTERN
 from pipeline.core.errors import PipelineError
-from pipeline.core.messages import Detections, Job, Outcome, Reason, ReasonCode, queue_waits
+from pipeline.core.messages import Detections, Job, Outcome, Reason, ReasonCode, mark_spans, queue_waits
 from pipeline.core.states import CameraState, Health, StageState, WireState
 
 SCHEMA_VERSION = 1
@@ -178,11 +178,9 @@ def _detections(dets: Detections | None, class_names: Sequence[str]) -> list[dic
 def _latency_ms(t_capture_ns: int, marks: Sequence[tuple[str, int]], t_publish_mono_ns: int) -> dict[str, float]:
     """Each stage's share (ms since the previous mark), plus capture-to-publish `total`."""
     out: dict[str, float] = {}
-    previous = t_capture_ns
-    for stage, t_ns in marks:
+    for stage, start, t_ns in mark_spans(t_capture_ns, tuple(marks)):
         # a stage that marks twice (unusual) keeps one key; the shares still add up
-        out[stage] = round(out.get(stage, 0.0) + (t_ns - previous) / 1e6, 3)
-        previous = t_ns
+        out[stage] = round(out.get(stage, 0.0) + (t_ns - start) / 1e6, 3)
     out["total"] = round((t_publish_mono_ns - t_capture_ns) / 1e6, 3)
     return out
 

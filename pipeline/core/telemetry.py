@@ -161,7 +161,7 @@ def outcome_problems(camera_id: str, window: OutcomeWindow, rules: HealthRules, 
     reasons = []
     for kind, limit_name, label in _SHARE_RULES:
         share = counts[kind] / total
-        if share > getattr(rules, limit_name):
+        if share > getattr(rules, limit_name):  # the health rule's limit by its field name, not a probe
             reasons.append(f"{label}: {camera_id} {share:.0%} of the last {total} verdicts")
     return False, reasons
 

@@ -157,6 +157,7 @@ def eval_config(config: PipelineConfig, seed: int | None = None) -> PipelineConf
         cameras.append(cam.model_copy(update={"source": source, "trigger_endpoint": None}))
     blocking = QueueConfig(overflow=Overflow.BLOCK, block_timeout_ms=EVAL_BLOCK_TIMEOUT_MS)
     queues = config.queues.model_copy(update={
+        # a config section by its name, not a capability probe
         name: blocking.model_copy(update={"size": getattr(config.queues, name).size})
         for name in ("preprocess", "infer", "decide")})
     publisher = config.publisher.model_copy(update={"endpoint": "tcp://127.0.0.1:*", "await_subscriber_ms": 0})

@@ -58,7 +58,7 @@ def run_pipeline(config: PipelineConfig, frames: int | None = None, duration_s: 
         service.close()
         restore()
         return 0
-    service.attach(pipeline)
+    service.attach(driver.handle)
     status = status or StatusLine(pipeline.telemetry)
     driver.add_sink(status)
     try:

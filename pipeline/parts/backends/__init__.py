@@ -48,7 +48,7 @@ def backend_class(name: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ModelError(f"backend {name!r} is not available on this machine ({exc})") from exc
-    return getattr(module, class_name)
+    return getattr(module, class_name)  # the registry names the class: a lookup, not a probe
 
 
 @dataclass(frozen=True)

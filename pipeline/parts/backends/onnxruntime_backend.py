@@ -23,6 +23,7 @@ from pipeline.parts.modelfile.model_info import (
     ModelError,
     ModelSignature,
     check_input,
+    host_dtype,
     input_dtype,
     resolve_class_names,
 )
@@ -113,7 +114,7 @@ def has_candidate_head(session: ort.InferenceSession) -> bool:
 
 
 def ort_input_dtype(session: ort.InferenceSession) -> type:
-    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    return host_dtype(session.get_inputs()[0].type)
 
 
 def open_session(cfg: OnnxRuntimeConfig, cuda_stream: int | None = None) -> ort.InferenceSession:

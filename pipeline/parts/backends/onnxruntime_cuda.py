@@ -46,11 +46,10 @@ from pipeline.parts.backends.onnxruntime_backend import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
-from pipeline.parts.modelfile.model_info import ModelError, check_input, input_dtype, resolve_class_names
+from pipeline.parts.modelfile.model_info import ModelError, check_input, host_dtype, input_dtype, resolve_class_names
 
 log = logging.getLogger(__name__)
 
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 # ONNX Runtime runs a graph id twice normally (per thread) and captures it on the third run
 GRAPH_PLAIN_RUNS = 2  # start-up warm-up: plans every shape, captures nothing
 GRAPH_CAPTURE_RUNS = 4  # the infer thread's warm-up: every graph captured, then replayed once
@@ -83,7 +82,7 @@ class OnnxRuntimeCudaBackend:
         self.max_batch = int(max_batch)
         self.emits_candidates = has_candidate_head(session)
         w, h = self.input_size
-        out_dtype = _ORT_DTYPES.get(session.get_outputs()[0].type, np.float32)
+        out_dtype = host_dtype(session.get_outputs()[0].type)
         with device.active():
             self._stream = stream or cuda_call("creating the infer stream", cuda.Stream)
             self._batch = DeviceTensor.allocate((self.max_batch, 3, h, w), self.input_dtype)

@@ -37,7 +37,7 @@ from pipeline.parts.engines.sidecar import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
-from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input
+from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input, onnx_type
 
 log = logging.getLogger(__name__)
 _LOGGER = trt.Logger(trt.Logger.WARNING)
@@ -201,12 +201,18 @@ def _require(ok: bool, call: str, tensor: str) -> None:
         raise CudaError(f"TensorRT {call} failed for {tensor} (see the TensorRT log above)")
 
 
-_TRT_ONNX_TYPES = {trt.float32: "tensor(float)", trt.float16: "tensor(float16)"}
-
-
 def _signature(engine, input_name: str, output_name: str, sidecar: EngineSidecar) -> ModelSignature:
     """The engine's input and output in the form the other backends check (-1: dynamic)."""
     dtype = engine.get_tensor_dtype(input_name)
     return ModelSignature(Path(sidecar.onnx_path), input_name, tuple(engine.get_tensor_shape(input_name)),
-                          _TRT_ONNX_TYPES.get(dtype, str(dtype)), output_name,
+                          _onnx_type(dtype), output_name,
                           tuple(engine.get_tensor_shape(output_name)))
+
+
+def _onnx_type(dtype) -> str:
+    """A TensorRT dtype as the ONNX type string `check_input` reads; one numpy has no name for
+    (bf16, fp8) as TensorRT prints it, so the error names it."""
+    try:
+        return onnx_type(trt.nptype(dtype))
+    except TypeError:
+        return str(dtype)

@@ -30,12 +30,11 @@ from pipeline.config.model_triton import TritonConfig, TritonModelConfig
 from pipeline.parts.backends.backend_api import BackendDeadline, BackendUnavailable
 from pipeline.parts.backends.triton_connection import TensorSpec, TritonConnection
 from pipeline.parts.modelfile.candidate_head import CANDIDATE_FIELDS, K_KEY, raw_output
-from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input, resolve_class_names
+from pipeline.parts.modelfile.model_info import TRITON_TYPES, ModelError, ModelSignature, check_input, resolve_class_names
 
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
-TRITON_TYPES = {"FP32": "tensor(float)", "FP16": "tensor(float16)"}
 _STARTUP_RETRY_S = 0.2
 
 

@@ -142,7 +142,7 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
                             max_detections: int) -> DecodedBatch:
     """`decode_candidates` of a whole batch in one pass; an unusable image fails alone."""
     if not isinstance(output, np.ndarray) or output.ndim != 3 or output.shape[2] != CANDIDATE_FIELDS:
-        shape = getattr(output, "shape", type(output).__name__)
+        shape = output.shape if isinstance(output, np.ndarray) else type(output).__name__
         raise BadModelOutput(f"candidate head output has shape {shape}, expected (N, K, {CANDIDATE_FIELDS})")
     # max and min propagate NaN and expose +-inf: two reductions instead of a boolean copy
     finite = (np.isfinite(output.max(axis=(1, 2))) & np.isfinite(output.min(axis=(1, 2)))).tolist()
@@ -162,7 +162,7 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
 def _channels_first(output: np.ndarray, num_classes: int) -> np.ndarray:
     """A (N, 4+C, A) view of `output`, whichever of the two layouts it has."""
     if not isinstance(output, np.ndarray) or output.ndim != 3:
-        shape = getattr(output, "shape", type(output).__name__)
+        shape = output.shape if isinstance(output, np.ndarray) else type(output).__name__
         raise BadModelOutput(f"model output has shape {shape}, expected 3-D (N, 4+C, A)")
     channels = 4 + num_classes
     # Checked first so an ambiguous square tensor reads as YOLOv8's own layout.

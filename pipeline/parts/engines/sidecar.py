@@ -90,7 +90,7 @@ def sha256_file(path: Path) -> str:
 def mismatches(recorded: EngineSidecar, current: dict[str, object]) -> list[str]:
     """One line per checked field whose recorded value differs from `current`'s."""
     found = []
-    for name in CHECKED_FIELDS:
+    for name in CHECKED_FIELDS:  # the sidecar's fields by name (a lookup, not a capability probe)
         if name in current and getattr(recorded, name) != current[name]:
             found.append(f"{name}: engine has {getattr(recorded, name)!r}, this machine/model has {current[name]!r}")
     return found

@@ -20,14 +20,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 
 from pipeline.core.errors import PipelineError
 from pipeline.parts.modelfile.candidate_head import K_KEY, RAW_OUTPUT_KEY
+from pipeline.parts.modelfile.model_info import ONNX_DTYPES, TRITON_TYPES
 
 PLATFORMS = ("onnxruntime", "python", "tensorrt")
-_TYPES = {"tensor(float)": "TYPE_FP32", "tensor(float16)": "TYPE_FP16", "float32": "TYPE_FP32",
-          "float16": "TYPE_FP16"}
+# Triton config types are "TYPE_" + its datatype; a tensor is named by its ONNX type or numpy name.
+_TYPES = {name: f"TYPE_{triton}" for triton, onnx in TRITON_TYPES.items()
+          for name in (onnx, np.dtype(ONNX_DTYPES[onnx]).name)}
 
 
 class RepositoryError(PipelineError):

@@ -29,7 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config.model import LocalModelSettings, ModelSettings
-from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input, input_dtype, resolve_class_names
+from pipeline.parts.modelfile.model_info import (
+    ONNX_ELEM_TYPES,
+    ModelError,
+    ModelSignature,
+    check_input,
+    host_dtype,
+    input_dtype,
+    resolve_class_names,
+)
 
 CANDIDATE_FIELDS = 6  # cx, cy, w, h, score, class id
 OUTPUT_NAME = "candidates"
@@ -183,7 +191,7 @@ def probe_anchor_count(model, cfg: LocalModelSettings, channels_last: bool) -> i
     try:
         probe = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         w, h = cfg.input_size
-        dtype = np.float16 if probe.get_inputs()[0].type == "tensor(float16)" else np.float32
+        dtype = host_dtype(probe.get_inputs()[0].type)
         out = probe.run(None, {probe.get_inputs()[0].name: np.zeros((1, 3, h, w), dtype)})[0]
     except Exception as exc:  # ORT's own error types for a graph it cannot run
         raise ModelError(f"{cfg.path}: cannot run the model to count its anchors "
@@ -213,7 +221,7 @@ def _signature(model, cfg: LocalModelSettings) -> ModelSignature:
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
     image = next(i for i in graph.input if i.name not in initializers)
-    elem = {1: "tensor(float)", 10: "tensor(float16)"}.get(image.type.tensor_type.elem_type, "other")
+    elem = ONNX_ELEM_TYPES.get(image.type.tensor_type.elem_type, "other")
     return ModelSignature(cfg.path, image.name, tuple(_dims(image)), elem, graph.output[0].name,
                           tuple(_dims(graph.output[0])))
 

@@ -20,7 +20,12 @@ from pipeline.core.errors import PipelineError
 
 Dim = int | str | None
 
-ONNX_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+# The ONNX tensor types a model may take and give, one table: ONNX Runtime's type string, the
+# numpy dtype, the ONNX TensorProto element type (1 FLOAT, 10 FLOAT16) and Triton's datatype.
+ONNX_FLOAT, ONNX_FLOAT16 = "tensor(float)", "tensor(float16)"
+ONNX_DTYPES = {ONNX_FLOAT: np.float32, ONNX_FLOAT16: np.float16}
+ONNX_ELEM_TYPES = {1: ONNX_FLOAT, 10: ONNX_FLOAT16}
+TRITON_TYPES = {"FP32": ONNX_FLOAT, "FP16": ONNX_FLOAT16}
 
 # One `id: 'name'` entry of a Python dict repr, as Ultralytics writes the `names` key.
 _NAME_ENTRY = re.compile(r"""\s*(\d+)\s*:\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\s*([,}])""")
@@ -46,6 +51,17 @@ class ModelSignature:
 
 def _fixed(dim: Dim) -> bool:
     return isinstance(dim, int) and dim > 0
+
+
+def onnx_type(dtype: object) -> str:
+    """The ONNX Runtime type string of a numpy dtype (its numpy name where ONNX_DTYPES has none)."""
+    name = np.dtype(dtype).name  # type: ignore[call-overload]  # any dtype-like
+    return next((onnx for onnx, np_type in ONNX_DTYPES.items() if np.dtype(np_type).name == name), name)
+
+
+def host_dtype(onnx: str) -> type:
+    """The numpy dtype a runtime's tensor of type `onnx` is read or fed in: float16 or float32."""
+    return ONNX_DTYPES.get(onnx, np.float32)
 
 
 def input_dtype(sig: ModelSignature) -> type:

@@ -23,4 +23,4 @@ def create_source(camera: CameraConfig) -> FrameSource:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SourceError(f"camera {camera.id}: source kind {camera.source.kind!r} is unavailable: {exc}") from None
-    return getattr(module, class_name).from_config(camera)
+    return getattr(module, class_name).from_config(camera)  # the registry names the class: a lookup, not a probe

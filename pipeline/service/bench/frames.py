@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 
+from pipeline.core.contracts import RenderingSource
 from pipeline.parts.sources.frame_source import FrameSource, SourceEnded, SourceFrame
 
 FIRST_READ_TIMEOUT_S = 5.0
@@ -32,9 +33,8 @@ FIRST_READ_TIMEOUT_S = 5.0
 
 def prerender(source: FrameSource, count: int) -> list[SourceFrame]:
     """`count` frames from `source`: rendered directly when it can, else read in order."""
-    render = getattr(source, "render", None)
-    if callable(render):
-        return [render(k) for k in range(count)]
+    if isinstance(source, RenderingSource):
+        return [source.render(k) for k in range(count)]
     frames: list[SourceFrame] = []
     try:
         while len(frames) < count:

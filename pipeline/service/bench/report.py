@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.messages import stage_split
+from pipeline.core.messages import last_mark_ns, mark_spans, stage_split
 from pipeline.service.bench.runner import RunResult
 
 PERCENTILES = {"p50_ms": 50, "p90_ms": 90, "p99_ms": 99, "p99_9_ms": 99.9}
@@ -44,11 +44,9 @@ def samples(result: RunResult) -> dict[str, np.ndarray]:
         if outcome == NOT_INSPECTED:
             continue
         out["end_to_end"].append((t_publish - t_capture) / 1e6)
-        previous = t_capture
-        for stage, t_ns in marks:
-            out[stage].append((t_ns - previous) / 1e6)
-            previous = t_ns
-        out["publish"].append((t_publish - previous) / 1e6)
+        for stage, start, t_ns in mark_spans(t_capture, marks):
+            out[stage].append((t_ns - start) / 1e6)
+        out["publish"].append((t_publish - last_mark_ns(t_capture, marks)) / 1e6)
         if camera_ts is not None:
             out["capture_lag"].append((t_capture - camera_ts) / 1e6)
     return {name: np.asarray(v, np.float64) for name, v in out.items()}
@@ -66,7 +64,7 @@ def split_samples(result: RunResult) -> tuple[dict[str, np.ndarray], dict[str, n
             work[stage].append(work_ns / 1e6)
         publish_take = dict(takes).get("publish")
         if publish_take is not None:
-            last = marks[-1][1] if marks else t_capture
+            last = last_mark_ns(t_capture, marks)
             wait["publish"].append(max(0, publish_take - last) / 1e6)
             work["publish"].append((t_publish - max(publish_take, last)) / 1e6)
     as_arrays = lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()}  # noqa: E731

@@ -95,7 +95,7 @@ def config_needs(config) -> list[str]:
         needs += ["tensorrt", "pycuda"]
     elif model.backend.value == "onnxruntime-cuda":
         needs.append("ort-cuda")
-    if getattr(model.preprocess, "value", model.preprocess) == "gpu":  # a Literal now, maybe an enum later
+    if model.preprocess == "gpu":
         needs.append("pycuda")
     return list(dict.fromkeys(needs))
 

@@ -36,7 +36,8 @@ def health(args: argparse.Namespace) -> int:
     except urllib.error.HTTPError as exc:  # 503: the daemon answered, with its reason
         body = exc.read()
     except (urllib.error.URLError, OSError) as exc:
-        print(f"unhealthy: no answer from {args.url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        why = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"unhealthy: no answer from {args.url}: {why}", file=sys.stderr)
         return 1
     try:
         doc = json.loads(body)

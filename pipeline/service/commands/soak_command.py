@@ -34,7 +34,8 @@ def soak(args: argparse.Namespace) -> int:
     import threading
 
     from pipeline.config import load_config
-    from pipeline.service.soak import plot_available, run_soak, write_results
+    from pipeline.service.soak.result_files import plot_available, write_results
+    from pipeline.service.soak.soak_run import run_soak
 
     config = load_config(args.config, require_model=True)
     if not plot_available():  # said now, not after ten minutes

@@ -3,8 +3,9 @@
 Owns the order of the service lifecycle and nothing of the pipeline itself:
 - `open()` before the model loads: binds the HTTP endpoint (so /healthz says
   "starting" meanwhile, and a busy port fails fast) and tells systemd STATUS=loading;
-- `attach(pipeline)` once the parts are built: metrics become a verdict sink,
-  health starts reading telemetry, the reloader learns the decide stage;
+- `attach(handle)` once the parts are built (the run driver's `RunHandle`): metrics
+  become a verdict sink, health starts reading telemetry, the reloader learns where the
+  rules go;
 - `tick()` from the runner's main-thread loop (every ~0.1 s): READY=1 once ready,
   WATCHDOG=1 at half the systemd interval while every stage progresses (a stuck stage,
   or a stuck main loop, stops the pings), STATUS= with fps and latency every second,
@@ -18,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+from pipeline.composition.driver import RunHandle
 from pipeline.config.models import PipelineConfig
 from pipeline.service.daemon.health import HealthMonitor
 from pipeline.service.daemon.http_endpoint import HttpEndpoint
@@ -41,7 +43,7 @@ class DaemonService:
         self.http: HttpEndpoint | None = None
         self.reloader: RuleReloader | None = None
         self._reload_pending = False  # a plain flag: a signal handler must not take a lock
-        self.pipeline = None
+        self.run: RunHandle | None = None
         self._ready_sent = False
         self._withholding = False
         self._next_ping = self._next_status = 0.0
@@ -54,18 +56,17 @@ class DaemonService:
             self.http = HttpEndpoint.from_config(self.config.http, self.metrics.registry, self.monitor)
             self.http.start()
 
-    def attach(self, pipeline) -> None:
-        self.pipeline = pipeline
-        archive = pipeline.parts.archive
+    def attach(self, run: RunHandle) -> None:
+        self.run = run
+        archive = run.archive
         if self.metrics is not None:
-            pipeline.add_sink(self.metrics)
+            run.add_sink(self.metrics)
             if archive is not None:
                 self.metrics.collector.archive = archive
         if self.config_path is not None:
-            self.reloader = RuleReloader(self.config_path, self.config, pipeline.decide.replace_rules,
-                                         pipeline.parts.backend.class_names,
+            self.reloader = RuleReloader(self.config_path, self.config, run.replace_rules, run.class_names,
                                          archive.config_changed if archive is not None else None)
-        self.monitor.attach(pipeline.telemetry)
+        self.monitor.attach(run.telemetry)
 
     def request_reload(self) -> None:
         """Safe from a signal handler: the work happens in the next `tick()`."""
@@ -109,9 +110,9 @@ class DaemonService:
             self.metrics.reloads.labels("applied" if applied else "rejected").inc()
 
     def status_text(self, problem: str = "") -> str:
-        if self.pipeline is None:
+        if self.run is None:
             return "starting"
-        t = self.pipeline.telemetry
+        t = self.run.telemetry
         p50, p99 = t.latency.percentiles(50, 99)
         c = t.counts
         text = (f"{t.current_health().value} {t.fps():.1f} fps, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "

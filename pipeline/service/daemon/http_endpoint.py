@@ -108,6 +108,9 @@ class HttpEndpoint:
         log.info("metrics on %s/metrics, health on %s/healthz", self.url, self.url)
 
     def close(self) -> None:
+        # the answering threads first: one finishing a reply pulls the I/O loop's trigger,
+        # which server.close() closes (a vanished client's reply then logged EBADF)
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self.server.close()  # closes every connection; the I/O loop ends when none is left
         self._thread.join(2)
 

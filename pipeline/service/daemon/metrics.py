@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipeline.core.messages import PublishedVerdict, queue_waits
+from pipeline.core.messages import PublishedVerdict, mark_spans, queue_waits
 from pipeline.core.states import CameraState, Health, StageState
 from pipeline.core.telemetry import Telemetry
 from pipeline.service.daemon.health import HealthMonitor
@@ -60,11 +60,9 @@ class PipelineMetrics:
     def verdict_published(self, published: PublishedVerdict) -> None:
         job = published.job
         frame = job.frame
-        previous = frame.t_capture_ns
-        for stage, t_ns in job.marks:
+        for stage, start, t_ns in mark_spans(frame.t_capture_ns, job.marks):
             child = self._stage_children.get(stage) or self._stage_children.setdefault(stage, self.stage_latency.labels(stage))
-            child.observe((t_ns - previous) / 1e9)
-            previous = t_ns
+            child.observe((t_ns - start) / 1e9)
         for stage, wait_ns in queue_waits(frame.t_capture_ns, job.marks, job.takes):
             child = self._wait_children.get(stage) or self._wait_children.setdefault(stage, self.stage_wait.labels(stage))
             child.observe(wait_ns / 1e9)

@@ -40,6 +40,7 @@ class RuleReloader:
         except ConfigError as exc:
             log.error("reload rejected, the current rules stay in force: %s", exc)
             return False
+        # every config section compared by its field name (a lookup, not a capability probe)
         ignored = [name for name in type(new).model_fields
                    if name != "rules" and getattr(new, name) != getattr(self.current, name)]
         if ignored:

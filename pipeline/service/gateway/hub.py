@@ -2,7 +2,8 @@
 
 Owns one subscriber thread per pipeline (a SUB socket, CURVE when configured; messages
 parsed by `pipeline.core.protocol.decode`, gaps and restarts found by the reference
-subscriber's `SeqTracker`), the camera channels, and the fan-out to the sinks. Every
+subscriber's `SeqTracker`: a restart by the publisher's `instance` id, or by a `seq` that
+went back), the camera channels, and the fan-out to the sinks. Every
 change of a camera (a new result, ready <-> not ready) goes to each sink's `update`,
 in order, under one lock; sinks only queue it there, so a slow PLC never stalls intake.
 `tick()` (the service's main loop) notices silence: the heartbeat timeout.
@@ -99,6 +100,7 @@ class Hub:
 
     def _handle(self, index: int, msg: dict[str, Any], seqs: SeqTracker) -> None:
         now = time.monotonic_ns()
+        self._restarted(index, seqs.on_instance(msg.get("instance")), seqs, now)
         if msg.get("type") == "verdict":
             self._verdict(msg, seqs, now)
         elif msg.get("type") == "heartbeat":
@@ -132,6 +134,19 @@ class Hub:
                 self._discontinuity(channel, line, seqs.lost - before, now)
             channel.on_heartbeat(msg.get("health"), True, now)
             self._changed(channel, now)
+
+    def _restarted(self, index: int, line: str | None, seqs: SeqTracker, now: int) -> None:
+        """The pipeline's instance id changed (a restart, also one the seq rule cannot see: we
+        were disconnected across it and its new seq had passed the old one): a RESTART on every
+        camera we had from it. `seqs` now expects seq 0 of each, so the new instance's verdicts
+        we never got follow as a GAP with their count."""
+        if line is None:
+            return
+        cameras = seqs.expected.keys() | {cid for cid, owner in self.owner.items() if owner == index}
+        for cid in sorted(cameras):
+            channel = self.channels.get(cid)
+            if channel is not None:
+                self._discontinuity(channel, line, 0, now)
 
     def _discontinuity(self, channel: CameraChannel, line: str | None, lost: int, now: int) -> None:
         if line is None:

@@ -108,6 +108,7 @@ class OpcUaSink:
         if sec is None:
             server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
             return
+        # the configured policy names an enum member (the config's Literal lists the names)
         server.set_security_policy([getattr(ua.SecurityPolicyType, sec.policy)])
         try:
             await server.load_certificate(str(sec.certificate))

@@ -109,9 +109,12 @@ class CameraChannel:
         self.snapshot = replace(self.snapshot, health=_health_code(health))
 
     def on_discontinuity(self, reason: NotReadyReason, now_ns: int) -> None:
-        """A gap or a restart: counted, and not ready for hold_after_gap_ms."""
+        """A gap or a restart: counted, and not ready for hold_after_gap_ms. A gap during a
+        restart's hold (the new instance's verdicts we never got) keeps RESTART as the reason."""
+        if not (reason is NotReadyReason.GAP and self.hold_reason is NotReadyReason.RESTART
+                and now_ns < self.hold_until_ns):
+            self.hold_reason = reason
         self.hold_until_ns = now_ns + self.rules.hold_after_gap_ms * 1_000_000
-        self.hold_reason = reason
         self.snapshot = replace(self.snapshot, gaps=(self.snapshot.gaps + 1) % 65536)
 
     def evaluate(self, now_ns: int) -> bool:
