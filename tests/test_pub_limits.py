@@ -221,6 +221,24 @@ def test_gateways_beyond_max_gateways_are_dropped_and_counted(context):
     pub.close()
 
 
+def test_idle_peers_that_never_handshake_lock_out_a_gateway_for_at_most_the_handshake_timeout(context):
+    """Idle TCP connections fill max_gateways; libzmq's own handshake timeout (30 s) would keep
+    a real gateway out that long, the publisher's (3 s) lets it in well within 15 s."""
+    pub = publisher(context, max_gateways=3)
+    port = int(pub.endpoint.rsplit(":", 1)[1])
+    idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+    try:
+        assert wait_until(lambda: pub.guard.peers == 3, 10, each=lambda: pub.publish_heartbeat({"health": "OK"}))
+        sub = sub_socket(context, pub.endpoint, b"", RECONNECT_IVL=100)
+        assert wait_until(lambda: sub.poll(0), 15, poll_s=0.05, each=lambda: pub.publish_heartbeat({"health": "OK"})), \
+            f"the gateway was kept out by {len(idle)} idle connections ({pub.guard.refused} refusals)"
+        assert pub.guard.refused >= 1  # it was refused while the idle ones held the places
+    finally:
+        for peer in idle:
+            peer.close()
+        pub.close()
+
+
 def test_every_verdict_and_heartbeat_names_the_instance_and_a_restart_changes_it(context):
     ids = []
     for _ in range(2):

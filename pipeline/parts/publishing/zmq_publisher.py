@@ -60,6 +60,9 @@ from pipeline.parts.publishing.subscriptions import SubscriptionGate
 # "Limits of the PUB port"): a gateway sends a few hundred bytes in its life, so both are small.
 INBOUND_HWM = 16  # messages in libzmq's pipe from one peer
 INBOUND_KERNEL_BYTES = 4096  # SO_RCVBUF (Linux doubles it: 8 kB); no autotuning to tcp_rmem's max
+# A peer that connects and never completes the ZMTP handshake holds one of max_gateways'
+# places this long (libzmq's default: 30 s, a lock-out of new gateways by idle connections).
+HANDSHAKE_TIMEOUT_MS = 3000
 
 # Plain ints: pyzmq's flag enums cost a Python-level operator call per use, per verdict.
 _POLLIN = int(zmq.POLLIN)
@@ -269,6 +272,7 @@ def _limit_inbound(socket: zmq.Socket, cfg: PublisherConfig) -> None:
     socket.setsockopt(zmq.MAXMSGSIZE, cfg.max_inbound_bytes)  # checked from the frame header
     socket.setsockopt(zmq.RCVHWM, INBOUND_HWM)  # notices queued per peer before TCP pushes back
     socket.setsockopt(zmq.RCVBUF, INBOUND_KERNEL_BYTES)  # and what the kernel holds unread for it
+    socket.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_TIMEOUT_MS)
     socket.setsockopt(zmq.XPUB_MANUAL, 1)  # the SubscriptionGate decides what is kept
 
 
