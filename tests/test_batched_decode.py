@@ -125,3 +125,14 @@ def test_calling_the_decoder_decodes_one_image_and_raises_on_a_bad_one():
         assert "inf" in str(exc)
     else:
         raise AssertionError("a non-finite output must raise")
+
+
+def test_a_box_on_the_image_edge_keeps_its_signed_zero_as_the_one_image_mapping_does():
+    raw = np.zeros((1, 6, 2), np.float32)
+    raw[0, :, 0] = [-0.0, 10, 0, 4, 0.9, 0.0]  # cx -0.0 and w 0: corners at -0.0 (the wire writes "-0.0")
+    raw[0, :, 1] = [30, 30, 4, 4, 0.0, 0.8]
+    geometry = Geometry(1.0, 0.0, 0.0, 64, 64)
+    (got,) = YoloDecoder(2, 0.25, 0.45, 100, None, head=False).decode_batch(raw, [geometry])
+    want = one_image_by_itself(raw[0], 0.25, 0.45, 100, geometry)
+    np.testing.assert_array_equal(np.signbit(got.boxes), np.signbit(want.boxes))
+    np.testing.assert_array_equal(got.boxes, want.boxes)

@@ -6,6 +6,7 @@ only the failing call is swapped for one that raises."""
 from __future__ import annotations
 
 import ast
+import importlib
 import time
 from pathlib import Path
 
@@ -15,13 +16,16 @@ import pytest
 from pipeline.composition.assembly import make_decoder, open_backend
 from pipeline.core.buffers import HostSlotPool
 from pipeline.core.errors import PipelineError, reason_of
-from pipeline.core.messages import EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.core.messages import Detections, EndOfStream, Frame, Job, Outcome, ReasonCode
+from pipeline.core.protocol import ProtocolError
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.parts.backends.backend_api import BackendDeadline, BackendUnavailable
 from pipeline.parts.decoding.yolo_decode import BadModelOutput
 from pipeline.parts.preprocessing import BadFrame, Letterboxer
+from pipeline.parts.rules import RuleBook
 from pipeline.parts.sources.frame_source import LostFrame, SourceError
+from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
 from pipeline.stages.preprocess import PreprocessStage
 from tests.fakes import WrappedBackend
@@ -43,6 +47,57 @@ def test_every_exception_class_of_the_package_is_a_pipeline_error():
             if bases & BUILTIN_BASES and "PipelineError" not in bases:
                 loose.append(f"{path.relative_to(ROOT)}: {node.name}")
     assert not loose, f"derive these from pipeline.core.errors.PipelineError: {loose}"
+
+
+# Every PipelineError class whose verdict reason is not stage_error, and that reason; any
+# class of the package not named here must carry stage_error (a new reason needs a line).
+REASON_OF_CLASS = {
+    "FrameError": ReasonCode.BAD_FRAME, "BadFrame": ReasonCode.BAD_FRAME, "LostFrame": ReasonCode.BAD_FRAME,
+    "ModelOutputError": ReasonCode.BAD_OUTPUT, "BadModelOutput": ReasonCode.BAD_OUTPUT,
+    "BackendUnavailable": ReasonCode.BACKEND_UNAVAILABLE, "BackendDeadline": ReasonCode.DEADLINE,
+    "SourceError": ReasonCode.SOURCE_DOWN, "CameraRefused": ReasonCode.SOURCE_DOWN,
+}
+OPTIONAL_SDKS = {"pycuda", "tensorrt", "tritonclient", "gi"}  # modules that need them are skipped without them
+
+
+def pipeline_error_classes() -> dict[str, type]:
+    """Every PipelineError subclass of the package, by name, from every module importable here."""
+    found: dict[str, type] = {}
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        module_name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        if module_name.endswith("__main__"):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            assert exc.name is not None and exc.name.split(".")[0] in OPTIONAL_SDKS, exc
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, PipelineError) and value.__module__ == module_name:
+                found[value.__name__] = value
+    return found
+
+
+def test_each_pipeline_error_class_carries_its_one_reason():
+    classes = pipeline_error_classes()
+    assert REASON_OF_CLASS.keys() <= classes.keys(), "a class named in the table is gone"
+    wrong = {name: cls.reason for name, cls in classes.items()
+             if cls.reason is not REASON_OF_CLASS.get(name, ReasonCode.STAGE_ERROR)}
+    assert not wrong, f"reasons differ from the table: {wrong}"
+
+
+# One instance of each reason a PipelineError carries, and a foreign exception: raised in
+# any stage's handling of a frame, the verdict's reason follows from the type alone.
+RAISED_IN_A_STAGE = [
+    (BadFrame("frame has an empty size 0x0"), "bad_frame"),
+    (LostFrame("no image arrived", None), "bad_frame"),
+    (BadModelOutput("model output contains 3 NaN"), "bad_output"),
+    (BackendUnavailable("triton: server not ready"), "backend_unavailable"),
+    (BackendDeadline("triton took longer than 20 ms"), "deadline"),
+    (SourceError("camera gone"), "source_down"),
+    (ProtocolError("a PipelineError with the default reason"), "stage_error"),
+    (RuntimeError("CUDA error 700"), "stage_error"),
+]
 
 
 @pytest.mark.parametrize("exc, reason", [
@@ -93,9 +148,7 @@ def preprocessed(backend, n: int) -> list[Job]:
     return run_stage(stage, inbox, outbox, [job(i, np.full((h, w, 3), 90, np.uint8)) for i in range(n)])
 
 
-@pytest.mark.parametrize("raised, reason", [
-    (BadFrame("frame has an empty size 0x0"), "bad_frame"), (RuntimeError("opencv: out of memory"), "stage_error"),
-])
+@pytest.mark.parametrize("raised, reason", RAISED_IN_A_STAGE)
 def test_preprocess_error_reason(raised, reason):
     def transform(image, out, bayer=None):
         raise raised
@@ -107,11 +160,7 @@ def test_preprocess_error_reason(raised, reason):
     assert stage.pool.available == 2  # the failed frame's slot went back
 
 
-@pytest.mark.parametrize("raised, reason", [
-    (BackendUnavailable("triton: server not ready"), "backend_unavailable"),
-    (BackendDeadline("triton took longer than 20 ms"), "deadline"),
-    (RuntimeError("CUDA error 700"), "stage_error"),
-])
+@pytest.mark.parametrize("raised, reason", RAISED_IN_A_STAGE)
 def test_infer_backend_error_reason(backend, raised, reason):
     class Raising(WrappedBackend):  # the real backend, but this call raises
         def infer_tensors(self, tensors):
@@ -125,10 +174,11 @@ def test_infer_backend_error_reason(backend, raised, reason):
     assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2
 
 
-def test_infer_decode_error_reason_is_bad_output(backend):
+@pytest.mark.parametrize("refusal", [BadModelOutput("model output contains 3 NaN"), ValueError("a foreign decoder's")])
+def test_infer_decode_error_reason_is_bad_output(backend, refusal):
     class Refusing:  # a decoder that finds every image's output unusable
         def decode_batch(self, raw, geometries):
-            return [BadModelOutput("model output contains 3 NaN") for _ in geometries]
+            return [refusal for _ in geometries]
 
     decoder = Refusing()
 
@@ -137,3 +187,18 @@ def test_infer_decode_error_reason_is_bad_output(backend):
     stage = InferStage(backend, decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000)
     (got,) = run_stage(stage, inbox, outbox, jobs)
     assert got.verdict.outcome is Outcome.ERROR and got.verdict.reasons[0].code is ReasonCode.BAD_OUTPUT
+
+
+@pytest.mark.parametrize("raised, reason", RAISED_IN_A_STAGE)
+def test_decide_error_reason(raised, reason):
+    class RaisingRules(RuleBook):  # the real rule book, whose judgement raises
+        def judge(self, det, mm_per_px):
+            raise raised
+
+    config = make_config("tcp://127.0.0.1:1")
+    rules = RaisingRules(config.rules, ("scratch",))
+    inbox, outbox = queues()
+    stage = DecideStage(rules, {"cam0": None}, inbox, outbox, Telemetry(["cam0"]), 60_000, config.late_policy)
+    jobs = [job(i, np.zeros((8, 8, 3), np.uint8)).evolve(detections=Detections.empty()) for i in range(2)]
+    got = run_stage(stage, inbox, outbox, jobs)
+    assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2

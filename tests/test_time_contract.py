@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.composition.app import Pipeline
-from pipeline.composition.assembly import build_parts
+from pipeline.composition.assembly import open_archive, open_backend
+from pipeline.composition.driver import Substitutions
 from tests.fakes import StallingArchive
-from tests.pipeline_helpers import VerdictCollector, make_config
+from tests.pipeline_helpers import VerdictCollector, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(90)
 BUDGET_MS = 300.0
@@ -21,12 +21,12 @@ def test_a_verdict_sent_after_its_budget_always_says_late(free_tcp_endpoint, tmp
     try:
         config = make_config(free_tcp_endpoint, budget_ms=BUDGET_MS, fps=10,
                              archive={"enabled": True, "path": str(tmp_path / "archive")})
-        parts = build_parts(config)
-        parts.archive = StallingArchive(parts.archive, stall_s=BUDGET_MS * 1.3 / 1000)  # every third frame
-        pipeline = Pipeline(config, parts, max_frames=frames)
-        pipeline.start()
+        backend = open_backend(config.model)  # the archive names the model's classes
+        archive = open_archive(config, backend.class_names)
+        assert archive is not None
+        stalling = StallingArchive(archive, stall_s=BUDGET_MS * 1.3 / 1000)  # every third frame
+        assert run_to_end(config, frames, Substitutions(backend=backend, archive=stalling)).stop() == 0
         assert collector.wait_for({"cam0": frames}, timeout_s=30)
-        assert pipeline.shutdown(timeout_s=10) == 0
     finally:
         collector.close()
     verdicts = collector.verdicts["cam0"]

@@ -18,7 +18,7 @@ from pipeline.composition.app import Parts, StartupError
 from pipeline.composition.warmup import warm_path
 from pipeline.config.model import ModelConfig
 from pipeline.config.models import PipelineConfig
-from pipeline.core.contracts import FrameSource, InferenceBackend
+from pipeline.core.contracts import EvidenceStore, FrameSource, InferenceBackend
 from pipeline.core.errors import ModelOutputError
 from pipeline.parts.annotate import annotate
 from pipeline.parts.archive import ArchiveError, FailedPartArchive
@@ -62,10 +62,11 @@ def make_decoder(model: ModelConfig, backend: InferenceBackend) -> YoloDecoder:
 
 
 def build_parts(config: PipelineConfig, sources: Mapping[str, FrameSource] | None = None,
-                backend: InferenceBackend | None = None) -> Parts:
+                backend: InferenceBackend | None = None, archive: EvidenceStore | None = None) -> Parts:
     """Every part opened from `config`, except those given: `sources` (camera id -> an
     unopened source) replace the configured cameras' sources, `backend` (loaded, not yet
-    warmed) the configured model. Nothing stays open when a later part fails."""
+    warmed) the configured model, `archive` (started) the configured failed-part archive.
+    Nothing stays open when a later part fails."""
     with contextlib.ExitStack() as undo:
         choice = BackendChoice(backend, "substituted") if backend is not None else open_chosen_backend(config.model)
         backend = choice.backend
@@ -82,7 +83,7 @@ def build_parts(config: PipelineConfig, sources: Mapping[str, FrameSource] | Non
         triggers = open_trigger_inboxes(config, context)
         for inbox in triggers.values():
             undo.callback(inbox.close)
-        archive = open_archive(config, backend.class_names)
+        archive = archive if archive is not None else open_archive(config, backend.class_names)
         if archive is not None:
             undo.callback(archive.close)
         parts = Parts(opened, backend, transform, make_decoder(config.model, backend), publisher,

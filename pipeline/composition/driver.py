@@ -3,8 +3,8 @@ condition, stop it in order. `pipeline run`, `bench`, `eval` and `soak` all run 
 
 Owns the run's lifecycle, and only that: what differs between the entry points is said
 up front, as explicit `Substitutions` (sources instead of the configured cameras', a
-backend instead of the configured model, extra verdict sinks, sinks that read the image
-after publish), a frame limit, and an `Until` (a duration, a signal); nothing reaches
+backend instead of the configured model, an archive instead of the configured one, extra
+verdict sinks, sinks that read the image after publish), a frame limit, and an `Until` (a duration, a signal); nothing reaches
 into the built parts. Stop conditions, checked every tick (`TICK_S`):
   * SIGNAL: `Until.signal()` says stop (SIGINT/SIGTERM, a soak's own stop);
   * CRASHED: a stage crashed (health ERROR; `stop` then routes around it);
@@ -56,8 +56,14 @@ class Substitutions:
 
     sources: Mapping[str, FrameSource] | None = None  # camera id -> unopened source, for every camera
     backend: InferenceBackend | None = None  # a loaded model instead of `model`
+    archive: EvidenceStore | None = None  # a started evidence store instead of the configured archive
     sinks: tuple[VerdictSink, ...] = ()  # observers of every published verdict, after telemetry and archive
     sinks_read_images: bool = False  # a sink reads the frame's image after publish: no frame slots lent
+
+    @property
+    def only_sinks(self) -> bool:
+        """True when no part is substituted, only sinks added."""
+        return self.sources is None and self.backend is None and self.archive is None
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,8 @@ class RunDriver:
                  substitutions: Substitutions = Substitutions(), build: Build | None = None):
         """`frames`: per camera, then its capture ends. `build`: a parts builder used
         instead of `build_parts` (it then gets no substitutions of sources or backend)."""
-        if build is not None and (substitutions.sources is not None or substitutions.backend is not None):
-            raise ValueError("a custom build takes no source or backend substitutions")
+        if build is not None and not substitutions.only_sinks:
+            raise ValueError("a custom build takes no source, backend or archive substitutions")
         self.config = config
         self.frames = frames
         self.substitutions = substitutions
@@ -165,7 +171,8 @@ class RunDriver:
 
     # ------------------------------------------------------------------ building
     def _build_substituted(self, config: PipelineConfig) -> Parts:
-        return build_parts(config, sources=self.substitutions.sources, backend=self.substitutions.backend)
+        subs = self.substitutions
+        return build_parts(config, sources=subs.sources, backend=subs.backend, archive=subs.archive)
 
     def _build_interruptibly(self, interrupted: Callable[[], bool]) -> Parts | None:
         result: dict[str, object] = {}

@@ -53,6 +53,8 @@ def nms_batched(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, im
     n = len(scores)
     if n == 0:
         return np.zeros(0, np.int64)
+    if image_ids[0] == image_ids[-1]:  # one image (batch 1, or one image with candidates): its own loop
+        return nms_by_class(boxes, scores, class_ids, iou_threshold, max_keep)
     starts = np.flatnonzero(_changes(image_ids))
     spans = np.maximum.reduceat(np.abs(boxes).max(axis=1), starts).astype(np.float64) * 2 + 1
     shifted = _shift_classes(boxes, class_ids, np.repeat(spans, np.diff(starts, append=n)))
@@ -92,7 +94,7 @@ def _greedy_rounds(shifted: np.ndarray, scores: np.ndarray, grouped: np.ndarray,
             top = heads[np.cumsum(head)[rest] - 1]  # each remaining row's run head
             others = open_rows[rest]
             a, b = shifted[top], shifted[others]
-            wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0.0)
+            wh = np.maximum(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0)
             inter = wh[:, 0] * wh[:, 1]
             union = areas[top] + areas[others] - inter
             # as `_iou`: IoU <= threshold survives, and a zero union (two empty boxes) counts as IoU 0
@@ -131,13 +133,14 @@ def _shift_classes(boxes: np.ndarray, class_ids: np.ndarray, span: float | np.nd
     return boxes.astype(np.float64) + (class_ids.astype(np.float64) * span)[:, None]
 
 
+# np.clip(x, 0, None) is np.maximum(x, 0) (numpy's _clip calls exactly that), without the wrapper.
 def _areas(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    return np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
 
 
 def _iou(box: np.ndarray, area: float, others: np.ndarray, other_areas: np.ndarray) -> np.ndarray:
-    w = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    w = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0)
+    h = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0)
     inter = w * h
     union = area + other_areas - inter
     # A zero union means two empty boxes: treat them as not overlapping rather than 0/0.

@@ -127,7 +127,9 @@ def decode_batch(output: np.ndarray, num_classes: int, conf_threshold: float, io
     class_scores = channels_first[:, 4:]
     best = class_scores.max(axis=1)  # (N, A): each anchor's best class score
     passing = best > conf_threshold
-    passing[[i for i, problem in enumerate(problems) if problem is not None]] = False
+    unusable = [i for i, problem in enumerate(problems) if problem is not None]
+    if unusable:
+        passing[unusable] = False
     if max_candidates is not None:
         _keep_best(passing, best, max_candidates)
     images, anchors = np.nonzero(passing)
@@ -149,7 +151,8 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
         None if ok else BadModelOutput("model output contains NaN or inf values (seen through the candidate head)")
         for ok in finite]
     passing = output[:, :, 4] > conf_threshold
-    passing[[i for i, ok in enumerate(finite) if not ok]] = False
+    if not all(finite):
+        passing[[i for i, ok in enumerate(finite) if not ok]] = False
     images, ranks = np.nonzero(passing)
     chosen = output[images, ranks]
     rows = _Candidates(chosen[:, :4], chosen[:, 4].astype(np.float32), chosen[:, 5].astype(np.int64), images)
@@ -238,18 +241,22 @@ def _xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 
 
 def _to_source(boxes: np.ndarray, geometries: list[tuple[Geometry, int]]) -> np.ndarray:
-    """`Geometry.to_source` plus `to_detections`' clip, for runs of rows with their own
-    geometry, in one pass: the same float32 arithmetic on per-row copies of its numbers."""
-    per_row = np.repeat(np.array([(g.pad_x, g.pad_y, g.scale, g.src_width, g.src_height) for g, _ in geometries],
-                                 np.float32).reshape(-1, 5), [n for _, n in geometries], axis=0)
-    out = np.empty_like(boxes, dtype=np.float32)
-    xs, ys = out[:, 0::2], out[:, 1::2]
-    np.subtract(boxes[:, 0::2], per_row[:, 0:1], out=xs)
-    np.subtract(boxes[:, 1::2], per_row[:, 1:2], out=ys)
-    out /= per_row[:, 2:3]
-    np.minimum(np.maximum(xs, 0, out=xs), per_row[:, 3:4], out=xs)  # np.clip, without its Python wrapper
-    np.minimum(np.maximum(ys, 0, out=ys), per_row[:, 4:5], out=ys)
-    return out
+    """`to_detections`' mapping of runs of rows, each run with its own geometry: one pass
+    for all rows when the geometries are equal (cameras of one size), else one per run.
+    Scalar arithmetic as in `to_detections`, never per-row arrays: np.clip with array
+    bounds treats -0.0 differently from np.clip with scalar ones."""
+    first = geometries[0][0] if geometries else None
+    if first is None or all(g == first for g, _ in geometries):
+        return _mapped(boxes, first) if len(boxes) else np.empty((0, 4), np.float32)
+    bounds = np.cumsum([0] + [n for _, n in geometries]).tolist()
+    return np.concatenate([np.empty((0, 4), np.float32)] +
+                          [_mapped(boxes[a:b], g) for (g, _), a, b in zip(geometries, bounds, bounds[1:]) if b > a])
+
+
+def _mapped(boxes: np.ndarray, geometry: Geometry) -> np.ndarray:
+    # Geometry.to_source clips to the image (its column slices are views, so the clip
+    # writes through): a box reaching into the letterbox padding never leaves the image.
+    return geometry.to_source(boxes)
 
 
 def to_detections(decoded: Decoded, geometry: Geometry) -> Detections:
@@ -257,9 +264,4 @@ def to_detections(decoded: Decoded, geometry: Geometry) -> Detections:
     boxes, scores, class_ids = decoded
     if len(scores) == 0:
         return Detections.empty()
-    source = geometry.to_source(boxes)
-    # Clip here too: a box reaching into the letterbox padding must not leave the image
-    # (Geometry.to_source's own clip writes into fancy-indexed copies; see the report).
-    np.clip(source[:, 0::2], 0, geometry.src_width, out=source[:, 0::2])
-    np.clip(source[:, 1::2], 0, geometry.src_height, out=source[:, 1::2])
-    return Detections(source, scores.astype(np.float32), class_ids.astype(np.int64))
+    return Detections(_mapped(boxes, geometry), scores.astype(np.float32), class_ids.astype(np.int64))
