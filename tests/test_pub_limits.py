@@ -208,7 +208,8 @@ def test_a_subscription_flood_is_counted_and_bounded_in_topics_and_does_not_stal
     n, _, _ = flood_subscriptions(pub, 5_000)
     gate = pub.gate
     # half are not under "inspect.": ignored; of the other half 99 take the places the gateway's one leaves
-    assert (n, gate.ignored, gate.over_limit) == (5_000, 2_500, 2_401), f"sent {n}, ignored {gate.ignored}, over the limit {gate.over_limit}"
+    counts = (n, gate.ignored, gate.over_limit)
+    assert counts == (5_000, 2_500, 2_401), f"(sent, ignored, over the limit): {counts}"
     assert gate.topics <= 100
     pub.publish_verdict(make_job("cam0"))  # the real gateway still gets its verdict at once
     assert sub.poll(2000) and decode(sub.recv_multipart()[1])["camera_id"] == "cam0"
