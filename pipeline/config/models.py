@@ -16,6 +16,7 @@ from typing import Annotated, Literal, get_args
 from pydantic import Field, field_validator, model_validator
 
 from pipeline.config.model import ModelConfig
+from pipeline.config.reconnect import ReconnectSettings
 from pipeline.config.strict import Strict
 
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the protocol checks the same
@@ -43,20 +44,6 @@ class ReplaySourceConfig(Strict):
     path: Path
     loop: bool = False
     realtime: bool = True
-
-
-class ReconnectSettings(Strict):
-    """How a camera source reconnects after losing its camera: waits doubling from the first
-    to the longest (`pipeline.parts.sources.backoff`). Defined once for every source that reconnects."""
-
-    reconnect_initial_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> "ReconnectSettings":
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
-        return self
 
 
 class OpenCVSourceConfig(ReconnectSettings):
