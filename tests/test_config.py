@@ -192,7 +192,7 @@ def test_every_shipped_pipeline_config_loads(name):
 
 
 def test_source_kinds_are_defined_once_and_the_registry_covers_them():
-    from pipeline.config.models import SOURCE_KINDS
+    from pipeline.config.sources import SOURCE_KINDS
     from pipeline.parts.sources import SOURCES
 
     assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}

@@ -22,7 +22,7 @@ import zmq
 from pipeline.composition.app import Pipeline
 from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError
 from pipeline.parts.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, mjpeg_bad_frames, read_frames
