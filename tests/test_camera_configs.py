@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.config import load_config
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -192,7 +192,7 @@ def test_every_shipped_pipeline_config_loads(name):
 
 
 def test_source_kinds_are_defined_once_and_the_registry_covers_them():
-    from pipeline.config.models import SOURCE_KINDS
+    from pipeline.config.sources import SOURCE_KINDS
     from pipeline.parts.sources import SOURCES
 
     assert set(SOURCES) == set(SOURCE_KINDS) == {"synthetic", "replay", "opencv", "genicam"}
@@ -203,3 +203,19 @@ def test_a_reconnect_ceiling_below_the_first_wait_is_refused_for_every_reconnect
     text = GOOD.replace("{kind: synthetic, seed: 3}", source + ", reconnect_initial_s: 3, reconnect_max_s: 1}")
     with pytest.raises(ConfigError, match="reconnect_max_s must be >= reconnect_initial_s"):
         parse_config(text)
+
+
+def test_a_reconnect_ceiling_below_the_first_wait_is_refused_for_triton_as_for_cameras():
+    text = GOOD.replace("input_size: 320", "input_size: 320\n  backend: triton\n"
+                        "  triton: {model_name: demo, reconnect_initial_s: 3, reconnect_max_s: 1}")
+    with pytest.raises(ConfigError, match="reconnect_max_s must be >= reconnect_initial_s"):
+        parse_config(text)
+
+
+def test_triton_keeps_its_own_reconnect_defaults_within_the_shared_bounds():
+    triton = parse_config(GOOD.replace(
+        "input_size: 320", "input_size: 320\n  backend: triton\n  triton: {model_name: demo}")).model.triton
+    assert (triton.reconnect_initial_s, triton.reconnect_max_s) == (0.1, 2.0)
+    with pytest.raises(ConfigError, match="reconnect_max_s"):
+        parse_config(GOOD.replace("input_size: 320", "input_size: 320\n  backend: triton\n"
+                                  "  triton: {model_name: demo, reconnect_max_s: 601}"))

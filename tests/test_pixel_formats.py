@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.core.messages import BayerPattern
 from pipeline.parts.sources.pixel_formats import PixelFormatError, into_slot, slot_shape, to_pipeline_image
 from tests.pipeline_helpers import assert_exactly_once, run_bayer_camera_pipeline

@@ -130,7 +130,8 @@ def test_a_frame_declaring_2_gb_drops_the_connection_without_allocating():
 
 def send_flood(endpoint: str, count: int, deadline: float, linger_s: float = 0.0) -> tuple[int, bool]:
     """The attacker: `count` unique ~240-byte subscriptions (12 MB at 50,000) from a raw
-    ZMTP peer, connected `linger_s` longer; (notices sent, whether the daemon cut it off)."""
+    ZMTP peer, which then waits up to `linger_s` for the daemon to take in all of it; (notices sent, whether
+    the daemon cut it off)."""
     flood = zmtp_peer(endpoint, b"XSUB")
     n, batch, dropped = 0, [], False
     while n < count and time.monotonic() < deadline:
@@ -144,11 +145,32 @@ def send_flood(endpoint: str, count: int, deadline: float, linger_s: float = 0.0
                 dropped = True  # the daemon cut us off
                 break
             batch = []
-    # Paces the attacker, a peer in its own process here: it stays connected this long, as
-    # closing at once would let the daemon discard what it has not read yet.
-    time.sleep(linger_s)
+    # Closing with bytes still queued, or with unread bytes from the daemon (which makes the
+    # close a reset), would discard what the daemon has not read yet: wait up to `linger_s`.
+    wait_until(lambda: dropped or _unsent_bytes(flood) == 0, linger_s)
+    _discard_received(flood)
     flood.close()
     return n, dropped
+
+
+def _unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in our send queue the daemon's kernel has not acknowledged (SIOCOUTQ); 0 once closed."""
+    import fcntl
+    import termios
+
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
+
+
+def _discard_received(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    try:
+        while sock.recv(65536):
+            pass
+    except OSError:
+        pass  # nothing more (EAGAIN), or reset by the daemon
 
 
 def flood_subscriptions(pub, count: int, from_another_process: bool = False) -> tuple[int, int, bool]:
@@ -166,10 +188,11 @@ def flood_subscriptions(pub, count: int, from_another_process: bool = False) -> 
         sent, cut = done.stdout.split()
         n, dropped = int(sent), cut == "True"
     else:
-        n, dropped = send_flood(pub.endpoint, count, deadline, linger_s=0.5)
+        n, dropped = send_flood(pub.endpoint, count, deadline, linger_s=20)
     gate = pub.gate
     if not dropped:
-        wait_until(lambda: gate.ignored + gate.over_limit + gate.topics >= n, max(0.0, deadline - time.monotonic()),
+        # every notice is refused or takes one of the gate's places (which the peer's leaving frees again)
+        wait_until(lambda: gate.ignored + gate.over_limit + gate.max_topics >= n, max(0.0, deadline - time.monotonic()),
                    poll_s=0.05)
     growth = peak_rss_bytes() - before
     pump.stop.set()
@@ -184,9 +207,10 @@ def test_a_subscription_flood_is_counted_and_bounded_in_topics_and_does_not_stal
     join_sub(pub, sub)
     n, _, _ = flood_subscriptions(pub, 5_000)
     gate = pub.gate
-    handled = gate.ignored + gate.over_limit + gate.topics
-    assert n == 5_000 and handled >= n, f"sent {n}, handled {handled} notices before the deadline"
-    assert gate.topics <= 101 and gate.ignored >= n // 2 and gate.over_limit >= n // 2 - 101
+    # half are not under "inspect.": ignored; of the other half 99 take the places the gateway's one leaves
+    counts = (n, gate.ignored, gate.over_limit)
+    assert counts == (5_000, 2_500, 2_401), f"(sent, ignored, over the limit): {counts}"
+    assert gate.topics <= 100
     pub.publish_verdict(make_job("cam0"))  # the real gateway still gets its verdict at once
     assert sub.poll(2000) and decode(sub.recv_multipart()[1])["camera_id"] == "cam0"
     pub.close()

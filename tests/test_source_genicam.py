@@ -22,7 +22,7 @@ from gi.repository import Aravis  # noqa: E402  (after require_version)
 from pipeline.composition.app import Pipeline  # noqa: E402
 from pipeline.composition.assembly import build_parts  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
-from pipeline.config.models import CameraConfig  # noqa: E402
+from pipeline.config.cameras import CameraConfig  # noqa: E402
 from pipeline.core.buffers import FramePool, HostSlotPool  # noqa: E402
 from pipeline.core.messages import BayerPattern, Job  # noqa: E402
 from pipeline.core.queues import StageQueue  # noqa: E402

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.core.buffers import FramePool
 from pipeline.core.messages import Job
 from pipeline.core.queues import StageQueue

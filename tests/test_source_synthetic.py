@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.parts.sources.frame_source import FrameSource
 from pipeline.parts.sources.synthetic import SUPPORTED_CLASSES, SyntheticSource
 

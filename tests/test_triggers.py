@@ -14,7 +14,7 @@ import zmq
 from pipeline.composition.app import Pipeline
 from pipeline.composition.assembly import build_parts
 from pipeline.config import parse_config
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.parts.sources.trigger_line import TriggerLine
 from pipeline.parts.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
 from tests.pipeline_helpers import VerdictCollector, config_dict

@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config.model import BackendKind, LocalModelSettings, backends_reading
-from pipeline.config.models import SOURCE_KINDS, PipelineConfig
+from pipeline.config.models import PipelineConfig
 from pipeline.config.paths import not_found_message, resolve_existing
+from pipeline.config.sources import SOURCE_KINDS
 
 
 class ConfigError(Exception):

@@ -13,10 +13,10 @@ from typing import Literal
 from pydantic import Field
 
 from pipeline.config.model_common import BackendKind, ModelSettings
-from pipeline.config.strict import Strict
+from pipeline.config.reconnect import FirstWait, LongestWait, ReconnectSettings
 
 
-class TritonConfig(Strict):
+class TritonConfig(ReconnectSettings):
     """Where a Triton Inference Server serves the model, and how to talk to it."""
 
     url: str = Field("127.0.0.1:8001", pattern=r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")  # host:port, no scheme
@@ -30,8 +30,11 @@ class TritonConfig(Strict):
     # Per request: the part's remaining budget, but never less than this (a request with
     # 0.1 ms left would only add load to a server that cannot answer in time anyway).
     min_request_timeout_ms: float = Field(1.0, gt=0, le=60_000)
-    reconnect_initial_s: float = Field(0.1, gt=0, le=60)
-    reconnect_max_s: float = Field(2.0, gt=0, le=600)
+    # Sooner and shorter than a camera's: a lost server stops every camera's inspection,
+    # and a reconnect attempt is one cheap readiness call (a camera's is an open that
+    # blocks for up to open_timeout_ms), so it is worth retrying more often.
+    reconnect_initial_s: FirstWait = 0.1
+    reconnect_max_s: LongestWait = 2.0
 
 
 class TritonModelConfig(ModelSettings):

@@ -1,7 +1,8 @@
 """Typed, frozen configuration models: the only input of the pipeline.
 
 Owns the schema of the YAML file but its `model:` section (`pipeline.config.model`, one
-class per backend). Every model forbids unknown keys (`pipeline.config.strict`) so a
+class per backend) and its `cameras:` section (`pipeline.config.cameras`, each camera's
+`source:` in `pipeline.config.sources`). Every model forbids unknown keys (`pipeline.config.strict`) so a
 misspelt key is an error, not a silently ignored default. Stages receive only their own
 section.
 Nothing here opens a file or a device; `pipeline.config.loader` turns YAML into these.
@@ -11,123 +12,15 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from pipeline.config.cameras import CameraConfig
 from pipeline.config.model import ModelConfig
 from pipeline.config.strict import Strict
 
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # the protocol checks the same
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-
-
-# --------------------------------------------------------------------------- sources
-
-
-class SyntheticSourceConfig(Strict):
-    """A rendered belt of parts with random defects; needs no hardware."""
-
-    kind: Literal["synthetic"]
-    seed: int = 0
-    defect_probability: float = Field(0.3, ge=0.0, le=1.0)
-    max_defects: int = Field(2, ge=1, le=8)
-    classes: tuple[str, ...] = ("scratch", "spot", "crack")
-    realtime: bool = True  # pace frames at the camera's fps; False renders flat out
-
-
-class ReplaySourceConfig(Strict):
-    """A folder of images or a video file played back at the camera's fps."""
-
-    kind: Literal["replay"]
-    path: Path
-    loop: bool = False
-    realtime: bool = True
-
-
-class ReconnectSettings(Strict):
-    """How a camera source reconnects after losing its camera: waits doubling from the first
-    to the longest (`pipeline.parts.sources.backoff`). Defined once for every source that reconnects."""
-
-    reconnect_initial_s: float = Field(0.2, gt=0)
-    reconnect_max_s: float = Field(5.0, gt=0)
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> "ReconnectSettings":
-        if self.reconnect_max_s < self.reconnect_initial_s:
-            raise ValueError("reconnect_max_s must be >= reconnect_initial_s")
-        return self
-
-
-class OpenCVSourceConfig(ReconnectSettings):
-    """A USB (V4L2), RTSP, HTTP-MJPEG or file stream read through OpenCV/FFmpeg (docs/CAMERAS.md)."""
-
-    kind: Literal["opencv"]
-    uri: str = Field(min_length=1)  # device index ("0"), /dev/videoN, rtsp://..., http://..., or a file path
-    open_timeout_ms: int = Field(3000, ge=100)
-    read_timeout_ms: int = Field(2000, ge=100)
-    decode_threads: int = Field(1, ge=0)  # FFmpeg decoder threads; 1 is the low-latency choice, 0 = auto
-    rtsp_transport: Literal["tcp", "udp"] = "tcp"
-
-
-GENICAM_PIXEL_FORMATS = ("Mono8", "BayerRG8", "BayerBG8", "BayerGR8", "BayerGB8", "RGB8", "BGR8")
-
-
-class GenICamSourceConfig(ReconnectSettings):
-    """A GigE Vision / USB3 Vision camera through Aravis (docs/CAMERAS.md).
-
-    Opened by `address` (unicast, no broadcast). `serial` / `user_id` alongside an address
-    are checked after opening, so a swapped camera is refused; without an address they are
-    looked up by Aravis discovery, which broadcasts on every interface and is therefore
-    only done when `discovery: true` says so."""
-
-    kind: Literal["genicam"]
-    address: str | None = None  # IP address of a GigE Vision camera
-    serial: str | None = None
-    user_id: str | None = None
-    discovery: bool = False
-    exposure_us: float | None = Field(None, gt=0)
-    gain_db: float | None = None
-    pixel_format: Literal[GENICAM_PIXEL_FORMATS] = "Mono8"  # type: ignore[valid-type]
-    roi: tuple[int, int, int, int] | None = None  # x, y, width, height; None = the sensor's full frame
-    packet_size: int | None = Field(None, ge=576, le=9000)  # GigE only; None keeps the camera's
-    trigger: Literal["free_run", "software", "line0", "line1", "line2"] = "free_run"
-    buffer_count: int = Field(8, ge=2, le=64)
-    frame_counter_part_ids: bool = False  # part_id = the camera's frame counter when no trigger message names one
-
-    @model_validator(mode="after")
-    def _opened_without_broadcast(self) -> "GenICamSourceConfig":
-        if not (self.address or self.serial or self.user_id):
-            raise ValueError("name the camera: address (IP), serial or user_id")
-        if self.address is None and not self.discovery:
-            raise ValueError("without an address the camera can only be found by discovery, which broadcasts "
-                             "on every network interface: give `address`, or set `discovery: true`")
-        return self
-
-
-SourceConfig = Annotated[
-    SyntheticSourceConfig | ReplaySourceConfig | OpenCVSourceConfig | GenICamSourceConfig,
-    Field(discriminator="kind"),
-]
-# The `kind` of each source config: the one list of source kinds (the loader follows it;
-# tests/test_config.py holds the source registry to it).
-SOURCE_KINDS: tuple[str, ...] = tuple(
-    get_args(m.model_fields["kind"].annotation)[0]
-    for m in (SyntheticSourceConfig, ReplaySourceConfig, OpenCVSourceConfig, GenICamSourceConfig))
-
-
-class CameraConfig(Strict):
-    id: str = Field(pattern=CAMERA_ID_PATTERN)
-    source: SourceConfig
-    width: int = Field(640, ge=16, le=16384)
-    height: int = Field(480, ge=16, le=16384)
-    fps: float = Field(30.0, gt=0, le=1000)
-    mm_per_px: float | None = Field(None, gt=0)
-    stall_timeout_s: float = Field(2.0, gt=0)  # STALLED when connected but silent this long
-    # ZeroMQ PULL endpoint the PLC gateway PUSHes part ids to (docs/PROTOCOL.md, "Part ids").
-    trigger_endpoint: str | None = Field(None, pattern=r"^(tcp|ipc|inproc)://.+")
-    # An announced part with no image after this long gets a NOT_INSPECTED verdict.
-    trigger_timeout_s: float = Field(0.5, gt=0, le=60)
 
 
 # --------------------------------------------------------------------------- rules

@@ -25,7 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.config.models import CAMERA_ID_PATTERN, TOPIC_PREFIX_PATTERN
+from pipeline.config.cameras import CAMERA_ID_PATTERN
+from pipeline.config.models import TOPIC_PREFIX_PATTERN
 from pipeline.core.errors import PipelineError
 from pipeline.core.messages import Detections, Job, Outcome, Reason, ReasonCode, mark_spans, queue_waits
 from pipeline.core.states import CameraState, Health, StageState, WireState

@@ -11,9 +11,10 @@ candidates are sorted into runs of one (image, class), and each round keeps the 
 open candidate of every run and drops, in one vectorised IoU over all runs, the open
 candidates it suppresses. Runs never interact (classes are apart, images are apart), so
 this is each run's greedy loop, stepped side by side: the rounds are as many as the most
-boxes one class keeps in one image (one to three on real parts), not the sum over the
-batch, and every IoU is the same float64 arithmetic on the same class-shifted boxes as
-`nms_by_class`, so the results are identical, bit for bit.
+boxes one class keeps in one image, not the sum over the batch (when two runs or fewer
+are left open, `nms` finishes them; a batch of one image is `nms_by_class`), and every
+IoU is the same float64 arithmetic on the same class-shifted boxes as `nms_by_class`, so
+the results are identical, bit for bit.
 """
 
 from __future__ import annotations

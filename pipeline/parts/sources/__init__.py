@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.parts.sources.frame_source import FrameSource, SourceError
 
 SOURCES: dict[str, str] = {

@@ -46,7 +46,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config.models import CameraConfig, OpenCVSourceConfig
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.sources import OpenCVSourceConfig
 from pipeline.parts.sources.backoff import Backoff
 from pipeline.parts.sources.frame_check import frame_problem
 from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError, SourceFrame

@@ -16,7 +16,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipeline.config.models import CameraConfig, GenICamSourceConfig
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.sources import GenICamSourceConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.messages import BayerPattern
 

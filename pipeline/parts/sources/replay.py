@@ -28,7 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.config.models import CameraConfig, ReplaySourceConfig
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.sources import ReplaySourceConfig
 from pipeline.parts.sources.frame_check import frame_problem
 from pipeline.parts.sources.frame_source import SourceEnded, SourceError, SourceFrame, lost_frame
 from pipeline.parts.sources.pacing import Pacer

@@ -25,7 +25,8 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.config.models import CameraConfig, SyntheticSourceConfig
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.sources import SyntheticSourceConfig
 from pipeline.core.messages import GroundTruth
 from pipeline.parts.sources.frame_source import SourceFrame
 from pipeline.parts.sources.pacing import Pacer

@@ -29,7 +29,7 @@ from typing import Callable
 
 import zmq
 
-from pipeline.config.models import CameraConfig
+from pipeline.config.cameras import CameraConfig
 from pipeline.core.errors import PipelineError
 
 log = logging.getLogger(__name__)

@@ -70,6 +70,7 @@ def describe_machine() -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),
         "cpu": _cpu_model(),
+        # the platform, not a part: os has sched_getaffinity on Linux only
         "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "gpus": gpus,
         "python": sys.version.split()[0],

@@ -73,4 +73,5 @@ def _progress(duration_s: float):
 def _cpus() -> int:
     import os
 
+    # the platform, not a part: os has sched_getaffinity on Linux only
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)

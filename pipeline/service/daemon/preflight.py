@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 
 from pipeline.config import ConfigError, PipelineConfig
-from pipeline.config.models import CameraConfig, ReplaySourceConfig
+from pipeline.config.cameras import CameraConfig
+from pipeline.config.sources import ReplaySourceConfig
 from pipeline.parts.archive import ArchiveError, check_writable
 from pipeline.parts.publishing.curve import CurveKeyError, load_allowed_clients, load_server_keys
 from pipeline.parts.sources import create_source

@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from pipeline.config.cameras import CAMERA_ID_PATTERN
 from pipeline.config.loader import ConfigError, validate_yaml
-from pipeline.config.models import CAMERA_ID_PATTERN, HttpConfig
+from pipeline.config.models import HttpConfig
 from pipeline.config.strict import Strict
 
 # The documented default register map (docs/GATEWAY.md): offsets inside one camera's
