@@ -14,8 +14,9 @@ from typing import Any, Collection
 import cv2
 import numpy as np
 
+from pipeline.core.buffers import OutputRing
 from pipeline.core.contracts import InferenceBackend
-from pipeline.core.messages import BayerPattern
+from pipeline.core.messages import BayerPattern, TensorSlot
 from pipeline.parts.sources.frame_source import SourceFrame, lost_frame
 
 # What FaultySource can do to the k-th frame its real source delivers.
@@ -98,6 +99,28 @@ class WrappedBackend:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class RingBackend(WrappedBackend):
+    """A real host backend whose output lands in a ring of host buffers it lends
+    (`LendsOutput`), as the GPU backends' D2H copy does: the GPU is the edge faked here."""
+
+    def __init__(self, inner: InferenceBackend, count: int, wait_s: float = 30.0):
+        super().__init__(inner)
+        self.ring: OutputRing | None = None
+        self.count, self.wait_s = count, wait_s
+
+    def infer_tensors(self, tensors: list[Any]) -> np.ndarray:
+        out = self.inner.infer_tensors(tensors)
+        if self.ring is None:
+            self.ring = OutputRing((self.max_batch, *out.shape[1:]), out.dtype, self.count, self.wait_s)
+        host = self.ring.current()[: len(out)]
+        host[...] = out
+        return host
+
+    def lend_output(self) -> TensorSlot | None:
+        assert self.ring is not None
+        return self.ring.lend()
 
 
 class FaultyBackend(WrappedBackend):

@@ -168,29 +168,33 @@ def test_infer_backend_error_reason(backend, raised, reason):
 
     jobs = preprocessed(backend, 2)
     inbox, outbox = queues()
-    decoder = make_decoder(make_config("tcp://127.0.0.1:1").model, backend)
-    stage = InferStage(Raising(backend), decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
+    stage = InferStage(Raising(backend), inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
     got = run_stage(stage, inbox, outbox, jobs)
     assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2
 
 
 @pytest.mark.parametrize("refusal", [BadModelOutput("model output contains 3 NaN"), ValueError("a foreign decoder's")])
-def test_infer_decode_error_reason_is_bad_output(backend, refusal):
+def test_decide_decode_error_reason_is_bad_output(backend, refusal):
     class Refusing:  # a decoder that finds every image's output unusable
         def decode_batch(self, raw, geometries):
             return [refusal for _ in geometries]
 
-    decoder = Refusing()
-
-    jobs = preprocessed(backend, 1)
+    config = make_config("tcp://127.0.0.1:1")
     inbox, outbox = queues()
-    stage = InferStage(backend, decoder, inbox, outbox, Telemetry(["cam0"]), budget_ms=60_000)
-    (got,) = run_stage(stage, inbox, outbox, jobs)
+    telemetry = Telemetry(["cam0"])
+    infer = InferStage(backend, inbox, outbox, telemetry, budget_ms=60_000)
+    inferred = run_stage(infer, inbox, outbox, preprocessed(backend, 1))
+    assert inferred[0].raw is not None and inferred[0].detections is None  # infer hands on the raw rows
+    inbox, outbox = queues()
+    decide = DecideStage(Refusing(), RuleBook(config.rules, backend.class_names), {"cam0": None}, inbox, outbox,
+                         telemetry, 60_000, config.late_policy)
+    (got,) = run_stage(decide, inbox, outbox, inferred)
     assert got.verdict.outcome is Outcome.ERROR and got.verdict.reasons[0].code is ReasonCode.BAD_OUTPUT
+    assert got.marks[-1][0] == "decide" and (telemetry.stages["decide"].errors, telemetry.stages["infer"].errors) == (1, 0)
 
 
 @pytest.mark.parametrize("raised, reason", RAISED_IN_A_STAGE)
-def test_decide_error_reason(raised, reason):
+def test_decide_error_reason(backend, raised, reason):
     class RaisingRules(RuleBook):  # the real rule book, whose judgement raises
         def judge(self, det, mm_per_px):
             raise raised
@@ -198,7 +202,8 @@ def test_decide_error_reason(raised, reason):
     config = make_config("tcp://127.0.0.1:1")
     rules = RaisingRules(config.rules, ("scratch",))
     inbox, outbox = queues()
-    stage = DecideStage(rules, {"cam0": None}, inbox, outbox, Telemetry(["cam0"]), 60_000, config.late_policy)
+    decoder = make_decoder(config.model, backend)
+    stage = DecideStage(decoder, rules, {"cam0": None}, inbox, outbox, Telemetry(["cam0"]), 60_000, config.late_policy)
     jobs = [job(i, np.zeros((8, 8, 3), np.uint8)).evolve(detections=Detections.empty()) for i in range(2)]
     got = run_stage(stage, inbox, outbox, jobs)
     assert [(j.verdict.outcome, j.verdict.reasons[0].code.value) for j in got] == [(Outcome.ERROR, reason)] * 2

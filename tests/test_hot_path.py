@@ -138,7 +138,7 @@ def test_get_batch_waits_for_more_while_the_deadline_allows():
 
 
 def test_infer_waits_only_while_the_oldest_frame_can_still_make_its_budget():
-    stage = InferStage(object(), None, StageQueue("infer", 4), StageQueue("decide", 4), Telemetry(["cam"]),
+    stage = InferStage(object(), StageQueue("infer", 4), StageQueue("decide", 4), Telemetry(["cam"]),
                        budget_ms=30, max_batch=4, max_wait_us=5000)
     stage.service_ns[2] = 8e6  # a batch of two takes 8 ms
     fresh, stale = job(0, age_ms=1.0), job(1, age_ms=25.0)

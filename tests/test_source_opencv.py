@@ -97,6 +97,43 @@ def test_http_mjpeg_frames_cut_short_or_larger_than_configured_are_lost_frames_n
     assert source.link_state is CameraState.STREAMING  # a bad frame costs that frame, not the link
 
 
+@pytest.mark.camera
+@pytest.mark.timeout(90)
+def test_a_running_pipeline_gives_an_mjpeg_frame_cut_short_error_bad_frame_and_judges_the_whole_ones(
+        free_tcp_endpoint):
+    """The same server feeding the real pipeline (free-running camera, the demo model): the cut and
+    the oversized JPEGs are ERROR bad_frame verdicts naming the problem; the whole ones are judged."""
+    port = free_port()
+    data = config_dict(free_tcp_endpoint)
+    data["cameras"] = [{"id": "mjpeg0", "width": 320, "height": 240,
+                        "source": {"kind": "opencv", "uri": f"http://127.0.0.1:{port}/stream.mjpg",
+                                   "open_timeout_ms": 1000, "read_timeout_ms": 1000}}]
+    config = parse_config(json.dumps(data))
+    collector = VerdictCollector(free_tcp_endpoint)
+    pipeline = None
+    with Peer("mjpeg", str(port), "bad"):
+        try:
+            pipeline = Pipeline(config, build_parts(config))
+            pipeline.start()
+
+            def details() -> set[str]:
+                return {v["reasons"][0]["detail"].split(": ", 1)[-1] for v in collector.verdicts["mjpeg0"]
+                        if v["verdict"] == "ERROR"}
+
+            def judged() -> int:
+                return sum(v["verdict"] in ("PASS", "FAIL") for v in collector.verdicts["mjpeg0"])
+
+            wanted = {"truncated JPEG: no end-of-image marker",
+                      "JPEG of 640x480 is larger than the camera's configured 320x240; not decoded"}
+            assert wait_until(lambda: wanted <= details() and judged() >= 3, 40, poll_s=0.1), (details(), judged())
+            errors = [v for v in collector.verdicts["mjpeg0"] if v["verdict"] == "ERROR"]  # before the shutdown's
+        finally:
+            if pipeline is not None:
+                pipeline.shutdown(timeout_s=5)
+            collector.close()
+    assert {v["reasons"][0]["code"] for v in errors} == {"bad_frame"}
+
+
 def test_video_file_is_read_frame_by_frame_to_its_end(tmp_path):
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))

@@ -137,10 +137,10 @@ class Pipeline:
         mm = {c.id: c.mm_per_px for c in cfg.cameras}
         return [
             PreprocessStage(parts.transform, pool, q["preprocess"], q["infer"], t, upstreams=len(self.captures)),
-            InferStage(backend, parts.decoder, q["infer"], q["decide"], t, cfg.budget_ms, cfg.model.max_batch,
+            InferStage(backend, q["infer"], q["decide"], t, cfg.budget_ms, cfg.model.max_batch,
                        cfg.model.max_wait_us, skip_expired=cfg.late_policy is not LatePolicy.REPORT,
                        on_backend_error=cfg.model.on_backend_error),
-            DecideStage(rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
+            DecideStage(parts.decoder, rules, mm, q["decide"], q["publish"], t, cfg.budget_ms, cfg.late_policy),
             PublishStage(parts.publisher, q["publish"], t, cfg.publisher.heartbeat_ms, self.sinks,
                          archive=parts.archive, deadline=Deadline(cfg.budget_ms, cfg.late_policy)),
         ]

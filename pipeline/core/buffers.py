@@ -10,7 +10,9 @@ stage after a host transform, by the infer stage after the run whose stream wait
 the upload (GPU path), or by `Job.settle`. Nothing is allocated per frame. The GPU path
 makes its frame pools page-locked (the allocator is injected), so the upload is one
 asynchronous DMA straight from the slot. A GPU pool of model inputs with the same
-acquire/release shape lives with the GPU code.
+acquire/release shape lives with the GPU code. A backend's host output buffers
+(`OutputRing`): the backend writes a run's output into one and lends it; the decide
+stage gives it back once the batch is decoded (`pipeline.core.messages.RawBatch`).
 """
 
 from __future__ import annotations
@@ -70,3 +72,45 @@ class FramePool(SlotPool):
 
     def owns(self, image: np.ndarray) -> bool:
         return image.__array_interface__["data"][0] in self._addresses and image.shape == self.shape
+
+
+OUTPUT_RING = 3  # host output buffers: one being decoded, one queued for decide, one being written
+OUTPUT_WAIT_S = 5.0  # how long a run waits for decide to give one back before its batch fails
+
+
+class OutputRing:
+    """A backend's host output buffers, lent to the decide stage so the next run can go on.
+
+    A backend writes each run's output into `current()`, the buffer it holds: the one
+    still unlent, or the next one given back (waiting up to `wait_s` for the decide stage
+    to release one: the infer thread blocks, it never overwrites rows not yet decoded).
+    `lend()` hands the caller the buffer of the last run (a `TensorSlot` whose `release()`
+    gives it back); a caller that never lends (warm-up, the bench's backend alone, tests)
+    gets today's contract: the output is valid until the next run. `count` buffers of
+    `shape`/`dtype` from `allocate` (page-locked on the GPU path), made once."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type, count: int = OUTPUT_RING,
+                 wait_s: float = OUTPUT_WAIT_S, allocate: Allocator = np.empty):
+        self.count = count
+        self.wait_s = wait_s
+        self._pool = SlotPool([allocate(tuple(shape), dtype) for _ in range(count)])
+        self._held: TensorSlot | None = None  # written by the last run, not lent yet
+
+    def current(self) -> np.ndarray:
+        """The buffer the next run writes into; RuntimeError if none came back in time."""
+        if self._held is None:
+            self._held = self._pool.acquire(self.wait_s)
+            if self._held is None:
+                raise RuntimeError(f"no host output buffer was given back within {self.wait_s:g} s "
+                                   f"(all {self.count} wait to be decoded)")
+        array: np.ndarray = self._held.array
+        return array
+
+    def lend(self) -> TensorSlot | None:
+        """The last run's buffer, now the caller's to release; None if already lent."""
+        slot, self._held = self._held, None
+        return slot
+
+    @property
+    def available(self) -> int:
+        return self._pool.available + (self._held is not None)

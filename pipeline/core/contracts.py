@@ -21,7 +21,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from pipeline.config.models import PipelineConfig
-from pipeline.core.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict
+from pipeline.core.messages import BayerPattern, Detections, Geometry, GroundTruth, Job, PublishedVerdict, TensorSlot
 from pipeline.core.states import CameraState
 
 # --------------------------------------------------------------------------- source
@@ -144,7 +144,8 @@ class InferenceBackend(Protocol):
     def infer_tensors(self, tensors: list[Any]) -> np.ndarray:
         """Run one batch given as the input slots' arrays: host (3, h, w) arrays for a CPU
         backend, `DeviceTensor`s for a GPU-resident one (no host copy). The returned
-        array may be a view the next call overwrites."""
+        array is fresh, or a view of a buffer the next call overwrites unless the caller
+        took it with `LendsOutput.lend_output`."""
         ...
 
     def warmup(self, runs: int) -> None:
@@ -164,6 +165,17 @@ class RemoteBackend(Protocol):
 
     def infer_tensors_within(self, tensors: list[Any], timeout_s: float) -> np.ndarray:
         """`infer_tensors` that gives up after `timeout_s` (BackendUnavailable, DEADLINE)."""
+        ...
+
+
+@runtime_checkable
+class LendsOutput(Protocol):
+    """A backend that writes its output into a ring of host buffers (`OutputRing`) and lends
+    the last run's to the caller, so the next run may start while the last is decoded;
+    a backend without it returns a fresh array per run."""
+
+    def lend_output(self) -> TensorSlot | None:
+        """The buffer behind the last `infer_tensors` result, now the caller's to release."""
         ...
 
 

@@ -16,7 +16,10 @@ settles the job early (`Job.settle`) releases them; release is idempotent. A slo
 carry a `fence` (anything with `synchronize()`, e.g. the CUDA event recorded after the
 upload and kernel that use it): `release` waits on it first, so a buffer the GPU may
 still read or write is never handed out again. On the hot path the fence has completed
-long before (the infer stream waited on it), so the wait costs nothing.
+long before (the infer stream waited on it), so the wait costs nothing. `Job.raw` is the
+job's row of its batch's raw model output (`RawBatch`), possibly in a host buffer the
+backend lent from its ring: the decide stage releases it once decoded, `Job.settle` when
+the job is settled before that; the buffer goes back when all its rows are released.
 
 Timing: each stage appends `(stage, t_done_ns)` to `marks` when it hands a job on and
 `(stage, t_take_ns)` to `takes` when it took it from its queue, so a stage's share of
@@ -25,6 +28,7 @@ the latency splits into the wait in its queue and its own work (`stage_split`).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -188,6 +192,50 @@ class TensorSlot:
 FrameSlot = TensorSlot  # a frame buffer lent to a source: the same lend/fence/release contract
 
 
+class RawBatch:
+    """One batch's raw model output, shared by its jobs on their way from infer to decide.
+
+    `array` holds the batch's rows (row i: the i-th inferred job's output). When the
+    backend lent the buffer (`slot`, from its ring of host output buffers), the buffer
+    goes back once every row has been released: decoded by the decide stage, or dropped
+    by `Job.settle` when a job is settled on the way. Rows are released from several
+    threads (decide, a shedding queue, shutdown), hence the lock."""
+
+    __slots__ = ("array", "_slot", "_pending", "_lock")
+
+    def __init__(self, array: Any, rows: int, slot: TensorSlot | None = None):
+        self.array = array
+        self._slot = slot
+        self._pending = rows
+        self._lock = threading.Lock()
+
+    def rows(self) -> list["RawRow"]:
+        return [RawRow(self, i) for i in range(self._pending)]
+
+    def _row_done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            last = self._pending == 0
+        if last and self._slot is not None:
+            self._slot.release()
+
+
+class RawRow:
+    """A job's row of its batch's `RawBatch`; `release()` once (idempotent)."""
+
+    __slots__ = ("batch", "index", "_released")
+
+    def __init__(self, batch: RawBatch, index: int):
+        self.batch = batch
+        self.index = index
+        self._released = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.batch._row_done()
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     frame: Frame
@@ -200,6 +248,7 @@ class Job:
     verdict: Verdict | None = None
     model_backend: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. archive path; read-only by convention
+    raw: RawRow | None = None  # the model's output for this frame, from infer until decide decoded it
 
     @property
     def settled(self) -> bool:
@@ -214,7 +263,7 @@ class Job:
         return Job(get("frame", self.frame), get("marks", self.marks), get("tensor", self.tensor),
                    get("frame_slot", self.frame_slot), get("takes", self.takes), get("geometry", self.geometry),
                    get("detections", self.detections), get("verdict", self.verdict),
-                   get("model_backend", self.model_backend), get("extra", self.extra))
+                   get("model_backend", self.model_backend), get("extra", self.extra), get("raw", self.raw))
 
     def mark(self, stage: str, taken_ns: int | None = None, t_ns: int | None = None, **changes: Any) -> "Job":
         """The job as `stage` hands it on, at `t_ns` (default now: a stage handing on a
@@ -231,15 +280,17 @@ class Job:
         return self.evolve(frame_slot=None, frame=self.frame.without_image())
 
     def settle(self, outcome: Outcome, code: ReasonCode, detail: str = "", stage: str = "", late: bool = False) -> "Job":
-        """Give the job its final verdict now and free its input and frame buffers."""
+        """Give the job its final verdict now and free its input, frame and output buffers."""
         if self.tensor is not None:
             self.tensor.release()
+        if self.raw is not None:
+            self.raw.release()
         frame, slot = self.frame, self.frame_slot
         if slot is not None:
             slot.release()
             frame = frame.without_image()
         verdict = Verdict(outcome, (Reason(code, detail),), late)
-        return self.evolve(frame=frame, frame_slot=None, tensor=None, verdict=verdict,
+        return self.evolve(frame=frame, frame_slot=None, tensor=None, raw=None, verdict=verdict,
                            marks=self.marks + ((stage or code.value, time.monotonic_ns()),))
 
     def age_ms(self, now_ns: int | None = None) -> float:

@@ -1,4 +1,4 @@
-"""Infer: batches of tensors -> detections in source pixels.
+"""Infer: batches of tensors -> the model's raw output rows, one per job (decide decodes them).
 
 Owns dynamic batching, deadline-aware: it takes what is queued (up to `max_batch`) and
 waits for more only while the oldest frame in hand can still make its budget, i.e. until
@@ -12,8 +12,11 @@ verdict would be late anyway), releasing input and frame slots once the backend 
 `StreamOrdered` backend is handed the slots' fences and makes its own stream wait on
 them, so the host never waits for the upload; with any other backend the host waits on
 each fence first),
-and decoding the batch's raw output in one call (`Decoder.decode_batch`), in which a
-malformed output fails only its own frame.
+and handing each job its row of the batch's raw output (`Job.raw`, a `RawBatch` row).
+Decoding is the decide stage's, so the GPU runs the next batch while the host decodes
+the last: a `LendsOutput` backend lends the buffer its output is in (from its ring of
+host output buffers) and decide gives it back once decoded; with every buffer still
+out, the backend's next run waits for one. Any other backend returns a fresh array.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
 
@@ -32,9 +35,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from pipeline.config.model_common import BackendErrorPolicy
-from pipeline.core.contracts import Decoder
-from pipeline.core.errors import reason_of
-from pipeline.core.messages import Job, Outcome, ReasonCode
+from pipeline.core.contracts import LendsOutput
+from pipeline.core.messages import Job, Outcome, RawBatch, ReasonCode
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.parts.backends.backend_api import RemoteBackend
@@ -42,7 +44,7 @@ from pipeline.stages.stage import POLL_S, Stage
 
 log = logging.getLogger(__name__)
 
-DOWNSTREAM_MARGIN_NS = 1_000_000  # decode, decide and publish after the batch: what a wait must leave
+DOWNSTREAM_MARGIN_NS = 1_000_000  # decode and judge (decide), publish after the batch: what a wait must leave
 SERVICE_EWMA = 0.1  # weight of a new measurement of a batch size's backend time
 
 
@@ -64,12 +66,11 @@ class StreamOrdered(Protocol):
 class InferStage(Stage):
     name = "infer"
 
-    def __init__(self, backend, decoder: Decoder, inbox: StageQueue, outbox: StageQueue, telemetry: Telemetry,
+    def __init__(self, backend, inbox: StageQueue, outbox: StageQueue, telemetry: Telemetry,
                  budget_ms: float, max_batch: int = 1, max_wait_us: int = 0, skip_expired: bool = True,
                  on_backend_error: BackendErrorPolicy = BackendErrorPolicy()):
         super().__init__(inbox, outbox, telemetry)
         self.backend = backend
-        self.decoder = decoder
         self.budget_ns = int(budget_ms * 1e6)
         self.max_batch = max_batch
         self.max_wait_s = max_wait_us / 1e6
@@ -78,6 +79,7 @@ class InferStage(Stage):
         self.failed_in_row = 0  # backend calls that raised since the last one that worked
         self.stream_ordered = isinstance(backend, StreamOrdered)
         self.remote = isinstance(backend, RemoteBackend)  # asked once: a Protocol isinstance costs ~10 us
+        self.lends = isinstance(backend, LendsOutput)
         self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
 
     def prepare(self) -> None:
@@ -100,8 +102,8 @@ class InferStage(Stage):
         now = time.monotonic_ns()
         expired = [self._expired_at(job, now) for job in jobs]
         live = [job for job, gone in zip(jobs, expired) if not gone]
-        decoded = iter(self._decoded(live, self._run(live)) if live else ())
-        return [self._expire(job) if gone else next(decoded) for job, gone in zip(jobs, expired)]
+        inferred = iter(self._handed_on(live, self._run(live)) if live else ())
+        return [self._expire(job) if gone else next(inferred) for job, gone in zip(jobs, expired)]
 
     def _expired_at(self, job: Job, now_ns: int) -> bool:
         return self.skip_expired and now_ns - job.frame.t_capture_ns > self.budget_ns
@@ -160,22 +162,13 @@ class InferStage(Stage):
         # kernel wrote, which then never come back to the host (InferenceBackend contract).
         return self.backend.infer_tensors([job.tensor.array for job in jobs])
 
-    def _decoded(self, jobs: list[Job], raw: np.ndarray) -> list[Job]:
-        """The batch's output decoded in one call; an image whose output is unusable fails alone."""
-        try:
-            results = self.decoder.decode_batch(raw, [job.geometry for job in jobs])
-        except ValueError as exc:  # the whole output is unreadable (e.g. its shape): every image fails
-            results = [exc] * len(jobs)
-        backend, now = self.backend.name, time.monotonic_ns()  # the whole batch is handed on at once
-        return [self._bad_output(job, result) if isinstance(result, Exception) else
-                self.mark(job, now, tensor=None, frame_slot=None, detections=result, model_backend=backend,
+    def _handed_on(self, jobs: list[Job], raw: np.ndarray) -> list[Job]:
+        """Each job with its row of the batch's output, the whole batch handed on at once."""
+        batch = RawBatch(raw, len(jobs), self.backend.lend_output() if self.lends else None)
+        backend, now = self.backend.name, time.monotonic_ns()
+        return [self.mark(job, now, tensor=None, frame_slot=None, raw=row, model_backend=backend,
                           frame=job.frame if job.frame_slot is None else job.frame.without_image())
-                for job, result in zip(jobs, results)]
-
-    def _bad_output(self, job: Job, exc: Exception) -> Job:
-        code = reason_of(exc, default=ReasonCode.BAD_OUTPUT)  # a decoder's error: the output's fault
-        self.stats.errors += 1
-        return job.settle(Outcome.ERROR, code, f"{type(exc).__name__}: {exc}"[:300], self.name)
+                for job, row in zip(jobs, batch.rows())]
 
     def _expire(self, job: Job) -> Job:
         detail = f"{job.age_ms():.1f} ms old before inference"

@@ -3,8 +3,11 @@
 Owns the GPU-resident ONNX Runtime path: the session's input is bound straight to the
 device slot the GPU letterbox kernel wrote (batch 1: no copy at all; batch N: N
 device-to-device copies into one preallocated batch buffer), the output is bound to a
-preallocated device buffer and copied once into a pinned host array, which is what the
-decoder reads.
+preallocated device buffer and copied once into a pinned host buffer of a small ring
+(`OutputRing`), which is what the decide stage decodes: the infer
+stage borrows each run's buffer (`lend_output`) and decide gives it back once decoded,
+so the next batch runs on the GPU while the last is decoded on the host; with every
+buffer still out, the next run waits for one (never overwrites).
 
 Streams: the backend owns one CUDA stream, the infer stream, and ONNX Runtime computes
 on it (`user_compute_stream`). `wait_for(fences)` makes that stream wait on the
@@ -23,7 +26,8 @@ why no capture may happen once frames flow.
 
 What crosses the boundary: `infer_tensors` takes the slots' `DeviceTensor`s (host arrays
 also work, for tests and warm-up, through `infer`) and returns a host numpy view that
-stays valid until the next call. All device memory is allocated in `from_config` and
+stays valid until the next call, or until released when the caller took it with
+`lend_output`. All device memory is allocated in `from_config` and
 freed in `close()`; the `CudaDevice` (primary context) is shared with the preprocess
 stage and released by whoever opened it (`close` does, when it owns it).
 """
@@ -38,6 +42,8 @@ import onnxruntime as ort
 import pycuda.driver as cuda
 
 from pipeline.config.model_onnxruntime import CUDA_PROVIDER, OnnxRuntimeCudaConfig
+from pipeline.core.buffers import OutputRing
+from pipeline.core.messages import TensorSlot
 from pipeline.parts.backends.onnxruntime_backend import (
     has_candidate_head,
     open_session,
@@ -45,7 +51,7 @@ from pipeline.parts.backends.onnxruntime_backend import (
     signature,
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
-from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
+from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.parts.modelfile.model_info import ModelError, check_input, host_dtype, input_dtype, resolve_class_names
 
 log = logging.getLogger(__name__)
@@ -87,7 +93,8 @@ class OnnxRuntimeCudaBackend:
             self._stream = stream or cuda_call("creating the infer stream", cuda.Stream)
             self._batch = DeviceTensor.allocate((self.max_batch, 3, h, w), self.input_dtype)
             self._output = DeviceTensor.allocate((self.max_batch, *output_tail), out_dtype)
-            self._host_output = pinned_array((self.max_batch, *output_tail), out_dtype)
+        self._pinned = PinnedAllocator(device)
+        self._outputs = OutputRing((self.max_batch, *output_tail), out_dtype, allocate=self._pinned)
         self._host_batch: np.ndarray | None = None  # only for host slots with max_batch > 1
         self._binding = session.io_binding()
         self._graphs: dict[int, tuple[ort.IOBinding, ort.RunOptions]] = {}
@@ -191,11 +198,15 @@ class OnnxRuntimeCudaBackend:
         else:
             binding, options = self._bound(self._binding, input_ptr, rows), None
         self._session.run_with_iobinding(binding, options)  # returns once the infer stream is synchronised
-        host = self._host_output[:rows]
+        host = self._outputs.current()[:rows]
         cuda_call("copying the model output to the host", cuda.memcpy_dtoh_async, host, self._output.allocation,
                   self._stream)
         cuda_call("copying the model output to the host", self._stream.synchronize)
         return host
+
+    def lend_output(self) -> TensorSlot | None:
+        """The last run's host output buffer, the caller's until it releases it (decide does)."""
+        return self._outputs.lend()
 
     def _bound(self, binding: ort.IOBinding, input_ptr: int, rows: int) -> ort.IOBinding:
         w, h = self.input_size
@@ -233,7 +244,7 @@ class OnnxRuntimeCudaBackend:
         with self.device.active():
             self._batch.free()
             self._output.free()
-            self._host_output.base.free()
+        self._pinned.close()  # the ring's buffers: the stages have stopped, nothing reads them
         if self._owns_device:
             self.device.close()
 

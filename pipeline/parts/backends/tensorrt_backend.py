@@ -10,7 +10,8 @@ against the sidecar), else the raw (N, 4+C, A).
 
 What crosses the boundary: `infer_tensors` takes the input slots' `DeviceTensor`s
 (batch 1 is bound in place, zero-copy; batch N is gathered device-to-device) and
-returns a pinned host view of the output, valid until the next call. Everything is
+returns a pinned host view of the output from a ring of buffers (`OutputRing`), valid
+until the next call, or until released when the caller took it with `lend_output`. Everything is
 allocated in `from_config` and freed in `close()`. Written to the API lists of
 TensorRT 10.13 and 11.4 and checked statically (tests/test_trt_static.py); it has not
 run on a GPU here, because TensorRT cannot be installed on our machines.
@@ -27,6 +28,8 @@ import pycuda.driver as cuda
 import tensorrt as trt
 
 from pipeline.config.model_tensorrt import TensorRTConfig
+from pipeline.core.buffers import OutputRing
+from pipeline.core.messages import TensorSlot
 from pipeline.parts.engines.sidecar import (
     EngineSidecar,
     SidecarError,
@@ -36,7 +39,7 @@ from pipeline.parts.engines.sidecar import (
     sidecar_path,
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
-from pipeline.parts.gpu.device_buffers import DeviceTensor, pinned_array
+from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator
 from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input, onnx_type
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,8 @@ class TensorRTBackend:
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
             self._batch = DeviceTensor.allocate((max_batch, 3, h, w), self.input_dtype)
             self._out = DeviceTensor.allocate(out_shape, out_dtype)
-            self._host_out = pinned_array(out_shape, out_dtype)
+        self._pinned = PinnedAllocator(device)  # the output ring's page-locked buffers (see onnxruntime_cuda)
+        self._outputs = OutputRing(out_shape, out_dtype, allocate=self._pinned)
         _require(self._context.set_tensor_address(self._output, self._out.ptr), "set_tensor_address", self._output)
 
     @classmethod
@@ -120,10 +124,14 @@ class TensorRTBackend:
         _require(self._context.set_input_shape(self._input, (n, 3, h, w)), "set_input_shape", self._input)
         _require(self._context.set_tensor_address(self._input, input_ptr), "set_tensor_address", self._input)
         _require(self._context.execute_async_v3(self._stream.handle), "execute_async_v3", "the batch")
-        host = self._host_out[:n]  # rows 0..n-1 of the output buffer: a contiguous prefix
+        host = self._outputs.current()[:n]  # rows 0..n-1 of the output buffer: a contiguous prefix
         cuda_call("copying the engine output to the host", cuda.memcpy_dtoh_async, host, self._out.ptr, self._stream)
         cuda_call("running the engine", self._stream.synchronize)
         return host
+
+    def lend_output(self) -> TensorSlot | None:
+        """The last run's host output buffer, the caller's until it releases it (decide does)."""
+        return self._outputs.lend()
 
     def warmup(self, runs: int) -> None:
         w, h = self.input_size
@@ -139,7 +147,7 @@ class TensorRTBackend:
             self._engine = None
             self._batch.free()
             self._out.free()
-            self._host_out.base.free()
+        self._pinned.close()  # the output ring's buffers: the stages have stopped
         self.device.close()
 
 

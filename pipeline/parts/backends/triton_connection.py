@@ -8,8 +8,9 @@ unlinked by `close()`), and turning the client's many failure types into
 
 Buffer ownership: the regions belong to this object. `input_view(n)` lends a numpy view
 of the input region that the caller fills before `infer`; the array `infer` returns is
-a view of the output region, valid until the next `infer` or `close`. The server reads
-and writes the regions only during an `infer` call.
+copied out of the output region (the decide stage decodes it while the next request
+runs, which overwrites the region). The server reads and writes the regions only
+during an `infer` call.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ class TritonConnection:
             return result.as_numpy(self.output.name)
         shape = [int(d) for d in result.get_output(self.output.name)["shape"]] if self.protocol == "http" \
             else list(result.get_output(self.output.name).shape)
-        return np.ndarray(shape, self.output.dtype, buffer=out_region.handle._mpsm_handle.buf)
+        return np.ndarray(shape, self.output.dtype, buffer=out_region.handle._mpsm_handle.buf).copy()
 
     def close(self) -> None:
         """Unregister and unlink our regions (best effort with a dead server), drop the client."""
