@@ -5,28 +5,21 @@ is freed it re-enables itself: verdicts name archived files again, health recove
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from pipeline.composition.app import Pipeline
 from pipeline.composition.assembly import build_parts
 from tests.pipeline_helpers import VerdictCollector, make_config
+from tests.tmpfs import mounted_tmpfs
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "4m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_the_archive_comes_back_when_space_returns(small_disk, free_tcp_endpoint):

@@ -23,7 +23,6 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-import zmq
 
 pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed for the camera peers")
 
@@ -32,6 +31,7 @@ from pipeline.composition.assembly import build_parts  # noqa: E402
 from pipeline.config import parse_config  # noqa: E402
 from tests.peers import LOOPBACK, Peer  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
+from tests.plc import PartFeeder  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 REPEATS = int(os.environ.get("OUTAGE_REPEATS", "1"))
@@ -42,42 +42,6 @@ TIMEOUT_S = 0.5  # trigger_timeout_s
 PUBLISH_SLACK_S = 0.6
 pytestmark = [pytest.mark.camera, pytest.mark.timeout(60 + REPEATS * (OUTAGE_S + 12) * 2)]
 SERIAL = "PIPE-OUTAGE-01"
-
-
-@dataclass
-class Announced:
-    part_id: str
-    t_wall_ns: int
-
-
-class Plc:
-    """A PLC gateway announcing a part every `interval_s`, remembering when."""
-
-    def __init__(self, endpoint: str, camera: str, interval_s: float = 0.1):
-        self.context = zmq.Context()
-        self.push = self.context.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(endpoint)
-        self.camera, self.interval_s = camera, interval_s
-        self.sent: list[Announced] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            part = Announced(f"{self.camera}-{len(self.sent):05d}", time.time_ns())
-            self.push.send_json({"camera": self.camera, "part_id": part.part_id})
-            self.sent.append(part)
-
-    def __enter__(self) -> "Plc":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.push.close()
-        self.context.term()
 
 
 @dataclass
@@ -175,7 +139,7 @@ def inspected_again(collector: VerdictCollector, since: int, timeout_s: float) -
                       timeout_s, poll_s=0.05)
 
 
-def check(plc: Plc, collector: VerdictCollector, outages: list[tuple[int, int]], figures: Figures) -> None:
+def check(plc: PartFeeder, collector: VerdictCollector, outages: list[tuple[int, int]], figures: Figures) -> None:
     verdicts = {v["part_id"]: v for v in collector.verdicts["cam"]}
     assert sorted(v["part_id"] for v in collector.verdicts["cam"]) == [p.part_id for p in plc.sent], \
         "every announced part exactly one verdict"
@@ -222,7 +186,7 @@ def test_parts_passing_a_dead_or_frozen_camera_are_never_inspected(kind, mode, f
         pipeline.start()
         assert collector.wait_for_heartbeat(15, state_is("STREAMING"))
         watch = CaptureWatch(pipeline)
-        with Plc(triggers, "cam") as plc:
+        with PartFeeder(triggers, "cam") as plc:
             assert inspected_again(collector, 0, timeout_s=15), "parts inspected before any outage"
             for _ in range(REPEATS):
                 peer, t0, t1 = outage(peer, mode, kind, port, collector, figures)

@@ -33,6 +33,7 @@ from tests.pipeline_helpers import (
     started_driver,
     write_config,
 )
+from tests.tmpfs import mounted_tmpfs
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -64,6 +65,23 @@ def run_to_end(config, frames: int, collector: VerdictCollector,
     return pipeline, code
 
 
+def run_cam0(endpoint: str, frames: int, substitute=lambda config: AS_CONFIGURED,
+             **config_overrides) -> tuple[Pipeline, list[dict]]:
+    """cam0 on `endpoint` (make_config's `config_overrides`) run for `frames` frames with the
+    parts `substitute(config)` names, to the end; asserts exit code 0 and exactly one verdict
+    per frame, and returns the pipeline and cam0's verdicts."""
+    collector = VerdictCollector(endpoint)
+    try:
+        config = make_config(endpoint, **config_overrides)
+        pipeline, code = run_to_end(config, frames, collector, substitute(config))
+    finally:
+        collector.close()
+    assert code == 0, "the pipeline must run to the end and exit 0"
+    verdicts = collector.verdicts["cam0"]
+    assert_exactly_once(verdicts, frames)
+    return pipeline, verdicts
+
+
 def by_frame(verdicts: list[dict]) -> dict[int, dict]:
     return {v["frame_id"]: v for v in verdicts}
 
@@ -75,15 +93,7 @@ def test_bad_source_frames_get_error_verdicts_and_capture_goes_on(free_tcp_endpo
               12: "rgba_image", 14: "tiny_image", 16: "not_a_frame"}
     frame_of = {k: k if k < 6 else k - 1 for k in faults if faults[k] != "timeout"}
     frames = 24
-    collector = VerdictCollector(free_tcp_endpoint)
-    try:
-        config = make_config(free_tcp_endpoint, fps=40)
-        _, code = run_to_end(config, frames, collector, faulty_source(config, faults))
-    finally:
-        collector.close()
-    assert code == 0
-    verdicts = collector.verdicts["cam0"]
-    assert_exactly_once(verdicts, frames)
+    _, verdicts = run_cam0(free_tcp_endpoint, frames, lambda config: faulty_source(config, faults), fps=40)
     seen = by_frame(verdicts)
     bad = set(frame_of.values())
     for frame_id in bad:
@@ -100,15 +110,7 @@ def test_a_source_that_keeps_raising_is_marked_down_not_flooding_verdicts(free_t
     phantom parts); when the source delivers again, frames continue with the next id."""
     faults = {k: "raise" for k in range(3, 11)}  # eight raises in a row
     frames = 12
-    collector = VerdictCollector(free_tcp_endpoint)
-    try:
-        config = make_config(free_tcp_endpoint, fps=40)
-        _, code = run_to_end(config, frames, collector, faulty_source(config, faults))
-    finally:
-        collector.close()
-    assert code == 0
-    verdicts = collector.verdicts["cam0"]
-    assert_exactly_once(verdicts, frames)
+    _, verdicts = run_cam0(free_tcp_endpoint, frames, lambda config: faulty_source(config, faults), fps=40)
     # Eight raises, three verdicts: the other five reads were a camera DOWN, not parts.
     errors = [v["frame_id"] for v in verdicts if v["verdict"] == "ERROR"]
     assert errors == [3, 4, 5]
@@ -117,15 +119,8 @@ def test_a_source_that_keeps_raising_is_marked_down_not_flooding_verdicts(free_t
 @pytest.mark.parametrize("poison", [float("nan"), float("inf")])
 def test_non_finite_model_output_is_an_error_never_a_pass(free_tcp_endpoint, poison):
     frames = 12
-    collector = VerdictCollector(free_tcp_endpoint)
-    try:
-        config = make_config(free_tcp_endpoint, fps=30)
-        pipeline, code = run_to_end(config, frames, collector, faulty_backend(config, poison_on={3, 7}, poison=poison))
-    finally:
-        collector.close()
-    assert code == 0
-    verdicts = collector.verdicts["cam0"]
-    assert_exactly_once(verdicts, frames)
+    pipeline, verdicts = run_cam0(
+        free_tcp_endpoint, frames, lambda config: faulty_backend(config, poison_on={3, 7}, poison=poison), fps=30)
     errors = [v for v in verdicts if v["verdict"] == "ERROR"]
     assert len(errors) == 2 and all(v["reasons"][0]["code"] == "bad_output" for v in errors)
     assert all("NaN" in v["reasons"][0]["detail"] or "inf" in v["reasons"][0]["detail"] for v in errors)
@@ -134,16 +129,9 @@ def test_non_finite_model_output_is_an_error_never_a_pass(free_tcp_endpoint, poi
 
 def test_backend_errors_give_error_verdicts_then_recovery_under_continue(free_tcp_endpoint):
     frames = 16
-    collector = VerdictCollector(free_tcp_endpoint)
-    try:
-        config = make_config(free_tcp_endpoint, fps=30,
-                             model={"on_backend_error": {"max_consecutive": 2, "action": "continue"}})
-        pipeline, code = run_to_end(config, frames, collector, faulty_backend(config, raise_on={4, 5, 6}))
-    finally:
-        collector.close()
-    assert code == 0, "action continue must not stop the pipeline"
-    verdicts = collector.verdicts["cam0"]
-    assert_exactly_once(verdicts, frames)
+    # Action continue: run_cam0's exit code 0 says the errors did not stop the pipeline.
+    pipeline, verdicts = run_cam0(free_tcp_endpoint, frames, lambda config: faulty_backend(config, raise_on={4, 5, 6}),
+                                  fps=30, model={"on_backend_error": {"max_consecutive": 2, "action": "continue"}})
     errors = [v for v in verdicts if v["verdict"] == "ERROR"]
     assert len(errors) == 3
     assert all(v["reasons"][0]["code"] == "stage_error" and "CUDA error 700" in v["reasons"][0]["detail"] for v in errors)
@@ -288,32 +276,16 @@ def test_sigterm_under_overload_publishes_every_frame_in_flight(tmp_path, free_t
 
 @pytest.fixture
 def full_disk(tmp_path):
-    """A real 64 kB tmpfs, so writes fail with ENOSPC the way a full disk does (needs root,
-    which CI has; elsewhere the test is skipped)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    """A real 64 kB tmpfs, so writes fail with ENOSPC the way a full disk does."""
+    with mounted_tmpfs(tmp_path / "disk", "64k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_archive_disk_disables_the_archive_once_and_nothing_else(full_disk, free_tcp_endpoint, caplog):
     frames = 20
     caplog.set_level(logging.WARNING, logger="pipeline.parts.archive")
-    collector = VerdictCollector(free_tcp_endpoint)
-    try:
-        config = make_config(free_tcp_endpoint, fps=30, archive={
-            "enabled": True, "path": str(full_disk), "save": ["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]})
-        pipeline, code = run_to_end(config, frames, collector)
-    finally:
-        collector.close()
-    assert code == 0
-    verdicts = collector.verdicts["cam0"]
-    assert_exactly_once(verdicts, frames)
+    pipeline, verdicts = run_cam0(free_tcp_endpoint, frames, fps=30, archive={
+        "enabled": True, "path": str(full_disk), "save": ["PASS", "FAIL", "ERROR", "NOT_INSPECTED"]})
     assert pipeline.parts.archive.disabled
     warnings = [r for r in caplog.records if "archive disabled" in r.getMessage()]
     assert len(warnings) == 1 and "full" in warnings[0].getMessage()

@@ -80,7 +80,8 @@ def test_a_killed_pipeline_turns_not_ready_in_time_and_a_restart_recovers(tmp_pa
     finally:
         stop(run)
         err = stop(gw)
-    assert "RESTART cam0" in err and "Traceback" not in err
+    # the new instance id tells the restart (before any seq could): one line naming both ids
+    assert "RESTART: publisher instance" in err and "; cam0 not ready for" in err and "Traceback" not in err
 
 
 def test_a_plc_that_stops_acknowledging_is_shown_late(tmp_path, free_tcp_endpoint, plc):

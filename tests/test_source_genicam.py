@@ -13,7 +13,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import zmq
 
 gi = pytest.importorskip("gi", reason="PyGObject (the camera extra) is needed for the GenICam source")
 gi.require_version("Aravis", "0.8")
@@ -35,6 +34,7 @@ from pipeline.stages.capture import CaptureStage  # noqa: E402
 from pipeline.stages.preprocess import PreprocessStage  # noqa: E402
 from tests.peers import LOOPBACK, Peer, read_frames, reset_fake_camera  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
+from tests.plc import TriggerPush  # noqa: E402
 
 pytestmark = [pytest.mark.camera, pytest.mark.timeout(60)]
 SERIAL = "PIPE-TEST-01"
@@ -121,21 +121,17 @@ def run_with_triggers(fake_camera, endpoint: str, trigger_endpoint: str, trigger
     collector = VerdictCollector(endpoint)
     config = pipeline_config(endpoint, trigger_endpoint, trigger)
     pipeline = Pipeline(config, build_parts(config))
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(trigger_endpoint)
+    plc = TriggerPush(trigger_endpoint)
     try:
         pipeline.start()
         assert collector.wait_for_heartbeat(timeout_s=5)  # a PLC feeds parts once it hears the pipeline
         for part in parts:
-            push.send_json({"camera": "gige0", "part_id": part})
+            plc.announce("gige0", part)
             time.sleep(0.05)  # the PLC's part spacing on the belt
         assert collector.wait_for({"gige0": len(parts)}, timeout_s=20)
         assert pipeline.shutdown(timeout_s=5) == 0
     finally:
-        push.close()
-        context.term()
+        plc.close()
         collector.close()
         reset_fake_camera(LOOPBACK)
     return collector.verdicts["gige0"]

@@ -11,13 +11,11 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
-import zmq
 
 from pipeline.composition.app import Pipeline
 from pipeline.composition.assembly import build_parts
@@ -27,6 +25,7 @@ from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEn
 from pipeline.parts.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, mjpeg_bad_frames, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
+from tests.plc import PartFeeder
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
@@ -218,36 +217,6 @@ def test_an_unreachable_stream_is_down_and_keeps_retrying():
 # --------------------------------------------------------------------------- RTSP, whole pipeline
 
 
-class PartFeeder:
-    """A PLC gateway: announces a part every `interval_s` on the camera's trigger input."""
-
-    def __init__(self, endpoint: str, interval_s: float = 0.1):
-        self.context = zmq.Context()
-        self.push = self.context.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.LINGER, 0)
-        self.push.connect(endpoint)
-        self.sent: list[str] = []
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            part_id = f"R-{len(self.sent):04d}"
-            self.push.send_json({"camera": "rtsp0", "part_id": part_id})
-            self.sent.append(part_id)
-
-    def __enter__(self) -> "PartFeeder":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.push.close()
-        self.context.term()
-
-
 def rtsp_config(endpoint: str, rtsp_port: int, trigger_endpoint: str):
     data = config_dict(endpoint)
     data["cameras"] = [{"id": "rtsp0", "width": 320, "height": 240, "stall_timeout_s": 2.0,
@@ -279,7 +248,7 @@ def test_rtsp_server_killed_and_restarted_while_the_pipeline_runs(free_tcp_endpo
     try:
         pipeline.start()
         assert collector.wait_for_heartbeat(10, camera_state("STREAMING"))
-        with PartFeeder(f"ipc://{tmp_path}/triggers") as plc:
+        with PartFeeder(f"ipc://{tmp_path}/triggers", "rtsp0") as plc:
             assert inspected_since(collector, 5, 0, timeout_s=10), "parts inspected from the live stream"
             server.stop(kill=True)
             killed_at = len(collector.verdicts["rtsp0"])
@@ -297,7 +266,7 @@ def test_rtsp_server_killed_and_restarted_while_the_pipeline_runs(free_tcp_endpo
         server.stop()
         collector.close()
     verdicts = collector.verdicts["rtsp0"]
-    assert sorted(v["part_id"] for v in verdicts) == plc.sent, "each announced part exactly one verdict"
+    assert sorted(v["part_id"] for v in verdicts) == [p.part_id for p in plc.sent], "each announced part exactly one verdict"
     missed = [v for v in verdicts[killed_at:restarted_at] if v["verdict"] == "NOT_INSPECTED"]
     assert len(missed) >= 5
     assert {v["reasons"][0]["code"] for v in missed} <= {"source_down", "missed_trigger"}

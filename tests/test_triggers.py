@@ -18,6 +18,7 @@ from pipeline.config.cameras import CameraConfig
 from pipeline.parts.sources.trigger_line import TriggerLine
 from pipeline.parts.sources.triggers import PartLedger, TriggerInbox, TriggerMessageError, parse_trigger
 from tests.pipeline_helpers import VerdictCollector, config_dict
+from tests.plc import TriggerPush
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(30)
@@ -194,21 +195,17 @@ def test_free_running_camera_inspects_one_frame_per_announced_part(tmp_path):
     config = parse_config(json.dumps(data))
     collector = VerdictCollector(endpoint)
     pipeline = Pipeline(config, build_parts(config))
-    context = zmq.Context()
-    push = context.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 0)
-    push.connect(triggers)
+    plc = TriggerPush(triggers)
     parts = [f"S-{i}" for i in range(6)]
     try:
         pipeline.start()
         for part in parts:
-            push.send_json({"camera": "cam0", "part_id": part})
+            plc.announce("cam0", part)
             threading.Event().wait(0.1)
         assert collector.wait_for({"cam0": len(parts)}, timeout_s=10)
         assert pipeline.shutdown(timeout_s=5) == 0
     finally:
-        push.close()
-        context.term()
+        plc.close()
         collector.close()
     verdicts = collector.verdicts["cam0"]
     assert [v["part_id"] for v in verdicts] == parts

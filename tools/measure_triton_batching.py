@@ -19,16 +19,17 @@ import re
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tools.triton_measurement import percentiles, result_head, started_server, time_calls  # noqa: E402
+
 from pipeline.config.model import TritonModelConfig  # noqa: E402
 from pipeline.parts.backends import create_backend  # noqa: E402
-from tests.triton_server import TritonServer, export_python_repository, triton_env  # noqa: E402
+from tests.triton_server import TritonServer, export_python_repository  # noqa: E402
 
 
 def backend(server: TritonServer, name: str, max_batch: int):
@@ -38,10 +39,7 @@ def backend(server: TritonServer, name: str, max_batch: int):
 
 def calls(b, batch: int, n: int, out: list[float]) -> None:
     tensors = [np.random.default_rng(1).random((3, 416, 416), dtype=np.float32)] * batch
-    for _ in range(n):
-        start = time.perf_counter()
-        b.infer_tensors(tensors)
-        out.append((time.perf_counter() - start) * 1e3)
+    time_calls(lambda: b.infer_tensors(tensors), n, out)
 
 
 def counters(server: TritonServer, name: str) -> tuple[int, int]:
@@ -63,7 +61,7 @@ def shared(server: TritonServer, name: str, clients: int, n: int) -> dict:
     after = counters(server, name)
     for b in backends:
         b.close()
-    return {"mean_server_batch": round((after[0] - before[0]) / max(1, after[1] - before[1]), 2), **stats(samples)}
+    return {"mean_server_batch": round((after[0] - before[0]) / max(1, after[1] - before[1]), 2), **percentiles(samples)}
 
 
 def local(server: TritonServer, name: str, batch: int, n: int) -> dict:
@@ -72,11 +70,7 @@ def local(server: TritonServer, name: str, batch: int, n: int) -> dict:
     samples: list[float] = []
     calls(b, batch, n, samples)
     b.close()
-    return stats(samples)
-
-
-def stats(samples: list[float]) -> dict:
-    return {"p50_ms": round(float(np.percentile(samples, 50)), 2), "p99_ms": round(float(np.percentile(samples, 99)), 2)}
+    return percentiles(samples)
 
 
 def main() -> None:
@@ -88,10 +82,8 @@ def main() -> None:
     repo = Path(tempfile.mkdtemp(prefix="triton-batching-"))
     for delay in args.delays_us:
         export_python_repository(repo, ROOT / "engines" / "demo.onnx", max_batch=8, delay_us=delay, name=f"d{delay}")
-    server = TritonServer(triton_env(), repo, repo / "tritonserver.log")
-    server.start()
-    result: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-                    "load_1min": os.getloadavg()[0], "server_batching": {}, "local_batching": {}}
+    server = started_server(repo, repo / "tritonserver.log")
+    result: dict = {**result_head(), "server_batching": {}, "local_batching": {}}
     try:
         for delay in args.delays_us:
             for clients in args.clients:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from pipeline.config.model import model_config
-from pipeline.parts.backends import create_backend
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tools.triton_measurement import percentiles, result_head, time_calls  # noqa: E402
+
+from pipeline.config.model import model_config  # noqa: E402
+from pipeline.parts.backends import create_backend  # noqa: E402
 
 
 def timed(backend, batch: int, runs: int) -> dict[str, float]:
@@ -30,12 +34,9 @@ def timed(backend, batch: int, runs: int) -> dict[str, float]:
     tensors = list(np.random.default_rng(0).random((batch, 3, h, w), dtype=np.float32))
     for _ in range(5):
         backend.infer_tensors(tensors)
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        backend.infer_tensors(tensors)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return {"p50_ms": round(float(np.percentile(samples, 50)), 2), "p99_ms": round(float(np.percentile(samples, 99)), 2)}
+    samples: list[float] = []
+    time_calls(lambda: backend.infer_tensors(tensors), runs, samples)
+    return percentiles(samples)
 
 
 def variants(args) -> dict[str, dict]:
@@ -57,8 +58,7 @@ def main() -> None:
     p.add_argument("name")
     p.add_argument("--runs", type=int, default=200)
     args = p.parse_args()
-    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.node(),
-              "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0], "variants": {}}
+    result: dict = {**result_head(), "variants": {}}
     for label, cfg in variants(args).items():
         backend = create_backend(model_config(**cfg))
         try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -28,8 +27,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tools.triton_measurement import result_head, started_server  # noqa: E402
+
 from tests.pipeline_helpers import VerdictCollector  # noqa: E402
-from tests.triton_server import TritonServer, export_python_repository, free_port, triton_env  # noqa: E402
+from tests.triton_server import export_python_repository, free_port  # noqa: E402
 
 
 def run(config: dict, work: Path, frames: int, on_frame=None) -> list[dict]:
@@ -70,8 +71,7 @@ def main() -> None:
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="triton-restart-"))
     export_python_repository(work / "repo", ROOT / "engines" / "demo.onnx")
-    server = TritonServer(triton_env(), work / "repo", work / "tritonserver.log")
-    server.start()
+    server = started_server(work / "repo", work / "tritonserver.log")
     demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
     demo["model"]["path"] = str(ROOT / "engines" / "demo.onnx")
     remote = yaml.safe_load((ROOT / "configs" / "demo-triton.yaml").read_text())
@@ -94,8 +94,7 @@ def main() -> None:
         server.stop()
     both = [f for f in range(args.frames) if {by(local, f)["verdict"], by(triton, f)["verdict"]} <= {"PASS", "FAIL"}]
     same = sum(by(local, f)["verdict"] == by(triton, f)["verdict"] for f in both)
-    print(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-                      "load_1min": os.getloadavg()[0], "local": summary(local), "triton": summary(triton),
+    print(json.dumps({**result_head(), "local": summary(local), "triton": summary(triton),
                       "down_s": round(events["restarted"] - events["killed"], 2) if "restarted" in events else None,
                       "compared_frames": len(both), "same_verdict": same}, indent=2))
     shutil.rmtree(work, ignore_errors=True)

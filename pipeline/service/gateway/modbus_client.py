@@ -120,7 +120,7 @@ class ModbusClientSink:
     def _write(self, snap: CameraSnapshot) -> None:
         old = self._latest.get(snap.camera_id)
         tracker = self.trackers[snap.camera_id]
-        new_result = snap.result_counter != 0 and (old is None or old.result_counter != snap.result_counter)
+        new_result = snap.is_new_result(None if old is None else old.result_counter)
         if new_result:
             tracker.written(snap.seq, time.monotonic_ns())
         state = tracker.poll(time.monotonic_ns())

@@ -94,7 +94,7 @@ class ModbusServerSink:
     def update(self, snap: CameraSnapshot) -> None:
         old = self._latest.get(snap.camera_id)
         tracker = self.trackers[snap.camera_id]
-        new = snap.result_counter != 0 and (old is None or old.result_counter != snap.result_counter)
+        new = snap.is_new_result(None if old is None else old.result_counter)
         if new:
             tracker.written(snap.seq, time.monotonic_ns())
         self._place(snap, tracker.poll(time.monotonic_ns()))

@@ -139,7 +139,7 @@ class OpcUaSink:
         nodes = self.nodes[snap.camera_id]
         for name, (variant, value) in FIELDS.items():
             await self._set(nodes[name], value(snap), variant)
-        new = snap.result_counter != 0 and self._counters.get(snap.camera_id) != snap.result_counter
+        new = snap.is_new_result(self._counters.get(snap.camera_id))
         if new:
             self.trackers[snap.camera_id].written(snap.seq & 0xFFFFFFFF, time.monotonic_ns())
             await self._ack_state(snap.camera_id)

@@ -71,6 +71,11 @@ class CameraSnapshot:
     t_publish_ns: int = 0
     gaps: int = 0
 
+    def is_new_result(self, written_counter: int | None) -> bool:
+        """True when this snapshot carries a result the sink has not written yet
+        (`written_counter`: the counter it wrote last, None before its first write)."""
+        return self.result_counter != 0 and self.result_counter != written_counter
+
 
 def next_counter(counter: int) -> int:
     """1..65535 then 1 again: 0 only means "no result yet", and it fits one register."""
