@@ -99,3 +99,27 @@ def test_a_custom_build_takes_no_other_substitutions(free_tcp_endpoint):
     config = make_config(free_tcp_endpoint)
     with pytest.raises(ValueError, match="custom build"):
         RunDriver(config, substitutions=Substitutions(sources={}), build=lambda c: None)
+
+
+class SwitchIntervalSink:
+    """Records the interpreter's switch interval while verdicts are published."""
+
+    def __init__(self):
+        self.seen: set[float] = set()
+
+    def verdict_published(self, published) -> None:
+        self.seen.add(round(sys.getswitchinterval() * 1000, 3))
+
+
+@pytest.mark.parametrize("runtime, during_ms", [({"switch_interval_ms": 0.7}, 0.7), ({}, 5.0)])
+def test_the_run_goes_under_the_configured_switch_interval_and_restores_it(free_tcp_endpoint, runtime, during_ms):
+    sink = SwitchIntervalSink()
+    config = make_config(free_tcp_endpoint, fps=30, runtime=runtime)  # {}: auto, Python's 5 ms on the CPU backend
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.002)
+    try:
+        reason, code, captured, verdicts = drive(config, Until(duration_s=0.5), Substitutions(sinks=(sink,)))
+        assert sink.seen == {during_ms} and sys.getswitchinterval() == 0.002
+    finally:
+        sys.setswitchinterval(before)
+    assert_exactly_once(verdicts, captured)

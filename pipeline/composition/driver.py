@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -100,6 +101,7 @@ class RunDriver:
         self._pipeline: Pipeline | None = None
         self._stopped_code: int | None = None
         self.reason: StopReason | None = None  # why the last `run` returned
+        self._previous_switch_s: float | None = None  # the interpreter's switch interval before `start`
 
     @property
     def pipeline(self) -> Pipeline:
@@ -136,6 +138,13 @@ class RunDriver:
         self.pipeline.add_sink(sink)
 
     def start(self) -> None:
+        """Start the stages, under the run's switch interval (`runtime.switch_interval_ms`)."""
+        gpu_resident = self.pipeline.parts.backend.accepts_device_input
+        interval_ms = self.config.runtime.switch_interval_for(gpu_resident)
+        if self._previous_switch_s is None:
+            self._previous_switch_s = sys.getswitchinterval()
+        sys.setswitchinterval(interval_ms / 1000)
+        log.info("interpreter switch interval %g ms (runtime.switch_interval_ms)", interval_ms)
         self.pipeline.start()
 
     def run(self, until: Until = Until(), tick: Callable[[], None] | None = None) -> StopReason:
@@ -167,6 +176,8 @@ class RunDriver:
             published = sum(c.verdicts_published for c in self.pipeline.telemetry.cameras.values())
             why = self.reason.value if self.reason is not None else "not run"
             log.info("run stopped (%s): %d verdict(s) published, exit code %d", why, published, self._stopped_code)
+            if self._previous_switch_s is not None:  # the process may go on (tests, the bench's next run)
+                sys.setswitchinterval(self._previous_switch_s)
         return self._stopped_code
 
     # ------------------------------------------------------------------ building

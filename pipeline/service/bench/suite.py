@@ -3,7 +3,9 @@
 Owns the sequence: pre-render the frames once, run the real pipeline, then (with
 `compare`) the naive loop and Ultralytics on the same frames, model and publisher
 settings, then the batch sweep; then the table, JSON and PNG. The interpreter's switch
-interval, a knob worth measuring (see DESIGN.md), is set for the whole run and restored.
+interval, a knob worth measuring (see DESIGN.md): the pipeline runs under the config's
+`runtime.switch_interval_ms` (set by the run driver), which `--switch-interval-ms`
+overrides, then for the whole suite; restored at the end.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class SuiteOptions:
 
 def run_suite(config: PipelineConfig, opts: SuiteOptions, progress: Progress) -> dict:
     previous = sys.getswitchinterval()
-    if opts.switch_interval_ms is not None:
-        sys.setswitchinterval(opts.switch_interval_ms / 1000)
+    if opts.switch_interval_ms is not None:  # the flag overrides the config's runtime.switch_interval_ms
+        runtime = config.runtime.model_copy(update={"switch_interval_ms": opts.switch_interval_ms})
+        config = config.model_copy(update={"runtime": runtime})
+        sys.setswitchinterval(opts.switch_interval_ms / 1000)  # also for the loops run outside the driver
     try:
         return _run(config, opts, progress)
     finally:
@@ -107,7 +111,7 @@ def _meta(cfg: PipelineConfig, opts: SuiteOptions) -> dict:
     return {**describe_machine(), "command": opts.command, "config": opts.config_path, "title": title,
             "cameras": len(cfg.cameras), "frame_size": [cam.width, cam.height], "rate_fps_per_camera": s.rate_fps,
             "duration_s": s.duration_s, "warmup_s": s.warmup_s, "ring_frames": s.ring, "budget_ms": cfg.budget_ms,
-            "engine_s": s.engine_s,
+            "engine_s": s.engine_s, "runtime_switch_interval_ms": cfg.runtime.switch_interval_ms,  # null: auto
             "model": {"path": str(model.path), "input_size": list(model.input_size), "backend": model.backend.value,
                       "max_batch": model.max_batch, "max_wait_us": model.max_wait_us,
                       "cuda_graph": isinstance(model, OnnxRuntimeCudaKeys) and model.cuda_graph},
