@@ -273,7 +273,7 @@ def test_ffmpeg_and_opencv_own_lines_are_silenced_and_the_cadence_is_ours():
     code = textwrap.dedent(f"""
         import logging, time
         logging.basicConfig(level=logging.INFO, format="LOG %(message)s")
-        from pipeline.parts.sources.backoff import Backoff
+        from pipeline.core.backoff import Backoff
         from pipeline.parts.sources.opencv_source import OpenCVSource
         source = OpenCVSource("rtsp://127.0.0.1:{free_port()}/cam", Backoff(0.01, 0.01), open_timeout_ms=200, name="c")
         source.open()

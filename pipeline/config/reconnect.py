@@ -1,5 +1,5 @@
 """How a part that loses its peer (a camera, a Triton server) reconnects: waits doubling
-from the first to the longest (`pipeline.parts.sources.backoff`, the Triton backend).
+from the first to the longest (`pipeline.core.backoff`).
 
 Owns the two settings, their bounds and the check of their order, defined once for every
 config section that reconnects; a section may only choose other defaults.

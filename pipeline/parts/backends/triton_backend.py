@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config.model_triton import TritonConfig, TritonModelConfig
+from pipeline.core.backoff import Backoff
 from pipeline.parts.backends.backend_api import BackendDeadline, BackendUnavailable
 from pipeline.parts.backends.triton_connection import TensorSpec, TritonConnection
 from pipeline.parts.modelfile.candidate_head import CANDIDATE_FIELDS, K_KEY, raw_output
@@ -61,7 +62,7 @@ class TritonBackend:
         transport = "shm" if connection.uses_shared_memory else "tensors"
         self.name = f"triton:{cfg.protocol}://{cfg.url}/{cfg.model_name}({transport})"
         self.state = LinkState.CONNECTED
-        self._backoff_s = cfg.reconnect_initial_s
+        self._backoff = Backoff(cfg.reconnect_initial_s, cfg.reconnect_max_s)
         self._next_attempt = 0.0
         self._stacked: np.ndarray | None = None  # plain-tensor batch buffer, allocated once
 
@@ -147,17 +148,16 @@ class TritonBackend:
             self._disconnected(conn, exc)
             raise
         log.warning("triton %s: reconnected", self._cfg.url)
-        self.state, self._backoff_s = LinkState.CONNECTED, self._cfg.reconnect_initial_s
+        self.state = LinkState.CONNECTED
+        self._backoff.reset()
         return True
 
     def _disconnected(self, conn: TritonConnection, exc: Exception) -> None:
         if self.state is LinkState.CONNECTED:
             log.warning("triton %s: connection lost (%s); reconnecting in the background of each batch",
                         self._cfg.url, exc)
-        else:
-            self._backoff_s = min(self._backoff_s * 2, self._cfg.reconnect_max_s)
         self.state = LinkState.DISCONNECTED
-        self._next_attempt = time.monotonic() + self._backoff_s
+        self._next_attempt = time.monotonic() + self._backoff.next_delay()  # the first loss waits ~initial_s
 
     def warmup(self, runs: int) -> None:
         """Batches of 1 and of max_batch, so the server has planned both before frames come."""

@@ -47,8 +47,8 @@ from gi.repository import Aravis, GLib  # noqa: E402  (after require_version)
 
 from pipeline.config.cameras import CameraConfig  # noqa: E402
 from pipeline.config.sources import GenICamSourceConfig  # noqa: E402
+from pipeline.core.backoff import Backoff  # noqa: E402
 from pipeline.parts.sources.aravis_memory import buffer_memory  # noqa: E402
-from pipeline.parts.sources.backoff import Backoff  # noqa: E402
 from pipeline.parts.sources.frame_source import CameraState, SourceError, SourceFrame, lost_frame  # noqa: E402
 from pipeline.parts.sources.pixel_formats import PixelFormatError, into_slot, to_pipeline_image  # noqa: E402
 

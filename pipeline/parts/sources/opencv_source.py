@@ -48,7 +48,7 @@ import numpy as np
 
 from pipeline.config.cameras import CameraConfig
 from pipeline.config.sources import OpenCVSourceConfig
-from pipeline.parts.sources.backoff import Backoff
+from pipeline.core.backoff import Backoff
 from pipeline.parts.sources.frame_check import frame_problem
 from pipeline.parts.sources.frame_source import CameraState, LostFrame, SourceEnded, SourceError, SourceFrame
 
