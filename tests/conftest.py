@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import zmq
+
+from tests.ports import free_port
 
 
 @pytest.fixture
 def free_tcp_endpoint() -> str:
     """A tcp://127.0.0.1 endpoint on a port that was free a moment ago (loopback only)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"tcp://127.0.0.1:{port}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 @pytest.fixture

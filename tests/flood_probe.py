@@ -27,14 +27,9 @@ from pathlib import Path
 import yaml
 
 from tests.pipeline_helpers import ROOT, VerdictCollector, config_dict
+from tests.ports import free_port
 
 WINDOW_S = 8.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def healthz_ms(port: int) -> float:

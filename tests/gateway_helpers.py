@@ -5,7 +5,6 @@ consumed), and starters for the gateway and pipeline processes. Loopback only.""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import threading
@@ -20,12 +19,6 @@ from pipeline.service.gateway.gateway_config import DEFAULT_REGISTERS, ModbusCon
 from pipeline.service.gateway.registers import RegisterMap
 
 BLOCK = 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(*args: str) -> subprocess.Popen:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from pipeline.config import parse_config  # noqa: E402
 from tests.peers import LOOPBACK, Peer  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, config_dict  # noqa: E402
 from tests.plc import PartFeeder  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 REPEATS = int(os.environ.get("OUTAGE_REPEATS", "1"))
@@ -58,12 +58,6 @@ class Figures:
     verdicts: int = 0
     # (part, ms after the outage began, ms before it ended, image exposure - announcement ms)
     inspected_detail: list = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
 
 
 def camera_config(kind: str, port: int | None) -> dict:

@@ -15,8 +15,9 @@ import pytest
 pytest.importorskip("pymodbus")
 
 from pipeline.service.gateway.state import NotReadyReason, VerdictCode  # noqa: E402
-from tests.gateway_helpers import PlcServer, free_port, start, stop, write_gateway_config  # noqa: E402
+from tests.gateway_helpers import PlcServer, start, stop, write_gateway_config  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, write_config  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

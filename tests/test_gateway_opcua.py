@@ -20,8 +20,9 @@ from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from pipeline.service.gateway.gateway_config import ModbusConfig  # noqa: E402
 from pipeline.service.gateway.registers import RegisterMap  # noqa: E402
-from tests.gateway_helpers import free_port, start, stop, write_gateway_config  # noqa: E402
+from tests.gateway_helpers import start, stop, write_gateway_config  # noqa: E402
 from tests.pipeline_helpers import write_config  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]

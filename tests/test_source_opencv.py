@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,15 +25,10 @@ from pipeline.parts.sources.opencv_source import OpenCVSource
 from tests.peers import Peer, mjpeg_bad_frames, read_frames
 from tests.pipeline_helpers import VerdictCollector, config_dict
 from tests.plc import PartFeeder
+from tests.ports import free_port
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def opencv_source(uri: str, camera: dict | None = None, **source) -> OpenCVSource:

@@ -22,11 +22,11 @@ from pipeline.config.model import model_config  # noqa: E402
 from pipeline.parts.backends import create_backend  # noqa: E402
 from pipeline.parts.modelfile.model_info import ModelError  # noqa: E402
 from tests.pipeline_helpers import DEMO_MODEL, VerdictCollector, assert_exactly_once, make_config  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 from tests.triton_server import (  # noqa: E402
     TritonEnvUnavailable,
     TritonServer,
     export_python_repository,
-    free_port,
     triton_env,
 )
 from tests.waiting import wait_until  # noqa: E402

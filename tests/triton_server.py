@@ -16,7 +16,6 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.ports import free_port
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 STUB_PYTHON = "3.13"
@@ -97,12 +98,6 @@ def _assemble_server(venv: Path, server: Path) -> None:
     shutil.copy(bundled / "python_backend_stubs" / STUB_PYTHON / "triton_python_backend_stub",
                 staging / "backends" / "python" / "triton_python_backend_stub")
     staging.rename(server)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TritonServer:

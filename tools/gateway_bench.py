@@ -28,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asyncua import Client, ua  # noqa: E402
 
-from tests.gateway_helpers import PlcServer, free_port, start, stop, wait_until, write_gateway_config  # noqa: E402
+from tests.gateway_helpers import PlcServer, start, stop, write_gateway_config  # noqa: E402
 from tests.pipeline_helpers import VerdictCollector, write_config  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 
 class Recorder:

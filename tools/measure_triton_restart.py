@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 from tools.triton_measurement import result_head, started_server  # noqa: E402
 
 from tests.pipeline_helpers import VerdictCollector  # noqa: E402
-from tests.triton_server import export_python_repository, free_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+from tests.triton_server import export_python_repository  # noqa: E402
 
 
 def run(config: dict, work: Path, frames: int, on_frame=None) -> list[dict]:
