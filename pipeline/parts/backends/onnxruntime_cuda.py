@@ -1,8 +1,9 @@
 """`InferenceBackend` on ONNX Runtime's CUDA provider, zero-copy through IO binding.
 
 Owns the GPU-resident ONNX Runtime path: the session's input is bound straight to the
-device slot the GPU letterbox kernel wrote (batch 1: no copy at all; batch N: N
-device-to-device copies into one preallocated batch buffer), the output is bound to a
+device slot the GPU letterbox kernel wrote (batch 1: no copy at all; batch N: one
+launch of the gather kernel, `SlotGather`, copying the N slots into one preallocated
+batch buffer), the output is bound to a
 preallocated device buffer and copied once into a pinned host buffer of a small ring
 (`OutputRing`), which is what the decide stage decodes: the infer
 stage borrows each run's buffer (`lend_output`) and decide gives it back once decoded,
@@ -52,6 +53,7 @@ from pipeline.parts.backends.onnxruntime_backend import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
+from pipeline.parts.gpu.slot_gather import SlotGather
 from pipeline.parts.modelfile.model_info import ModelError, check_input, host_dtype, input_dtype, resolve_class_names
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class OnnxRuntimeCudaBackend:
             self._stream = stream or cuda_call("creating the infer stream", cuda.Stream)
             self._batch = DeviceTensor.allocate((self.max_batch, 3, h, w), self.input_dtype)
             self._output = DeviceTensor.allocate((self.max_batch, *output_tail), out_dtype)
+        self._gather = SlotGather(device, self._batch, self._stream)  # compiled now, not on the first batch
         self._pinned = PinnedAllocator(device)
         self._outputs = OutputRing((self.max_batch, *output_tail), out_dtype, allocate=self._pinned)
         self._host_batch: np.ndarray | None = None  # only for host slots with max_batch > 1
@@ -149,7 +152,7 @@ class OnnxRuntimeCudaBackend:
             if n == 1 and not self.cuda_graph:
                 ptr = tensors[0].ptr  # zero-copy: the kernel's output slot is the model input
             else:
-                self._gather(tensors)
+                self._gather(tensors)  # on the infer stream, after its waits on the preprocess events
                 ptr = self._batch.ptr
             return self._run(ptr, n)
 
@@ -183,12 +186,6 @@ class OnnxRuntimeCudaBackend:
             if not isinstance(t, DeviceTensor) or (t.shape, t.dtype) != want:
                 got = f"{t.shape} {t.dtype}" if isinstance(t, DeviceTensor) else type(t).__name__
                 raise ValueError(f"input {got} is not a {want[0]} {want[1]} DeviceTensor")
-
-    def _gather(self, tensors: Sequence[DeviceTensor]) -> None:
-        # on the infer stream, after its waits on the preprocess events: no host wait here
-        for i, t in enumerate(tensors):
-            cuda_call("gathering a batch on the GPU", cuda.memcpy_dtod_async,
-                      self._batch.ptr + i * t.nbytes, t.ptr, t.nbytes, self._stream)
 
     def _run(self, input_ptr: int, rows: int) -> np.ndarray:
         if self._session is None:

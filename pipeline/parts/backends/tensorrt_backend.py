@@ -9,7 +9,7 @@ candidate head's (N, K, 6) when the plan was built with one (model.max_candidate
 against the sidecar), else the raw (N, 4+C, A).
 
 What crosses the boundary: `infer_tensors` takes the input slots' `DeviceTensor`s
-(batch 1 is bound in place, zero-copy; batch N is gathered device-to-device) and
+(batch 1 is bound in place, zero-copy; batch N is gathered by one kernel launch) and
 returns a pinned host view of the output from a ring of buffers (`OutputRing`), valid
 until the next call, or until released when the caller took it with `lend_output`. Everything is
 allocated in `from_config` and freed in `close()`. Written to the API lists of
@@ -40,6 +40,7 @@ from pipeline.parts.engines.sidecar import (
 )
 from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
 from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator
+from pipeline.parts.gpu.slot_gather import SlotGather
 from pipeline.parts.modelfile.model_info import ModelError, ModelSignature, check_input, onnx_type
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class TensorRTBackend:
             out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self._output)))
             self._batch = DeviceTensor.allocate((max_batch, 3, h, w), self.input_dtype)
             self._out = DeviceTensor.allocate(out_shape, out_dtype)
+        self._gather = SlotGather(device, self._batch, self._stream)
         self._pinned = PinnedAllocator(device)  # the output ring's page-locked buffers (see onnxruntime_cuda)
         self._outputs = OutputRing(out_shape, out_dtype, allocate=self._pinned)
         _require(self._context.set_tensor_address(self._output, self._out.ptr), "set_tensor_address", self._output)
@@ -105,9 +107,7 @@ class TensorRTBackend:
             if n == 1:
                 ptr = tensors[0].ptr  # zero-copy: the kernel's slot is the engine's input
             else:
-                for i, t in enumerate(tensors):
-                    cuda_call("gathering a batch", cuda.memcpy_dtod_async,
-                              self._batch.ptr + i * t.nbytes, t.ptr, t.nbytes, self._stream)
+                self._gather(tensors)  # one kernel launch on the stream (SlotGather)
                 ptr = self._batch.ptr
             return self._execute(ptr, n)
 
