@@ -16,9 +16,8 @@ import pkgutil
 import sys
 
 import pipeline.service.commands
-from pipeline.service.commands import version_text
+from pipeline.service.commands import EXIT_BAD_INPUT, EXIT_OK, version_text
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
 

@@ -1,10 +1,26 @@
 """Subcommands of the `pipeline` CLI, one module each, each with `register(subparsers)`.
 Modules import their heavy machinery inside the command function, so `--help` is fast.
-This module holds what several subcommands share: argument types, the version line."""
+This module holds what several subcommands share: the exit codes, argument types, the error and
+progress lines on stderr, the version line."""
 
 import argparse
 import math
 import sys
+
+# 0 success, 1 runtime failure (a stage crashed, a quality gate refused), 2 unusable input
+# with a message on stderr and no traceback (the `pipeline` command's docstring).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def bad_input(message: str, prefix: str = "error") -> int:
+    """`prefix: message` on stderr, and the exit code that says the input was unusable."""
+    print(f"{prefix}: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def progress(line: str) -> None:
+    """A progress line of a long command, on stderr: stdout stays the command's result."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def positive_int(text: str) -> int:

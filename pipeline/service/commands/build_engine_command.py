@@ -9,12 +9,9 @@ appended in memory, K from --max-candidates) with progress on stderr, and writes
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pipeline.service.commands import positive_int
-
-EXIT_BAD_INPUT = 2
+from pipeline.service.commands import bad_input, positive_int, progress
 
 
 def register(sub) -> None:
@@ -48,12 +45,12 @@ def run(args: argparse.Namespace) -> int:
             build_engine,
         )
     except ImportError as exc:
-        return _fail(f"TensorRT is not installed here ({exc}); build engines where TensorRT is "
+        return bad_input(f"TensorRT is not installed here ({exc}); build engines where TensorRT is "
                      f"(e.g. NVIDIA's TensorRT container, with `pip install '.[gpu]'` for pycuda)")
     from pipeline.parts.gpu.cuda import CudaDevice, CudaError
 
     if not args.model.is_file():
-        return _fail(f"{args.model}: model file not found")
+        return bad_input(f"{args.model}: model file not found")
     sizes = args.input_size
     options = BuildOptions(input_size=(sizes[0], sizes[-1]), min_batch=args.min_batch,
                            opt_batch=args.opt_batch or args.max_batch, max_batch=args.max_batch,
@@ -62,19 +59,19 @@ def run(args: argparse.Namespace) -> int:
                            precision=model_metadata(args.model).get("pipeline.precision", "fp32"),
                            max_candidates=None if args.raw_output else args.max_candidates)
     if not options.min_batch <= options.opt_batch <= options.max_batch:
-        return _fail(f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, "
+        return bad_input(f"need --min-batch <= --opt-batch <= --max-batch, got {args.min_batch}, "
                      f"{options.opt_batch}, {args.max_batch}")
     engine = args.output or Path("engines") / f"{args.model.stem}.engine"
     try:
         device = CudaDevice.open(args.device_id)
     except CudaError as exc:
-        return _fail(str(exc))
+        return bad_input(str(exc))
     try:
         with device.active():
             sidecar = build_engine(args.model, engine, options, class_names(args.model),
-                                   (device.name, device.compute_capability_text), report=_progress)
+                                   (device.name, device.compute_capability_text), report=progress)
     except EngineBuildError as exc:
-        return _fail(str(exc))
+        return bad_input(str(exc))
     finally:
         device.close()
     print(f"{engine}: TensorRT {sidecar.tensorrt_version}, {sidecar.gpu_name} (cc {sidecar.compute_capability}), "
@@ -97,10 +94,3 @@ def class_names(path: Path) -> tuple[str, ...]:
     return parse_names(text) if text else ()
 
 
-def _progress(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT

@@ -12,9 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.service.commands import positive_int
-
-EXIT_OK, EXIT_REFUSED, EXIT_BAD_INPUT = 0, 1, 2
+from pipeline.service.commands import EXIT_FAILED, EXIT_OK, bad_input, positive_int, progress
 
 
 def register(sub) -> None:
@@ -45,11 +43,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         from pipeline.service.convert import accuracy_gate, precision
     except ImportError as exc:
-        return _fail(f"conversion needs the convert extra (pip install '.[convert]'): {exc}")
+        return bad_input(f"conversion needs the convert extra (pip install '.[convert]'): {exc}")
     if not args.model.is_file():
-        return _fail(f"{args.model}: model file not found")
+        return bad_input(f"{args.model}: model file not found")
     if args.int8 and args.calib is None:
-        return _fail("--int8 needs --calib DIR, a folder of representative images")
+        return bad_input("--int8 needs --calib DIR, a folder of representative images")
     suffix = "fp16" if args.fp16 else "int8"
     output = args.output or args.model.with_name(f"{args.model.stem}-{suffix}.onnx")
     staging = output.with_name(f".{output.name}.partial")
@@ -58,16 +56,16 @@ def run(args: argparse.Namespace) -> int:
         _convert(args, precision, staging, size)
         data = (accuracy_gate.ValidationSet.folder(args.val) if args.val
                 else accuracy_gate.ValidationSet.synthetic(args.val_frames))
-        _say(f"accuracy gate: {len(data.images)} frames on backend {args.backend} ...")
+        progress(f"accuracy gate: {len(data.images)} frames on backend {args.backend} ...")
         result = accuracy_gate.run_gate(args.model, staging, data, size, args.max_map_drop,
                                         args.min_verdict_agreement, backend=args.backend)
     except (ValueError, ModelError, precision.ConversionError) as exc:
         staging.unlink(missing_ok=True)
-        return _fail(str(exc))
+        return bad_input(str(exc))
     if not result.passed:
         staging.unlink(missing_ok=True)
         print(f"refused: {suffix} model loses too much: {result.describe()}; FP32 stays the model", file=sys.stderr)
-        return EXIT_REFUSED
+        return EXIT_FAILED  # the gate refused the converted model
     staging.replace(output)
     print(f"{output}: {suffix} written; {result.describe()}")
     return EXIT_OK
@@ -75,14 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace, precision, staging: Path, size: tuple[int, int]) -> None:
     if args.fp16:
-        _say(f"converting {args.model} to FP16 (FP32 inputs and outputs) ...")
+        progress(f"converting {args.model} to FP16 (FP32 inputs and outputs) ...")
         precision.to_fp16(args.model, staging)
         return
     from pipeline.service.convert.calibration import ImageFolderReader
 
     input_name = _input_name(args.model)
     reader = ImageFolderReader(args.calib, input_name, size, args.calib_limit, report=_calibration_progress)
-    _say(f"calibrating INT8 on {len(reader.files)} images from {args.calib} ({args.calib_method}) ...")
+    progress(f"calibrating INT8 on {len(reader.files)} images from {args.calib} ({args.calib_method}) ...")
     precision.to_int8(args.model, staging, reader, args.calib_method)
     print(file=sys.stderr)
 
@@ -106,10 +104,3 @@ def _calibration_progress(done: int, total: int) -> None:
     print(f"\r  calibration images {done}/{total}", end="", file=sys.stderr, flush=True)
 
 
-def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.service.commands import positive_int
+from pipeline.service.commands import bad_input, positive_int
 
 if TYPE_CHECKING:
     from pipeline.parts.engines.triton_repository import ServedHead, ServedTensor
 
-EXIT_BAD_INPUT = 2
 
 
 def register(sub) -> None:
@@ -155,5 +153,4 @@ def _read_plan(path: Path) -> Served:
 
 
 def _fail(message: str) -> int:
-    print(f"pipeline export-triton: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return bad_input(message, prefix="pipeline export-triton")
