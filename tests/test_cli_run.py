@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.pipeline_helpers import VerdictCollector, write_config
+from tests.zmq_helpers import endpoint_in_use
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -63,16 +64,7 @@ def test_run_with_a_missing_model_exits_2_naming_the_file(tmp_path, free_tcp_end
 
 
 def test_run_with_an_endpoint_in_use_exits_2(tmp_path, free_tcp_endpoint):
-    import zmq
-
-    ctx = zmq.Context()
-    blocker = ctx.socket(zmq.PUB)
-    blocker.setsockopt(zmq.LINGER, 0)
-    blocker.bind(free_tcp_endpoint)
-    try:
+    with endpoint_in_use(free_tcp_endpoint):
         run = start("run", str(write_config(tmp_path / "line.yaml", free_tcp_endpoint)), "--frames", "1")
         _, err = run.communicate(timeout=60)
-    finally:
-        blocker.close()
-        ctx.term()
     assert run.returncode == 2 and free_tcp_endpoint in err and "Traceback" not in err

@@ -20,6 +20,7 @@ from pipeline.parts.sources.triggers import PartLedger, TriggerInbox, TriggerMes
 from tests.pipeline_helpers import VerdictCollector, config_dict
 from tests.plc import TriggerPush
 from tests.waiting import wait_until
+from tests.zmq_helpers import endpoint_in_use
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -173,19 +174,11 @@ def test_inbox_receives_announcements_over_a_real_socket_and_counts_bad_ones(fre
 def test_a_busy_trigger_endpoint_stops_start_up_with_its_name(free_tcp_endpoint, tmp_path):
     from pipeline.composition.app import StartupError
 
-    blocker = zmq.Context()
-    sock = blocker.socket(zmq.PULL)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind(free_tcp_endpoint)
     data = config_dict(f"ipc://{tmp_path}/verdicts")
     data["cameras"][0]["trigger_endpoint"] = free_tcp_endpoint
     data["publisher"]["await_subscriber_ms"] = 0
-    try:
-        with pytest.raises(StartupError, match="trigger_endpoint"):
-            build_parts(parse_config(json.dumps(data)))
-    finally:
-        sock.close()
-        blocker.term()
+    with endpoint_in_use(free_tcp_endpoint, zmq.PULL), pytest.raises(StartupError, match="trigger_endpoint"):
+        build_parts(parse_config(json.dumps(data)))
 
 
 def test_free_running_camera_inspects_one_frame_per_announced_part(tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import numpy as np
@@ -22,6 +24,20 @@ from tests.waiting import wait_until
 
 CLASS_NAMES = ("scratch", "spot", "crack")
 RECV_TIMEOUT_MS = 2000
+
+
+@contextmanager
+def endpoint_in_use(endpoint: str, kind: int = zmq.PUB) -> Iterator[None]:
+    """`endpoint` bound by another socket (of `kind`) while inside: binding it again fails."""
+    context = zmq.Context()
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(endpoint)
+    try:
+        yield
+    finally:
+        sock.close()
+        context.term()
 
 
 def make_job(
