@@ -170,6 +170,9 @@ def session_options(cfg: OnnxRuntimeConfig) -> ort.SessionOptions:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Its worker threads would spin between runs, taking the cores the other stages'
+    # threads need (the pipeline overlaps preprocessing with inference; a loop does not).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
