@@ -4,10 +4,12 @@ a real pipeline with every captured frame published exactly once."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
 
+import cv2
 import pytest
 
 from pipeline.composition.assembly import open_backend
@@ -102,24 +104,31 @@ def test_a_custom_build_takes_no_other_substitutions(free_tcp_endpoint):
 
 
 class SwitchIntervalSink:
-    """Records the interpreter's switch interval while verdicts are published."""
+    """Records the interpreter's switch interval, OpenCV's pool size and whether the
+    start-up heap is frozen out of the collector while verdicts are published."""
 
     def __init__(self):
         self.seen: set[float] = set()
+        self.cv_threads: set[int] = set()
+        self.frozen: set[bool] = set()
 
     def verdict_published(self, published) -> None:
         self.seen.add(round(sys.getswitchinterval() * 1000, 3))
+        self.cv_threads.add(cv2.getNumThreads())
+        self.frozen.add(gc.get_freeze_count() > 0)
 
 
 @pytest.mark.parametrize("runtime, during_ms", [({"switch_interval_ms": 0.7}, 0.7), ({}, 5.0)])
-def test_the_run_goes_under_the_configured_switch_interval_and_restores_it(free_tcp_endpoint, runtime, during_ms):
+def test_the_run_goes_under_its_process_settings_and_restores_them(free_tcp_endpoint, runtime, during_ms):
     sink = SwitchIntervalSink()
     config = make_config(free_tcp_endpoint, fps=30, runtime=runtime)  # {}: auto, Python's 5 ms on the CPU backend
-    before = sys.getswitchinterval()
+    before, cv_before = sys.getswitchinterval(), cv2.getNumThreads()
     sys.setswitchinterval(0.002)
     try:
         reason, code, captured, verdicts = drive(config, Until(duration_s=0.5), Substitutions(sinks=(sink,)))
         assert sink.seen == {during_ms} and sys.getswitchinterval() == 0.002
+        assert sink.cv_threads == {1} and sink.frozen == {True}
+        assert cv2.getNumThreads() == cv_before and gc.get_freeze_count() == 0  # given back at stop
     finally:
         sys.setswitchinterval(before)
     assert_exactly_once(verdicts, captured)
