@@ -7,6 +7,7 @@
 #   bash docs/benchmarks/gpu_lab_hot_path.sh table   # every row of the table
 #   bash docs/benchmarks/gpu_lab_hot_path.sh flat    # 8 cameras flat out and x 125 (queue re-check)
 #   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
+#   bash docs/benchmarks/gpu_lab_hot_path.sh final   # 1 x 300, 8 x 125, x 250, flat out, demo, then fp16
 # Logs and JSON go to $OUT.
 GPURUN=${GPURUN:-.gpurun}
 source /root/dc/env.sh
@@ -68,6 +69,13 @@ table)
 flat)  # after the queue fix (two conditions): 8 cameras flat out, and 8 x 125 again
   b cam8_flat_fix y8 --cameras 8
   b cam8_125_fix y8 --cameras 8 --rate 125 ;;
+final)  # the closing run: the table's rows under the auto switch interval, then FP16
+  b cam1_300 y1 --cameras 1 --rate 300 --compare
+  b cam8_125 y8 --cameras 8 --rate 125
+  b cam8_250 y8 --cameras 8 --rate 250
+  b cam8_flat y8 --cameras 8
+  b demo8_125 d8 --cameras 8 --rate 125
+  bash "$0" fp16 ;;
 fp16)  # the model `pipeline convert --fp16` writes, same rows
   timeout 120 python3 -m pipeline --log-level WARNING convert "$Y" --fp16 --val-frames 40 > "$OUT/fp16_convert.txt" 2>&1
   echo "convert rc=$?"; tail -4 "$OUT/fp16_convert.txt"
