@@ -42,6 +42,18 @@ def test_good_config_loads_frozen_with_defaults():
         cfg.cameras[0].fps = 5  # frozen
 
 
+def test_queue_sizes_left_out_follow_the_cameras_and_the_batch():
+    one = parse_config(GOOD)
+    assert (one.queues.preprocess.size, one.queues.infer.size) == (4, 4)  # one camera, batch 1: the default
+    cams = "".join(f"  - id: cam{i}\n    source: {{kind: synthetic}}\n    width: 640\n    height: 480\n" for i in range(8))
+    text = GOOD.split("cameras:")[0] + "cameras:\n" + cams + "model:\n  path: engines/demo.onnx\n  max_batch: 8\n"
+    line = parse_config(text)
+    assert (line.queues.preprocess.size, line.queues.infer.size) == (16, 16)  # 8 frames at once, batches of 8
+    kept = parse_config(text + "queues:\n  preprocess: {overflow: block}\n  infer: {size: 9}\n")
+    assert (kept.queues.preprocess.size, kept.queues.infer.size) == (16, 9)  # what the file says stays
+    assert kept.queues.preprocess.overflow.value == "block"
+
+
 def test_misspelt_key_is_named_with_its_line(tmp_path):
     path = write(tmp_path, GOOD.replace("height: 480", "hieght: 480"))
     with pytest.raises(ConfigError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -81,8 +81,15 @@ class PublishQueueConfig(Strict):
     size: int = Field(256, ge=1, le=1_000_000)
 
 
+def auto_queue_size(cameras: int, max_batch: int) -> int:
+    """The preprocess/infer queue size a config leaves out: room for two frames per camera
+    and two batches, at least QueueConfig's default 4 (one camera, batch 1: unchanged)."""
+    return max(QueueConfig().size, 2 * cameras, 2 * max_batch)
+
+
 class QueuesConfig(Strict):
-    """Each queue is named after the stage that consumes it."""
+    """Each queue is named after the stage that consumes it. In a pipeline file the
+    preprocess and infer sizes left out follow the line (`auto_queue_size`)."""
 
     preprocess: QueueConfig = QueueConfig()  # capture -> preprocess
     infer: QueueConfig = QueueConfig()  # preprocess -> infer
@@ -228,6 +235,29 @@ class PipelineConfig(Strict):
     watchdog: WatchdogConfig = WatchdogConfig()
     health: HealthConfig = HealthConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _queue_sizes_for_the_line(cls, data: Any) -> Any:
+        """Fill the preprocess and infer queue sizes a file leaves out from its cameras and
+        batch: cameras triggered together put one frame each into the preprocess queue at
+        the same instant, and a batch of max_batch forms only from a queue that holds it."""
+        if not isinstance(data, dict) or not isinstance(data.get("cameras"), (list, tuple)):
+            return data
+        queues = data.get("queues", {})
+        if not isinstance(queues, dict):
+            return data  # a built QueuesConfig: sizes already chosen
+        model = data.get("model")
+        batch = model.get("max_batch", 1) if isinstance(model, dict) else 1
+        batch = batch if isinstance(batch, int) else 1  # a bad value fails in its own field
+        wanted = {"preprocess": auto_queue_size(len(data["cameras"]), 1),
+                  "infer": auto_queue_size(len(data["cameras"]), batch)}
+        filled = dict(queues)
+        for name, size in wanted.items():
+            section = filled.get(name, {})
+            if isinstance(section, dict) and "size" not in section:
+                filled[name] = {**section, "size": size}
+        return {**data, "queues": filled}
 
     @model_validator(mode="after")
     def _unique_camera_ids(self) -> "PipelineConfig":
