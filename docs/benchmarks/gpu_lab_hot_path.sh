@@ -69,6 +69,8 @@ table)
 flat)  # after the queue fix (two conditions): 8 cameras flat out, and 8 x 125 again
   b cam8_flat_fix y8 --cameras 8
   b cam8_125_fix y8 --cameras 8 --rate 125 ;;
+q250)  # 8 x 250 alone (after a queue-size change)
+  b cam8_250 y8 --cameras 8 --rate 250 ;;
 final)  # the closing run: the table's rows under the auto switch interval, then FP16
   b cam1_300 y1 --cameras 1 --rate 300 --compare
   b cam8_125 y8 --cameras 8 --rate 125
