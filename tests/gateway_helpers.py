@@ -4,7 +4,6 @@ consumed), and starters for the gateway and pipeline processes. Loopback only.""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from pipeline.service.gateway.gateway_config import DEFAULT_REGISTERS, ModbusConfig
+from pipeline.service.gateway.loop_thread import LoopThread
 from pipeline.service.gateway.registers import RegisterMap
 
 BLOCK = 32
@@ -55,10 +55,9 @@ class PlcServer:
         self.map = RegisterMap(ModbusConfig(port=port))
         self.blocks: list[list[dict]] = [[] for _ in range(cameras)]
         self.acknowledging = True
-        self._loop = asyncio.new_event_loop()
+        self._loop = LoopThread("test-plc")
         self._server: ModbusTcpServer | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
+        self._loop.start()
         self.start()
 
     def start(self) -> None:
@@ -71,7 +70,7 @@ class PlcServer:
             await self._server.serve_forever(background=True)  # listening when this returns
             ready.set()
 
-        asyncio.run_coroutine_threadsafe(serve(), self._loop).result(5)
+        self._loop.run(serve(), 5)
         assert ready.wait(5)
 
     async def _action(self, fc, start, address, count, registers, set_values):
@@ -102,10 +101,9 @@ class PlcServer:
 
     def shutdown(self) -> None:
         if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._server.shutdown(), self._loop).result(5)
+            self._loop.run(self._server.shutdown(), 5)
             self._server = None
 
     def close(self) -> None:
         self.shutdown()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+        self._loop.stop()

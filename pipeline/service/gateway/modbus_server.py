@@ -23,6 +23,7 @@ from pipeline.composition.app import StartupError
 from pipeline.service.gateway.gateway_config import HandshakeConfig, ModbusConfig
 from pipeline.service.gateway.gateway_metrics import GatewayMetrics
 from pipeline.service.gateway.handshake import AckState, AckTracker
+from pipeline.service.gateway.loop_thread import LoopThread
 from pipeline.service.gateway.registers import RegisterMap
 from pipeline.service.gateway.state import CameraSnapshot
 
@@ -48,9 +49,8 @@ class ModbusServerSink:
         self._registers: list[int] | None = None  # pymodbus' own storage, seen in the action
         self._start_address = 0
         self._allowed = {a for i in range(len(cameras)) for a in self.map.ack_addresses(i)}
-        self._loop = asyncio.new_event_loop()
+        self._loop = LoopThread("gateway-modbus-server")
         self._server: ModbusTcpServer | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway-modbus-server", daemon=True)
         self._started = False
         self._ack_task: asyncio.Future | None = None
         for i, cid in enumerate(cameras):
@@ -59,9 +59,9 @@ class ModbusServerSink:
                 self._image[a] = 0xFFFF  # "nothing acknowledged" until the PLC writes
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+            self._loop.run(self._start(), 10)
         except OSError as exc:
             raise StartupError(f"modbus: cannot listen on {self.config.host}:{self.config.port}: "
                                f"{exc.strerror or exc}; set modbus.port to a free port") from None
@@ -144,6 +144,5 @@ class ModbusServerSink:
 
     def close(self) -> None:
         if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+            self._loop.run(self._stop(), 5)
+        self._loop.stop()

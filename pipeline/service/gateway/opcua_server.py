@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ from pipeline.composition.app import StartupError
 from pipeline.service.gateway.gateway_config import HandshakeConfig, OpcUaConfig
 from pipeline.service.gateway.gateway_metrics import GatewayMetrics
 from pipeline.service.gateway.handshake import AckState, AckTracker
+from pipeline.service.gateway.loop_thread import LoopThread
 from pipeline.service.gateway.state import CameraSnapshot
 
 log = logging.getLogger(__name__)
@@ -67,18 +67,17 @@ class OpcUaSink:
         self._ack_written: dict[str, AckState] = {}
         self._counted: dict[str, tuple[int, int]] = {}
         self._pending: list[CameraSnapshot] = []  # updates before the loop runs
-        self._loop = asyncio.new_event_loop()
+        self._loop = LoopThread("gateway-opcua")
         self._queue: asyncio.Queue[CameraSnapshot] | None = None
         self._server: Server | None = None
-        self._thread = threading.Thread(target=self._loop.run_forever, name="gateway-opcua", daemon=True)
         self._started = False
         self._tasks: list[asyncio.Future] = []
         metrics.connected.labels(self.name).set(0)
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
         try:
-            asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+            self._loop.run(self._start(), 30)
         except OSError as exc:
             raise StartupError(f"opcua: cannot listen on {self.config.endpoint}: {exc.strerror or exc}; "
                                "set opcua.endpoint to a free port") from None
@@ -120,7 +119,7 @@ class OpcUaSink:
         if self._queue is None:
             self._pending.append(snap)
         else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, snap)
+            self._loop.call_soon(self._queue.put_nowait, snap)
 
     def problem(self) -> str:
         return "" if self._started else "the OPC UA server is not running"
@@ -179,9 +178,8 @@ class OpcUaSink:
 
     def close(self) -> None:
         if self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
+            self._loop.run(self._stop(), 10)
+        self._loop.stop()
 
     async def _stop(self) -> None:
         for task in self._tasks:
