@@ -123,6 +123,20 @@ class RingBackend(WrappedBackend):
         return self.ring.lend()
 
 
+class StreamOrderedBackend(WrappedBackend):
+    """A real host backend that orders its runs after fences as the GPU backends do
+    (`StreamOrdered`: its stream waits on them, and `infer_tensors` returns once the
+    host waited for that stream); it records the fences it was given. The GPU is the
+    edge faked here: the host run is over when it returns, so every fence has passed."""
+
+    def __init__(self, inner: InferenceBackend):
+        super().__init__(inner)
+        self.waited_on: list[Any] = []
+
+    def wait_for(self, fences: list[Any]) -> None:
+        self.waited_on += fences
+
+
 class FaultyBackend(WrappedBackend):
     """A real InferenceBackend that misbehaves on chosen `infer` calls.
 

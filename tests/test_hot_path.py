@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from pipeline.composition.assembly import open_backend
 from pipeline.composition.driver import Substitutions
 from pipeline.config.models import Overflow
 from pipeline.core.buffers import FramePool
@@ -16,6 +17,7 @@ from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, mar
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
+from tests.fakes import StreamOrderedBackend
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
@@ -27,13 +29,20 @@ def job(frame_id: int = 0, age_ms: float = 0.0) -> Job:
 
 
 class RecordingFence:
-    """Stands in for a CUDA event: counts the waits on it."""
+    """Stands in for a CUDA event: counts the host's waits on it, and whether it was told
+    that its work has run (`passed`)."""
 
     def __init__(self):
         self.waits = 0
+        self.done = False
 
     def synchronize(self) -> None:
-        self.waits += 1
+        if not self.done:
+            self.waits += 1
+        self.done = True
+
+    def passed(self) -> None:
+        self.done = True
 
 
 class JobList:
@@ -154,6 +163,35 @@ def test_a_slot_is_given_back_only_after_its_fence():
     slot.release()
     slot.release()  # idempotent
     assert fence.waits == 1 and returned == [slot] and slot.fence is None
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["stream-ordered", "host-waits"])
+def test_infer_waits_on_each_fence_once_and_the_host_only_when_the_backend_cannot(ordered):
+    """Two jobs whose slots share the preprocess batch's fence: a stream-ordered backend
+    is handed it (its GPU waits), and after the run the slots go back without a host wait;
+    any other backend makes the host wait on it, once."""
+    backend = open_backend(make_config("tcp://127.0.0.1:1", model={"max_batch": 2}).model)
+    used = StreamOrderedBackend(backend) if ordered else backend
+    stage = InferStage(used, StageQueue("infer", 4), StageQueue("decide", 4), Telemetry(["cam"]),
+                       budget_ms=1000, max_batch=2)
+    w, h = backend.input_size
+    returned: list = []
+    fence = RecordingFence()
+    jobs = []
+    for i in range(2):
+        tensor = TensorSlot(np.zeros((3, h, w), backend.input_dtype), returned.append).lend()
+        frame = TensorSlot(np.zeros((h, w, 3), np.uint8), returned.append).lend()
+        tensor.fence = frame.fence = fence
+        jobs.append(job(i).evolve(tensor=tensor, frame_slot=frame))
+    try:
+        done = stage.handle(jobs)
+    finally:
+        backend.close()
+    assert [j.raw is not None and not j.settled for j in done] == [True, True]
+    assert len(returned) == 4 and fence.done
+    assert fence.waits == (0 if ordered else 1)
+    if ordered:
+        assert used.waited_on == [fence]
 
 
 def test_frame_pool_knows_its_own_buffers():

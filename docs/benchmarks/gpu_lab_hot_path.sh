@@ -73,6 +73,7 @@ q250)  # 8 x 250 alone (after a queue-size change)
   b cam8_250 y8 --cameras 8 --rate 250 ;;
 final)  # the closing run: the table's rows under the auto switch interval, then FP16
   b cam1_300 y1 --cameras 1 --rate 300 --compare
+  b cam1_300_again y1 --cameras 1 --rate 300  # the same row once more: its run-to-run spread
   b cam8_125 y8 --cameras 8 --rate 125
   b cam8_250 y8 --cameras 8 --rate 250
   b cam8_flat y8 --cameras 8

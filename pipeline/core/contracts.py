@@ -111,13 +111,24 @@ class Transform(Protocol):
     def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
 
+class Fence(Protocol):
+    """A point in a GPU stream's work (a CUDA event) that the slots written before it carry."""
+
+    def synchronize(self) -> None:
+        """Return once the work before the fence has run (at once if known to have)."""
+
+    def passed(self) -> None:
+        """Record that the work before the fence has run, without asking the GPU: for a
+        caller whose stream waited on the fence and has since been waited for by the host."""
+
+
 @runtime_checkable
 class StreamTransform(Protocol):
     """A transform that only enqueues its work; `flush()` returns the fence after it."""
 
     def __call__(self, image: np.ndarray, out: Any, bayer: BayerPattern | None = None) -> Geometry: ...
 
-    def flush(self) -> Any: ...
+    def flush(self) -> Fence: ...
 
 
 # --------------------------------------------------------------------------- backend

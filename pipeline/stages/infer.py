@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 from pipeline.config.model_common import BackendErrorPolicy
-from pipeline.core.contracts import LendsOutput
+from pipeline.core.contracts import Fence, LendsOutput
 from pipeline.core.messages import Job, Outcome, RawBatch, ReasonCode
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
@@ -58,9 +58,11 @@ class ThreadWarmed(Protocol):
 
 @runtime_checkable
 class StreamOrdered(Protocol):
-    """A backend that orders its work after fences (CUDA events) on its own stream."""
+    """A backend that orders its work after fences (CUDA events) on its own stream, and
+    whose `infer_tensors` returns only once the host has waited for that stream: the
+    fences it waited on have then passed."""
 
-    def wait_for(self, fences: Sequence[Any]) -> None: ...
+    def wait_for(self, fences: Sequence[Fence]) -> None: ...
 
 
 class InferStage(Stage):
@@ -111,8 +113,13 @@ class InferStage(Stage):
     def _run(self, jobs: list[Job]) -> np.ndarray:
         started = time.monotonic_ns()
         try:
-            self._order_after_uploads(jobs)
+            fences = self._order_after_uploads(jobs)
             output = self._infer(jobs)
+            for fence in fences:
+                # The run waited on them and is over: releasing the slots below must not
+                # ask the GPU again (a wait gives up the interpreter lock, and taking it
+                # back costs up to a switch interval while the other threads contend).
+                fence.passed()
         except Exception as exc:
             self._backend_failed(exc)
             raise  # the base loop settles exactly these jobs as ERROR
@@ -142,15 +149,15 @@ class InferStage(Stage):
         else:
             log.error("%s; going on (model.on_backend_error.action: continue)", what)
 
-    def _order_after_uploads(self, jobs: list[Job]) -> None:
-        fences = list({id(f): f for f in (job.tensor.fence for job in jobs) if f is not None}.values())
-        if not fences:
-            return
-        if self.stream_ordered:
+    def _order_after_uploads(self, jobs: list[Job]) -> list[Fence]:
+        """The batch's distinct fences, each waited on (by the GPU when it can)."""
+        fences: list[Fence] = list({id(f): f for f in (job.tensor.fence for job in jobs) if f is not None}.values())
+        if fences and self.stream_ordered:
             self.backend.wait_for(fences)  # the GPU waits, not the host
         else:
             for fence in fences:
                 fence.synchronize()
+        return fences
 
     def _infer(self, jobs: list[Job]) -> np.ndarray:
         if self.remote:

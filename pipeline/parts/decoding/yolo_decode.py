@@ -109,6 +109,8 @@ class DecodedBatch(NamedTuple):
 
     def detections(self, geometries: Sequence[Geometry]) -> list[Detections | BadModelOutput]:
         """Each image's `to_detections` through its own geometry, mapped in one pass."""
+        if not len(self.scores):  # nothing detected in any image (a batch of clean parts)
+            return [problem if problem is not None else Detections.empty() for problem in self.problems]
         rows = np.diff(self.bounds)
         source = _to_source(self.boxes, [(g, n) for g, n in zip(geometries, rows.tolist())])
         b = self.bounds
@@ -130,6 +132,8 @@ def decode_batch(output: np.ndarray, num_classes: int, conf_threshold: float, io
     unusable = [i for i, problem in enumerate(problems) if problem is not None]
     if unusable:
         passing[unusable] = False
+    if not passing.any():
+        return _nothing_detected(problems)
     if max_candidates is not None:
         _keep_best(passing, best, max_candidates)
     images, anchors = np.nonzero(passing)
@@ -153,6 +157,8 @@ def decode_candidates_batch(output: np.ndarray, conf_threshold: float, iou_thres
     passing = output[:, :, 4] > conf_threshold
     if not all(finite):
         passing[[i for i, ok in enumerate(finite) if not ok]] = False
+    if not passing.any():
+        return _nothing_detected(problems)
     images, ranks = np.nonzero(passing)
     chosen = output[images, ranks]
     rows = _Candidates(chosen[:, :4], chosen[:, 4].astype(np.float32), chosen[:, 5].astype(np.int64), images)
@@ -207,6 +213,13 @@ class _Candidates(NamedTuple):
     scores: np.ndarray  # (n,) float32
     class_ids: np.ndarray  # (n,) int64
     images: np.ndarray  # (n,) which image each row belongs to, non-decreasing
+
+
+def _nothing_detected(problems: list[BadModelOutput | None]) -> DecodedBatch:
+    """No anchor passed in any image: the common case on a good line (np.nonzero alone
+    costs more than the whole decode then), so it skips the gather and NMS."""
+    return DecodedBatch(np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64),
+                        [0] * (len(problems) + 1), problems)
 
 
 def _suppress(rows: _Candidates, problems: list[BadModelOutput | None], iou: float, max_det: int) -> DecodedBatch:

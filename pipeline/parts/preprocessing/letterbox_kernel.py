@@ -11,8 +11,9 @@ OpenCV's own rounding and borders) and a `DeviceTensor` (3, h, w) float32/float1
 slot will hold the model input once the transform's stream has run the work.
 
 Per frame, from a page-locked frame slot (one the `PinnedAllocator` made): one
-asynchronous H2D copy straight from the slot and one kernel launch on the transform's
-own stream; nothing waits. `flush()` then records a `CudaFence` (an event from a ring)
+asynchronous H2D copy straight from the slot (`enqueue_upload`, which keeps the
+interpreter lock) and one kernel launch on the transform's own stream; nothing waits.
+`flush()` then records a `CudaFence` (an event from a ring)
 after the batch's work and returns it: the infer stream waits on it, and the slots are
 released only after it completed (see device_buffers). A frame in ordinary pageable
 memory (a source that could not use its slot) takes the old path: a copy into a
@@ -31,7 +32,7 @@ import pycuda.driver as cuda
 from pycuda.compiler import SourceModule
 
 from pipeline.core.messages import BayerPattern, Geometry
-from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call
+from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call, enqueue_upload
 from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.parts.preprocessing.letterbox import check_frame, letterbox_geometry
 
@@ -83,6 +84,10 @@ class CudaFence:
             cuda_call("waiting for the GPU preprocess", self.event.synchronize)
         self._done = True
 
+    def passed(self) -> None:
+        # No driver call: the host need not give up the interpreter lock to learn it.
+        self._done = True
+
 
 class GpuLetterboxer:
     """Letterbox frames straight into device slots; see the module docstring."""
@@ -124,10 +129,11 @@ class GpuLetterboxer:
         direct = self.pinned is not None and self.pinned.owns(image)
         with self.device.active():
             pinned, frame = self._staging_for(image.shape)
-            if not direct:
+            if direct:
+                enqueue_upload(frame.ptr, image, self.stream, "copying a frame to the GPU")
+            else:
                 np.copyto(pinned, image)  # pageable memory: the async copy needs page-locked
-            cuda_call("copying a frame to the GPU", cuda.memcpy_htod_async, frame.allocation,
-                      image if direct else pinned, self.stream)
+                cuda_call("copying a frame to the GPU", cuda.memcpy_htod_async, frame.allocation, pinned, self.stream)
             cuda_call("launching the letterbox kernel", kernel.prepared_async_call, grid, BLOCK, self.stream,
                       frame.ptr, src_w, src_h, channels, -1 if bayer is None else _RED_AT[bayer], out.ptr, w, h, nw, nh,
                       int(geometry.pad_x), int(geometry.pad_y), src_w / nw, src_h / nh, float(self.pad_value))
