@@ -123,6 +123,51 @@ class RingBackend(WrappedBackend):
         return self.ring.lend()
 
 
+class LandingFence:
+    """What an enqueued run's CUDA event stands for: the output lands in the host buffer
+    when the fence is waited on (`synchronize`), never before."""
+
+    def __init__(self, land):
+        self._land = land
+        self.waits = 0
+
+    def synchronize(self) -> None:
+        if self._land is not None:
+            self.waits += 1
+            self._land()
+            self._land = None
+
+    def passed(self) -> None:
+        self.synchronize()
+
+
+class AheadBackend(RingBackend):
+    """A real host backend that only "enqueues" its batches (`RunsAhead`), as the CUDA
+    backend does: `start_tensors` runs the real model but leaves NaN in the lent buffer
+    until the returned fence is waited on, as a GPU whose copy has not landed yet would.
+    A reader that does not wait decodes NaN (an ERROR verdict), so a test sees it."""
+
+    def __init__(self, inner: InferenceBackend, count: int, wait_s: float = 30.0):
+        super().__init__(inner, count, wait_s)
+        self.fences: list[LandingFence] = []
+
+    def start_tensors(self, tensors: list[Any]) -> tuple[np.ndarray, LandingFence]:
+        out = self.inner.infer_tensors(tensors)
+        if self.ring is None:
+            self.ring = OutputRing((self.max_batch, *out.shape[1:]), out.dtype, self.count, self.wait_s)
+        host = self.ring.current()[: len(out)]
+        host[...] = np.nan
+
+        def land() -> None:
+            host[...] = out
+
+        self.fences.append(LandingFence(land))
+        return host, self.fences[-1]
+
+    def run_time_ns(self, batch: int) -> int:
+        return 0
+
+
 class StreamOrderedBackend(WrappedBackend):
     """A real host backend that orders its runs after fences as the GPU backends do
     (`StreamOrdered`: its stream waits on them, and `infer_tensors` returns once the

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 
 from pipeline.composition.assembly import make_decoder, open_backend
-from pipeline.core.buffers import OutputRing
-from pipeline.core.messages import Outcome, RawBatch, ReasonCode
+from pipeline.core.buffers import HostSlotPool, OutputRing
+from pipeline.core.messages import Outcome, RawBatch, ReasonCode, TensorSlot
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.parts.rules import RuleBook
 from pipeline.stages.decide import DecideStage
 from pipeline.stages.infer import InferStage
-from tests.fakes import RingBackend
+from tests.fakes import AheadBackend, LandingFence, RingBackend
 from tests.pipeline_helpers import make_config
-from tests.test_errors import preprocessed, queues, run_stage
+from tests.test_errors import job, preprocessed, queues, run_stage
 
 
 def test_a_lent_buffer_comes_back_only_when_every_row_is_released():
@@ -106,3 +106,43 @@ def test_a_job_shed_between_infer_and_decide_gives_its_row_back(backend):
     telemetry = Telemetry(["cam0"])
     (decided,) = run_stage(decide_stage(backend, inbox, outbox, telemetry), inbox, outbox, [inferred[1]])
     assert decided.verdict.outcome is Outcome.PASS and ring_backend.ring.available == 1
+
+
+def test_an_enqueued_batch_holds_its_slots_until_its_last_row_after_its_fence():
+    given_back: list = []
+    held = [TensorSlot(np.zeros(2), given_back.append).lend() for _ in range(3)]
+    landed: list = []
+    fence = LandingFence(lambda: landed.append(True))
+    for slot in held:
+        slot.fence = fence
+    batch = RawBatch(np.zeros((2, 3)), 2, None, fence, held)
+    first, second = batch.rows()
+    first.release()
+    assert not given_back and not landed  # a row still out: the GPU may read the slots
+    second.release()
+    assert landed == [True] and fence.waits == 1 and given_back == held  # the fence first, once
+
+
+def test_decide_waits_for_an_enqueued_batch_before_it_decodes_and_then_gives_every_slot_back(backend):
+    ahead = AheadBackend(backend, count=2)
+    w, h = backend.input_size
+    pool = HostSlotPool((3, h, w), backend.input_dtype, 6)
+    inbox, outbox = queues()
+    from pipeline.parts.preprocessing.letterbox import Letterboxer
+    from pipeline.stages.preprocess import PreprocessStage
+
+    preprocess = PreprocessStage(Letterboxer((w, h)), pool, inbox, outbox, Telemetry(["cam0"]), upstreams=1)
+    jobs = run_stage(preprocess, inbox, outbox, [job(i, np.full((h, w, 3), 40 * i, np.uint8)) for i in range(6)])
+    assert pool.available == 0  # every input slot travels with its job
+    inbox, middle = StageQueue("infer", 16, lossless=True), StageQueue("decide", 16, lossless=True)
+    outbox = StageQueue("publish", 16, lossless=True)
+    telemetry = Telemetry(["cam0"])
+    infer = InferStage(ahead, inbox, middle, telemetry, budget_ms=60_000, max_batch=2)
+    assert infer.ahead
+    decide = decide_stage(backend, middle, outbox, telemetry)
+    decide.start()
+    got = run_stage(infer, inbox, outbox, jobs)
+    # NaN until the fence: a decode before the wait would have made ERROR verdicts
+    assert [j.verdict.outcome in (Outcome.PASS, Outcome.FAIL) for j in got] == [True] * 6, [j.verdict for j in got]
+    assert [f.waits for f in ahead.fences] == [1, 1, 1]
+    assert pool.available == 6 and ahead.ring.available == 2  # slots and buffers back, after their fences

@@ -190,6 +190,24 @@ class LendsOutput(Protocol):
         ...
 
 
+@runtime_checkable
+class RunsAhead(Protocol):
+    """A `LendsOutput` backend that can return as soon as a batch is enqueued: the infer
+    thread then forms the next batch while the GPU runs this one, and the decide stage,
+    which waits on the fence, wakes the moment the output has landed."""
+
+    def start_tensors(self, tensors: Sequence[Any]) -> tuple[np.ndarray, Fence]:
+        """Enqueue one batch as `infer_tensors` runs it and return at once: the host view
+        its output will be in (lend it with `lend_output`) and the fence after which it is.
+        The slots it reads stay in use until that fence has passed."""
+        ...
+
+    def run_time_ns(self, batch: int) -> int:
+        """How long a run of `batch` images took from enqueue to output at warm-up (0 if
+        not measured): what the deadline-aware batching plans with."""
+        ...
+
+
 # --------------------------------------------------------------------------- decoder
 
 

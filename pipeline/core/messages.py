@@ -20,6 +20,8 @@ long before (the infer stream waited on it), so the wait costs nothing. `Job.raw
 job's row of its batch's raw model output (`RawBatch`), possibly in a host buffer the
 backend lent from its ring: the decide stage releases it once decoded, `Job.settle` when
 the job is settled before that; the buffer goes back when all its rows are released.
+A batch the backend only enqueued also holds its jobs' input and frame slots until then
+(the GPU reads them until the batch's fence), so infer hands them on with the rows.
 
 Timing: each stage appends `(stage, t_done_ns)` to `marks` when it hands a job on and
 `(stage, t_take_ns)` to `takes` when it took it from its queue, so a stage's share of
@@ -32,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass, field, fields
 from enum import Enum
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -199,24 +201,41 @@ class RawBatch:
     backend lent the buffer (`slot`, from its ring of host output buffers), the buffer
     goes back once every row has been released: decoded by the decide stage, or dropped
     by `Job.settle` when a job is settled on the way. Rows are released from several
-    threads (decide, a shedding queue, shutdown), hence the lock."""
+    threads (decide, a shedding queue, shutdown), hence the lock.
 
-    __slots__ = ("array", "_slot", "_pending", "_lock")
+    A batch the backend only enqueued (`RunsAhead`) carries the `fence` after which
+    `array` holds the output: a reader calls `wait()` first. It also holds the input and
+    frame slots the run reads (`held`), which go back, after that fence, with the last row."""
 
-    def __init__(self, array: Any, rows: int, slot: TensorSlot | None = None):
+    __slots__ = ("array", "_slot", "_pending", "_lock", "fence", "_held")
+
+    def __init__(self, array: Any, rows: int, slot: TensorSlot | None = None, fence: Any = None,
+                 held: Sequence[TensorSlot] = ()):
         self.array = array
         self._slot = slot
         self._pending = rows
         self._lock = threading.Lock()
+        self.fence = fence
+        self._held = list(held)
 
     def rows(self) -> list["RawRow"]:
         return [RawRow(self, i) for i in range(self._pending)]
+
+    def wait(self) -> None:
+        """Return once `array` holds the output (at once for a batch that was run, not enqueued)."""
+        if self.fence is not None:
+            self.fence.synchronize()
 
     def _row_done(self) -> None:
         with self._lock:
             self._pending -= 1
             last = self._pending == 0
-        if last and self._slot is not None:
+        if not last:
+            return
+        self.wait()  # nothing goes back while the GPU may still read or write it
+        for slot in self._held:
+            slot.release()
+        if self._slot is not None:
             self._slot.release()
 
 

@@ -1,7 +1,8 @@
 """Decide: the model's raw output -> detections -> verdict, then the deadline.
 
 Owns decoding each batch's raw output rows (`Job.raw`, handed on by the infer stage) in
-one call per inferred batch (`Decoder.decode_batch`), in which a malformed output fails
+one call per inferred batch (`Decoder.decode_batch`), after waiting for an enqueued
+batch's output to land (`RawBatch.wait`), in which a malformed output fails
 only its own frame (ERROR `bad_output`, stage `decide`), and giving the rows' buffer
 back once decoded, so the backend may write its next output there; decoding here lets
 the GPU run the next batch meanwhile. Then applying the rule book, then the late policy
@@ -68,9 +69,11 @@ class DecideStage(Stage):
     def _decode_batch(self, jobs: list[Job]) -> list[Job]:
         rows = [job.raw for job in jobs if job.raw is not None]
         indices = [row.index for row in rows]
-        array = rows[0].batch.array
-        raw = array[: len(rows)] if indices == list(range(len(rows))) else array[indices]  # a prefix is not copied
+        batch = rows[0].batch
         try:
+            batch.wait()  # an enqueued batch: here the GPU's output lands (the driver waits, not the interpreter)
+            prefix = indices == list(range(len(rows)))
+            raw = batch.array[: len(rows)] if prefix else batch.array[indices]  # a prefix is not copied
             results: list[Detections | Exception] = self.decoder.decode_batch(raw, [job.geometry for job in jobs])
         except ValueError as exc:  # the whole output is unreadable (e.g. its shape): every image fails
             results = [exc] * len(jobs)

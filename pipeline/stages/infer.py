@@ -17,6 +17,11 @@ Decoding is the decide stage's, so the GPU runs the next batch while the host de
 the last: a `LendsOutput` backend lends the buffer its output is in (from its ring of
 host output buffers) and decide gives it back once decoded; with every buffer still
 out, the backend's next run waits for one. Any other backend returns a fresh array.
+A `RunsAhead` backend (ONNX Runtime's CUDA provider) only enqueues the batch: the stage
+hands it on at once with the fence after which its output is there (decide waits on
+it) and with its jobs' input and frame slots, which go back after that fence, and goes
+on to form the next batch while the GPU runs this one; the time a batch takes is then
+the backend's warm-up figure.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
 
@@ -35,7 +40,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from pipeline.config.model_common import BackendErrorPolicy
-from pipeline.core.contracts import Fence, LendsOutput
+from pipeline.core.contracts import Fence, LendsOutput, RunsAhead
 from pipeline.core.messages import Job, Outcome, RawBatch, ReasonCode
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
@@ -82,11 +87,15 @@ class InferStage(Stage):
         self.stream_ordered = isinstance(backend, StreamOrdered)
         self.remote = isinstance(backend, RemoteBackend)  # asked once: a Protocol isinstance costs ~10 us
         self.lends = isinstance(backend, LendsOutput)
+        self.ahead = self.lends and isinstance(backend, RunsAhead) and not self.remote
         self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
 
     def prepare(self) -> None:
         if isinstance(self.backend, ThreadWarmed):
             self.backend.warmup_thread()
+        if self.ahead:  # a run only enqueues: plan with what a whole run took at warm-up
+            for n in range(1, self.max_batch + 1):
+                self.service_ns[n] = float(self.backend.run_time_ns(n))
 
     def collect(self) -> list:
         return self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S, self._wait_until)
@@ -104,38 +113,46 @@ class InferStage(Stage):
         now = time.monotonic_ns()
         expired = [self._expired_at(job, now) for job in jobs]
         live = [job for job, gone in zip(jobs, expired) if not gone]
-        inferred = iter(self._handed_on(live, self._run(live)) if live else ())
+        inferred = iter(self._handed_on(live, *self._run(live)) if live else ())
         return [self._expire(job) if gone else next(inferred) for job, gone in zip(jobs, expired)]
 
     def _expired_at(self, job: Job, now_ns: int) -> bool:
         return self.skip_expired and now_ns - job.frame.t_capture_ns > self.budget_ns
 
-    def _run(self, jobs: list[Job]) -> np.ndarray:
+    def _run(self, jobs: list[Job]) -> tuple[np.ndarray, Fence | None]:
+        """The batch's raw output, and the fence after which it is there (None: it is)."""
         started = time.monotonic_ns()
+        done: Fence | None = None
         try:
             fences = self._order_after_uploads(jobs)
-            output = self._infer(jobs)
-            for fence in fences:
-                # The run waited on them and is over: releasing the slots below must not
-                # ask the GPU again (a wait gives up the interpreter lock, and taking it
-                # back costs up to a switch interval while the other threads contend).
-                fence.passed()
+            if self.ahead:
+                output, done = self.backend.start_tensors([job.tensor.array for job in jobs])
+            else:
+                output = self._infer(jobs)
+            if done is None:
+                for fence in fences:
+                    # The run waited on them and is over: releasing the slots below must not
+                    # ask the GPU again (a wait gives up the interpreter lock, and taking it
+                    # back costs up to a switch interval while the other threads contend).
+                    fence.passed()
         except Exception as exc:
             self._backend_failed(exc)
             raise  # the base loop settles exactly these jobs as ERROR
         finally:
-            for job in jobs:  # the backend has consumed (or failed on) the inputs
-                job.tensor.release()
-                if job.frame_slot is not None:
-                    job.frame_slot.release()
-        n = len(jobs)
-        seen = self.service_ns[n]
-        took = time.monotonic_ns() - started
-        self.service_ns[n] = took if not seen else seen + SERVICE_EWMA * (took - seen)
+            if done is None:  # the backend has consumed (or failed on) the inputs
+                for job in jobs:
+                    job.tensor.release()
+                    if job.frame_slot is not None:
+                        job.frame_slot.release()
+        if done is None:  # an enqueued batch's time is not known here: warm-up's figure stands
+            n = len(jobs)
+            seen = self.service_ns[n]
+            took = time.monotonic_ns() - started
+            self.service_ns[n] = took if not seen else seen + SERVICE_EWMA * (took - seen)
         if self.failed_in_row:
             log.warning("inference backend recovered after %d failed batch(es)", self.failed_in_row)
             self.failed_in_row, self.stats.failing = 0, False
-        return output
+        return output, done
 
     def _backend_failed(self, exc: Exception) -> None:
         self.failed_in_row += 1
@@ -169,9 +186,13 @@ class InferStage(Stage):
         # kernel wrote, which then never come back to the host (InferenceBackend contract).
         return self.backend.infer_tensors([job.tensor.array for job in jobs])
 
-    def _handed_on(self, jobs: list[Job], raw: np.ndarray) -> list[Job]:
-        """Each job with its row of the batch's output, the whole batch handed on at once."""
-        batch = RawBatch(raw, len(jobs), self.backend.lend_output() if self.lends else None)
+    def _handed_on(self, jobs: list[Job], raw: np.ndarray, done: Fence | None) -> list[Job]:
+        """Each job with its row of the batch's output, the whole batch handed on at once;
+        an enqueued batch (`done` set) takes its jobs' slots along, to go back after `done`."""
+        held = [] if done is None else [slot for job in jobs for slot in (job.tensor, job.frame_slot) if slot is not None]
+        for slot in held:
+            slot.fence = done  # after it, the stream has also passed the preprocess fences it waited on
+        batch = RawBatch(raw, len(jobs), self.backend.lend_output() if self.lends else None, done, held)
         backend, now = self.backend.name, time.monotonic_ns()
         return [self.mark(job, now, tensor=None, frame_slot=None, raw=row, model_backend=backend,
                           frame=job.frame if job.frame_slot is None else job.frame.without_image())

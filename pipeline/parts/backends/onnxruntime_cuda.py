@@ -13,10 +13,16 @@ buffer still out, the next run waits for one (never overwrites).
 Streams: the backend owns one CUDA stream, the infer stream, and ONNX Runtime computes
 on it (`user_compute_stream`). `wait_for(fences)` makes that stream wait on the
 preprocess stage's events (the GPU waits, not the host); the gather copies and the
-model then follow on the same stream, and ONNX Runtime synchronises it once at the end
-of the run: one host wait per batch, none per frame. The output's copy to the host
-(K x 6 values an image) takes microseconds, so the host polls its event
-(`await_short`) instead of blocking in a second synchronise.
+model then follow on the same stream. `infer_tensors` (warm-up, the bench's backend
+alone, tests) has ONNX Runtime synchronise it once at the end of the run, then polls
+the event after the output's copy to the host (K x 6 values an image: microseconds;
+`await_short`) instead of blocking in a second synchronise. The pipeline's infer stage
+calls `start_tensors` instead (`RunsAhead`): the run and the copy are only enqueued
+(`disable_synchronize_execution_providers`, which ONNX Runtime honours for a graph's
+replay too) and a fence (`CudaFence`, from a ring) is recorded after them; the infer
+thread goes on to the next batch while the GPU runs this one, and the decide stage
+waits on the fence, in the driver, before it decodes. No host wait on the infer thread
+at all.
 
 CUDA graphs (`model.cuda_graph`): one graph per batch size 1..max_batch, each with its
 own IO binding on the fixed batch and output buffers and its own graph id (ONNX
@@ -30,7 +36,8 @@ why no capture may happen once frames flow.
 What crosses the boundary: `infer_tensors` takes the slots' `DeviceTensor`s (host arrays
 also work, for tests and warm-up, through `infer`) and returns a host numpy view that
 stays valid until the next call, or until released when the caller took it with
-`lend_output`. All device memory is allocated in `from_config` and
+`lend_output` (after `start_tensors`, the lent buffer carries the run's fence, and the
+slots the run reads stay in use until it has passed). All device memory is allocated in `from_config` and
 freed in `close()`; the `CudaDevice` (primary context) is shared with the preprocess
 stage and released by whoever opened it (`close` does, when it owns it).
 """
@@ -38,6 +45,7 @@ stage and released by whoever opened it (`close` does, when it owns it).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,7 +61,7 @@ from pipeline.parts.backends.onnxruntime_backend import (
     ort_input_dtype,
     signature,
 )
-from pipeline.parts.gpu.cuda import CudaDevice, CudaError, await_short, cuda_call, enqueue_download
+from pipeline.parts.gpu.cuda import CudaDevice, CudaError, CudaFence, await_short, cuda_call, enqueue_download
 from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.parts.gpu.slot_gather import SlotGather
 from pipeline.parts.modelfile.model_info import ModelError, check_input, host_dtype, input_dtype, resolve_class_names
@@ -65,9 +73,16 @@ GRAPH_PLAIN_RUNS = 2  # start-up warm-up: plans every shape, captures nothing
 GRAPH_CAPTURE_RUNS = 4  # the infer thread's warm-up: every graph captured, then replayed once
 
 
-def _graph_run_options(batch: int) -> ort.RunOptions:
+def _run_options(graph_id: int | None, ahead: bool) -> ort.RunOptions:
+    """The options of a run: its graph id (a CUDA-graph session), and, for a run that only
+    enqueues (`start_tensors`), no synchronise at its end (ONNX Runtime also honours that
+    for a graph's replay since its PR #28686; an older one synchronises anyway, which
+    leaves the run correct, only not ahead)."""
     options = ort.RunOptions()
-    options.add_run_config_entry("gpu_graph_id", str(batch))
+    if graph_id is not None:
+        options.add_run_config_entry("gpu_graph_id", str(graph_id))
+    if ahead:
+        options.add_run_config_entry("disable_synchronize_execution_providers", "1")
     return options
 
 
@@ -103,10 +118,20 @@ class OnnxRuntimeCudaBackend:
         self._outputs = OutputRing((self.max_batch, *output_tail), out_dtype, allocate=self._pinned)
         self._host_batch: np.ndarray | None = None  # only for host slots with max_batch > 1
         self._binding = session.io_binding()
-        self._graphs: dict[int, tuple[ort.IOBinding, ort.RunOptions]] = {}
+        self._graphs: dict[int, tuple[ort.IOBinding, ort.RunOptions, ort.RunOptions]] = {}
         if cuda_graph:  # a captured graph replays fixed addresses: one binding per batch size, bound once
             for n in range(1, self.max_batch + 1):
-                self._graphs[n] = (self._bound(session.io_binding(), self._batch.ptr, n), _graph_run_options(n))
+                self._graphs[n] = (self._bound(session.io_binding(), self._batch.ptr, n), _run_options(n, False),
+                                   _run_options(n, True))
+        self._ahead_options = _run_options(None, True)
+        # Twice the output buffers: a fence is recorded again only after its buffer (at the
+        # latest, one of two recorded since) came back; a late reader of a re-recorded fence
+        # would wait for the later run, which is correct, only later.
+        with device.active():
+            self._fences = [CudaFence(device) for _ in range(2 * self._outputs.count)]
+        self._next_fence = 0
+        self._last_fence: CudaFence | None = None  # the last run's, when it was only enqueued
+        self._run_ns = [0] * (self.max_batch + 1)  # a run's time per batch size, at warm-up
 
     @classmethod
     def from_config(cls, cfg: OnnxRuntimeCudaConfig, device: CudaDevice | None = None) -> OnnxRuntimeCudaBackend:
@@ -147,9 +172,22 @@ class OnnxRuntimeCudaBackend:
 
     def infer_tensors(self, tensors: Sequence[DeviceTensor]) -> np.ndarray:
         """Run one batch of device slots; a host view of the raw output, valid until the next call."""
+        host, _ = self._start(tensors, ahead=False)
+        return host
+
+    def start_tensors(self, tensors: Sequence[DeviceTensor]) -> tuple[np.ndarray, CudaFence | None]:
+        """Enqueue one batch and return at once (`RunsAhead`): the host view its output
+        lands in, and the fence after which it has (None: already there)."""
+        return self._start(tensors, ahead=True)
+
+    def run_time_ns(self, batch: int) -> int:
+        """A run of `batch` images at warm-up, enqueue to output (host batch copy included)."""
+        return self._run_ns[batch] if 1 <= batch <= self.max_batch else 0
+
+    def _start(self, tensors: Sequence[DeviceTensor], ahead: bool) -> tuple[np.ndarray, CudaFence | None]:
         n = len(tensors)
-        if n and isinstance(tensors[0], np.ndarray):  # host slots (model.preprocess: cpu)
-            return self._infer_host_slots(tensors)
+        if n and isinstance(tensors[0], np.ndarray):  # host slots (model.preprocess: cpu): run, not ahead
+            return self._infer_host_slots(tensors), None
         self._check_tensors(tensors)
         with self.device.active():
             if n == 1 and not self.cuda_graph:
@@ -157,7 +195,7 @@ class OnnxRuntimeCudaBackend:
             else:
                 self._gather(tensors)  # on the infer stream, after its waits on the preprocess events
                 ptr = self._batch.ptr
-            return self._run(ptr, n)
+            return self._run(ptr, n, ahead)
 
     def _infer_host_slots(self, tensors: Sequence[np.ndarray]) -> np.ndarray:
         if len(tensors) == 1:
@@ -178,7 +216,7 @@ class OnnxRuntimeCudaBackend:
         with self.device.active():
             cuda_call("copying a batch to the GPU", cuda.memcpy_htod, self._batch.allocation,
                       np.ascontiguousarray(batch))
-            return self._run(self._batch.ptr, n)
+            return self._run(self._batch.ptr, n, ahead=False)[0]
 
     def _check_tensors(self, tensors: Sequence[DeviceTensor]) -> None:
         w, h = self.input_size
@@ -190,22 +228,34 @@ class OnnxRuntimeCudaBackend:
                 got = f"{t.shape} {t.dtype}" if isinstance(t, DeviceTensor) else type(t).__name__
                 raise ValueError(f"input {got} is not a {want[0]} {want[1]} DeviceTensor")
 
-    def _run(self, input_ptr: int, rows: int) -> np.ndarray:
+    def _run(self, input_ptr: int, rows: int, ahead: bool) -> tuple[np.ndarray, CudaFence | None]:
+        """Run (or, `ahead`, only enqueue) the model on `rows` images at `input_ptr`, then the
+        copy of its output into the ring's current host buffer."""
         if self._session is None:
             raise RuntimeError(f"{self.name} backend is closed")
         if self.cuda_graph:
-            binding, options = self._graphs[rows]
+            binding, synced, unsynced = self._graphs[rows]
+            options = unsynced if ahead else synced
         else:
-            binding, options = self._bound(self._binding, input_ptr, rows), None
-        self._session.run_with_iobinding(binding, options)  # returns once the infer stream is synchronised
-        host = self._outputs.current()[:rows]
+            binding, options = self._bound(self._binding, input_ptr, rows), self._ahead_options if ahead else None
+        host = self._outputs.current()[:rows]  # first: with every buffer still out, nothing is enqueued yet
+        self._session.run_with_iobinding(binding, options)  # without `ahead`: returns once the stream is synchronised
         enqueue_download(host, self._output.ptr, self._stream, "copying the model output to the host")
+        if ahead:
+            fence = self._last_fence = self._fences[self._next_fence].record(self._stream)
+            self._next_fence = (self._next_fence + 1) % len(self._fences)
+            return host, fence
+        self._last_fence = None
         await_short(self._copied, self._stream, "copying the model output to the host")
-        return host
+        return host, None
 
     def lend_output(self) -> TensorSlot | None:
-        """The last run's host output buffer, the caller's until it releases it (decide does)."""
-        return self._outputs.lend()
+        """The last run's host output buffer, the caller's until it releases it (decide does);
+        after an enqueued run it carries that run's fence, so it never goes back early."""
+        slot = self._outputs.lend()
+        if slot is not None and self._last_fence is not None:
+            slot.fence = self._last_fence
+        return slot
 
     def _bound(self, binding: ort.IOBinding, input_ptr: int, rows: int) -> ort.IOBinding:
         w, h = self.input_size
@@ -231,7 +281,9 @@ class OnnxRuntimeCudaBackend:
         for n in range(1, self.max_batch + 1):
             dummy = np.zeros((n, 3, h, w), self.input_dtype)
             for _ in range(runs):
+                started = time.perf_counter_ns()
                 self.infer(dummy)
+                self._run_ns[n] = time.perf_counter_ns() - started  # the last (captured, replayed) run counts
 
     def close(self) -> None:
         """Free the device buffers and drop the session; idempotent."""

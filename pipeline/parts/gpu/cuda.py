@@ -3,7 +3,8 @@
 Owns (1) `CudaError` and `cuda_call`, which every CUDA call in the project goes through,
 so a failure names what was being done and on which device (the hot path's copies,
 `enqueue_upload`/`enqueue_download`, and `await_short`, the bounded poll for a short
-copy, convert their errors the same way), and (2) `CudaDevice`, which
+copy, convert their errors the same way), (2) `CudaFence`, an event recorded on a stream
+that slots and output buffers carry until the GPU is done with them, and (3) `CudaDevice`, which
 retains the device's *primary* context. The primary context is the one the CUDA runtime
 API uses, so device pointers allocated here are valid for ONNX Runtime's CUDA provider
 and TensorRT without any copy.
@@ -154,6 +155,35 @@ class CudaDevice:
             context, self._context = self._context, None
         if context is not None:
             context.detach()
+
+
+class CudaFence:
+    """An event recorded on a stream; `synchronize()` returns once the work before it ran."""
+
+    def __init__(self, device: CudaDevice):
+        self.device = device
+        self.event = cuda_call("creating a CUDA event", cuda.Event, cuda.event_flags.DISABLE_TIMING)
+        self._done = True
+
+    def record(self, stream: cuda.Stream) -> CudaFence:
+        self._done = False
+        cuda_call("recording a CUDA event", self.event.record, stream)
+        return self
+
+    def synchronize(self) -> None:
+        if self._done:  # both slots of a job share a fence: the second wait is free
+            return
+        try:
+            with self.device.active():
+                cuda_call("waiting for the GPU", self.event.synchronize)
+        finally:
+            # A wait that failed (the device lost) is not asked again by every buffer
+            # behind the fence: the error is raised once, to whoever waited first.
+            self._done = True
+
+    def passed(self) -> None:
+        # No driver call: the host need not give up the interpreter lock to learn it.
+        self._done = True
 
 
 class _Current:

@@ -32,7 +32,7 @@ import pycuda.driver as cuda
 from pycuda.compiler import SourceModule
 
 from pipeline.core.messages import BayerPattern, Geometry
-from pipeline.parts.gpu.cuda import CudaDevice, CudaError, cuda_call, enqueue_upload
+from pipeline.parts.gpu.cuda import CudaDevice, CudaError, CudaFence, cuda_call, enqueue_upload
 from pipeline.parts.gpu.device_buffers import DeviceTensor, PinnedAllocator, pinned_array
 from pipeline.parts.preprocessing.letterbox import check_frame, letterbox_geometry
 
@@ -62,31 +62,6 @@ def compiled_kernels(device: CudaDevice) -> dict[np.dtype, cuda.Function]:
     for kernel in kernels.values():
         kernel.prepare(_ARG_TYPES)
     return kernels
-
-
-class CudaFence:
-    """An event recorded on a stream; `synchronize()` returns once the work before it ran."""
-
-    def __init__(self, device: CudaDevice):
-        self.device = device
-        self.event = cuda_call("creating a CUDA event", cuda.Event, cuda.event_flags.DISABLE_TIMING)
-        self._done = True
-
-    def record(self, stream: cuda.Stream) -> CudaFence:
-        self._done = False
-        cuda_call("recording a CUDA event", self.event.record, stream)
-        return self
-
-    def synchronize(self) -> None:
-        if self._done:  # both slots of a job share a fence: the second wait is free
-            return
-        with self.device.active():
-            cuda_call("waiting for the GPU preprocess", self.event.synchronize)
-        self._done = True
-
-    def passed(self) -> None:
-        # No driver call: the host need not give up the interpreter lock to learn it.
-        self._done = True
 
 
 class GpuLetterboxer:
