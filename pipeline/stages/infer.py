@@ -19,9 +19,12 @@ host output buffers) and decide gives it back once decoded; with every buffer st
 out, the backend's next run waits for one. Any other backend returns a fresh array.
 A `RunsAhead` backend (ONNX Runtime's CUDA provider) only enqueues the batch: the stage
 hands it on at once with the fence after which its output is there (decide waits on
-it) and with its jobs' input and frame slots, which go back after that fence, and goes
-on to form the next batch while the GPU runs this one; the time a batch takes is then
-the backend's warm-up figure.
+it) and with its jobs' input and frame slots, which go back after that fence. The next
+batch is formed while the GPU runs this one: under a rate the stage waits for that run
+first (frames arriving meanwhile fill the next batch, as they would with a synchronous
+run), and when a whole batch is queued already it enqueues it behind the running one at
+once, so the GPU never idles under load. The time a batch takes is then the backend's
+warm-up figure.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
 
@@ -89,6 +92,7 @@ class InferStage(Stage):
         self.lends = isinstance(backend, LendsOutput)
         self.ahead = self.lends and isinstance(backend, RunsAhead) and not self.remote
         self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
+        self._in_flight: Fence | None = None  # the last batch enqueued (RunsAhead), until known done
 
     def prepare(self) -> None:
         if isinstance(self.backend, ThreadWarmed):
@@ -98,6 +102,13 @@ class InferStage(Stage):
                 self.service_ns[n] = float(self.backend.run_time_ns(n))
 
     def collect(self) -> list:
+        if self._in_flight is not None:
+            if self.max_batch > 1 and self.inbox.depth < self.max_batch:
+                # Under a rate, the frames that arrive while the GPU runs the last batch
+                # make the next one full; only when a whole batch waits already (capacity)
+                # is it enqueued behind the running one at once.
+                self._in_flight.synchronize()
+            self._in_flight = None
         return self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S, self._wait_until)
 
     def _wait_until(self, batch: list) -> float:
@@ -144,6 +155,7 @@ class InferStage(Stage):
                     job.tensor.release()
                     if job.frame_slot is not None:
                         job.frame_slot.release()
+        self._in_flight = done
         if done is None:  # an enqueued batch's time is not known here: warm-up's figure stands
             n = len(jobs)
             seen = self.service_ns[n]
