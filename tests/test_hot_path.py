@@ -17,7 +17,7 @@ from pipeline.core.messages import Frame, Job, PublishedVerdict, TensorSlot, mar
 from pipeline.core.queues import StageQueue
 from pipeline.core.telemetry import Telemetry
 from pipeline.stages.infer import DOWNSTREAM_MARGIN_NS, InferStage
-from tests.fakes import LandingFence, StreamOrderedBackend
+from tests.fakes import StreamOrderedBackend
 from tests.pipeline_helpers import VerdictCollector, assert_exactly_once, make_config, run_to_end
 
 pytestmark = pytest.mark.timeout(120)
@@ -192,16 +192,6 @@ def test_infer_waits_on_each_fence_once_and_the_host_only_when_the_backend_canno
     assert fence.waits == (0 if ordered else 1)
     if ordered:
         assert used.waited_on == [fence]
-
-
-@pytest.mark.parametrize("queued, waits", [(1, 1), (2, 0)], ids=["under-a-rate", "a-whole-batch-queued"])
-def test_infer_forms_the_next_batch_behind_a_running_one_only_when_a_whole_batch_is_queued(queued, waits):
-    inbox = StageQueue("infer", 4)
-    stage = InferStage(object(), inbox, StageQueue("decide", 4), Telemetry(["cam"]), budget_ms=30, max_batch=2)
-    running = stage._in_flight = LandingFence(lambda: None)  # the batch the GPU runs now
-    inbox.put_many([job(i) for i in range(queued)])
-    assert len(stage.collect()) == queued
-    assert running.waits == waits and stage._in_flight is None
 
 
 def test_frame_pool_knows_its_own_buffers():

@@ -137,12 +137,17 @@ def test_decide_waits_for_an_enqueued_batch_before_it_decodes_and_then_gives_eve
     inbox, middle = StageQueue("infer", 16, lossless=True), StageQueue("decide", 16, lossless=True)
     outbox = StageQueue("publish", 16, lossless=True)
     telemetry = Telemetry(["cam0"])
-    infer = InferStage(ahead, inbox, middle, telemetry, budget_ms=60_000, max_batch=2)
-    assert infer.ahead
+    infer = InferStage(ahead, inbox, middle, telemetry, budget_ms=60_000, max_batch=1)
+    assert infer.ahead  # batches of one: run ahead
     decide = decide_stage(backend, middle, outbox, telemetry)
     decide.start()
     got = run_stage(infer, inbox, outbox, jobs)
     # NaN until the fence: a decode before the wait would have made ERROR verdicts
     assert [j.verdict.outcome in (Outcome.PASS, Outcome.FAIL) for j in got] == [True] * 6, [j.verdict for j in got]
-    assert [f.waits for f in ahead.fences] == [1, 1, 1]
+    assert [f.waits for f in ahead.fences] == [1] * 6
     assert pool.available == 6 and ahead.ring.available == 2  # slots and buffers back, after their fences
+
+
+def test_with_batching_the_stage_runs_each_batch_to_its_end(backend):
+    infer = InferStage(AheadBackend(backend, count=2), *queues(), Telemetry(["cam0"]), budget_ms=60_000, max_batch=2)
+    assert not infer.ahead

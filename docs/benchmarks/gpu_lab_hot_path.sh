@@ -4,6 +4,7 @@
 # at the folder that carries the cp312 wheels and yolov8n-640-random.onnx (.gpurun/):
 #   bash docs/benchmarks/gpu_lab_hot_path.sh tests   # pytest -m gpu
 #   bash docs/benchmarks/gpu_lab_hot_path.sh quick   # 8 cameras @ 125 and 1 camera @ 300
+#   bash docs/benchmarks/gpu_lab_hot_path.sh lone    # 1 camera @ 300 three times, then 8 @ 125
 #   bash docs/benchmarks/gpu_lab_hot_path.sh table   # every row of the table
 #   bash docs/benchmarks/gpu_lab_hot_path.sh flat    # 8 cameras flat out and x 125 (queue re-check)
 #   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
@@ -69,6 +70,11 @@ table)
 flat)  # after the queue fix (two conditions): 8 cameras flat out, and 8 x 125 again
   b cam8_flat_fix y8 --cameras 8
   b cam8_125_fix y8 --cameras 8 --rate 125 ;;
+lone)  # 1 camera @ 300 three times (its run-to-run spread), then 8 x 125 as a check
+  b cam1_300 y1 --cameras 1 --rate 300 --compare
+  b cam1_300_b y1 --cameras 1 --rate 300
+  b cam1_300_c y1 --cameras 1 --rate 300
+  b cam8_125 y8 --cameras 8 --rate 125 ;;
 q250)  # 8 x 250 alone (after a queue-size change)
   b cam8_250 y8 --cameras 8 --rate 250 ;;
 final)  # the closing run: the table's rows under the auto switch interval, then FP16

@@ -192,14 +192,15 @@ class LendsOutput(Protocol):
 
 @runtime_checkable
 class RunsAhead(Protocol):
-    """A `LendsOutput` backend that can return as soon as a batch is enqueued: the infer
-    thread then forms the next batch while the GPU runs this one, and the decide stage,
-    which waits on the fence, wakes the moment the output has landed."""
+    """A `LendsOutput` backend that can return as soon as a batch is enqueued, so the
+    decide stage, waiting on the fence, takes the output the moment it has landed (the
+    infer stage uses it for batches of one)."""
 
-    def start_tensors(self, tensors: Sequence[Any]) -> tuple[np.ndarray, Fence]:
+    def start_tensors(self, tensors: Sequence[Any]) -> tuple[np.ndarray, Fence | None]:
         """Enqueue one batch as `infer_tensors` runs it and return at once: the host view
-        its output will be in (lend it with `lend_output`) and the fence after which it is.
-        The slots it reads stay in use until that fence has passed."""
+        its output will be in (lend it with `lend_output`) and the fence after which it is
+        (None: the backend ran it to the end, e.g. where it cannot run ahead). The slots it
+        reads stay in use until that fence has passed."""
         ...
 
     def run_time_ns(self, batch: int) -> int:

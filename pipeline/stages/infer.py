@@ -17,14 +17,13 @@ Decoding is the decide stage's, so the GPU runs the next batch while the host de
 the last: a `LendsOutput` backend lends the buffer its output is in (from its ring of
 host output buffers) and decide gives it back once decoded; with every buffer still
 out, the backend's next run waits for one. Any other backend returns a fresh array.
-A `RunsAhead` backend (ONNX Runtime's CUDA provider) only enqueues the batch: the stage
-hands it on at once with the fence after which its output is there (decide waits on
-it) and with its jobs' input and frame slots, which go back after that fence. The next
-batch is formed while the GPU runs this one: under a rate the stage waits for that run
-first (frames arriving meanwhile fill the next batch, as they would with a synchronous
-run), and when a whole batch is queued already it enqueues it behind the running one at
-once, so the GPU never idles under load. The time a batch takes is then the backend's
-warm-up figure.
+With batches of one (`max_batch: 1`, a lone camera where latency is all), a `RunsAhead`
+backend (ONNX Runtime's CUDA provider with CUDA graphs) only enqueues the frame: the
+stage hands it on at once with the fence after which its output is there and with its
+input and frame slots, which go back after that fence; the decide thread, already
+awake, waits on the fence in the driver and takes the output the moment it lands,
+instead of waiting to be woken by this thread after the run. The time a run takes is
+then the backend's warm-up figure.
 A backend behind a network hop (`RemoteBackend`, e.g. Triton) gets the remaining budget
 of the batch's oldest part as its request timeout.
 
@@ -90,9 +89,11 @@ class InferStage(Stage):
         self.stream_ordered = isinstance(backend, StreamOrdered)
         self.remote = isinstance(backend, RemoteBackend)  # asked once: a Protocol isinstance costs ~10 us
         self.lends = isinstance(backend, LendsOutput)
-        self.ahead = self.lends and isinstance(backend, RunsAhead) and not self.remote
+        # Run ahead for batches of one only: with batching, the frames that arrive while a
+        # batch runs make the next one, so it gains nothing, and measured on the H200 it
+        # cost (8 cameras @ 125: p99 11.2 against 7.8 ms, docs/BENCHMARKS.md).
+        self.ahead = self.lends and isinstance(backend, RunsAhead) and not self.remote and max_batch == 1
         self.service_ns = [0.0] * (max_batch + 2)  # EWMA backend time per batch size; 0: not seen yet
-        self._in_flight: Fence | None = None  # the last batch enqueued (RunsAhead), until known done
 
     def prepare(self) -> None:
         if isinstance(self.backend, ThreadWarmed):
@@ -102,13 +103,6 @@ class InferStage(Stage):
                 self.service_ns[n] = float(self.backend.run_time_ns(n))
 
     def collect(self) -> list:
-        if self._in_flight is not None:
-            if self.max_batch > 1 and self.inbox.depth < self.max_batch:
-                # Under a rate, the frames that arrive while the GPU runs the last batch
-                # make the next one full; only when a whole batch waits already (capacity)
-                # is it enqueued behind the running one at once.
-                self._in_flight.synchronize()
-            self._in_flight = None
         return self.inbox.get_batch(self.max_batch, self.max_wait_s, POLL_S, self._wait_until)
 
     def _wait_until(self, batch: list) -> float:
@@ -155,7 +149,6 @@ class InferStage(Stage):
                     job.tensor.release()
                     if job.frame_slot is not None:
                         job.frame_slot.release()
-        self._in_flight = done
         if done is None:  # an enqueued batch's time is not known here: warm-up's figure stands
             n = len(jobs)
             seen = self.service_ns[n]

@@ -16,13 +16,12 @@ preprocess stage's events (the GPU waits, not the host); the gather copies and t
 model then follow on the same stream. `infer_tensors` (warm-up, the bench's backend
 alone, tests) has ONNX Runtime synchronise it once at the end of the run, then polls
 the event after the output's copy to the host (K x 6 values an image: microseconds;
-`await_short`) instead of blocking in a second synchronise. The pipeline's infer stage
-calls `start_tensors` instead (`RunsAhead`): the run and the copy are only enqueued
-(`disable_synchronize_execution_providers`, which ONNX Runtime honours for a graph's
-replay too) and a fence (`CudaFence`, from a ring) is recorded after them; the infer
-thread goes on to the next batch while the GPU runs this one, and the decide stage
-waits on the fence, in the driver, before it decodes. No host wait on the infer thread
-at all.
+`await_short`) instead of blocking in a second synchronise. For batches of one the
+pipeline's infer stage calls `start_tensors` instead (`RunsAhead`): with CUDA graphs the
+replay and the copy are only enqueued (`disable_synchronize_execution_providers`, which
+ONNX Runtime honours for a graph's replay too) and a fence (`CudaFence`, from a ring) is
+recorded after them; the decide stage waits on the fence, in the driver, before it
+decodes, so no thread hand-on lies between the GPU finishing and the decode.
 
 CUDA graphs (`model.cuda_graph`): one graph per batch size 1..max_batch, each with its
 own IO binding on the fixed batch and output buffers and its own graph id (ONNX
@@ -177,8 +176,10 @@ class OnnxRuntimeCudaBackend:
 
     def start_tensors(self, tensors: Sequence[DeviceTensor]) -> tuple[np.ndarray, CudaFence | None]:
         """Enqueue one batch and return at once (`RunsAhead`): the host view its output
-        lands in, and the fence after which it has (None: already there)."""
-        return self._start(tensors, ahead=True)
+        lands in, and the fence after which it has. Only a CUDA-graph session runs ahead;
+        without graphs the run goes to its end (fence None): on the H200 a session whose
+        unsynchronised runs were not graph replays aborted when it was destroyed."""
+        return self._start(tensors, ahead=self.cuda_graph)
 
     def run_time_ns(self, batch: int) -> int:
         """A run of `batch` images at warm-up, enqueue to output (host batch copy included)."""
@@ -289,6 +290,8 @@ class OnnxRuntimeCudaBackend:
         """Free the device buffers and drop the session; idempotent."""
         if self._session is None:
             return
+        with self.device.active():  # nothing of ours may still run when the session and buffers go
+            cuda_call("finishing the infer stream", self._stream.synchronize)
         self._session = None
         self._binding = None
         self._graphs = {}
