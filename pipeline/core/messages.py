@@ -125,7 +125,8 @@ class Geometry:
         xs, ys = out[:, 0::2], out[:, 1::2]  # slices are views, so clipping writes through
         np.subtract(boxes[:, 0::2], self.pad_x, out=xs)
         np.subtract(boxes[:, 1::2], self.pad_y, out=ys)
-        out /= self.scale
+        with np.errstate(over="ignore"):  # a box near float32's limit becomes inf here, then the image edge
+            out /= self.scale
         np.clip(xs, 0, self.src_width, out=xs)
         np.clip(ys, 0, self.src_height, out=ys)
         return out
