@@ -231,3 +231,14 @@ def test_triton_keeps_its_own_reconnect_defaults_within_the_shared_bounds():
     with pytest.raises(ConfigError, match="reconnect_max_s"):
         parse_config(GOOD.replace("input_size: 320", "input_size: 320\n  backend: triton\n"
                                   "  triton: {model_name: demo, reconnect_max_s: 601}"))
+
+
+@pytest.mark.parametrize("cpus, expected", [
+    ("[2, 2]", "names a CPU twice"),
+    ("[]", "at least 1 item"),
+    ("[-1]", "greater than or equal to 0"),
+])
+def test_runtime_cpus_refuses_a_list_no_machine_could_run(cpus, expected):
+    with pytest.raises(ConfigError) as err:
+        parse_config(GOOD + f"runtime: {{cpus: {cpus}}}\n", source="x.yaml")
+    assert "runtime.cpus" in str(err.value) and expected in str(err.value)

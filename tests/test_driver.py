@@ -5,6 +5,7 @@ a real pipeline with every captured frame published exactly once."""
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import threading
 import cv2
 import pytest
 
+from pipeline.composition.app import StartupError
 from pipeline.composition.assembly import open_backend
 from pipeline.composition.driver import RunDriver, StopReason, Substitutions, Until
 from tests.fakes import FaultyBackend
@@ -132,3 +134,39 @@ def test_the_run_goes_under_its_process_settings_and_restores_them(free_tcp_endp
     finally:
         sys.setswitchinterval(before)
     assert_exactly_once(verdicts, captured)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="confining threads needs Linux and a machine with more than one CPU to tell it apart")
+def test_runtime_cpus_confines_the_capture_and_stage_threads_and_gives_the_caller_its_mask_back(free_tcp_endpoint):
+    own = os.sched_getaffinity(0)
+    cpu = max(own)
+    config = make_config(free_tcp_endpoint, fps=30, runtime={"cpus": [cpu]})
+    collector = VerdictCollector(config.publisher.endpoint)
+    driver = RunDriver(config)
+    try:
+        driver.open()
+        driver.start()
+        threads = [s.thread for s in driver.pipeline.stages] + [c.thread for c in driver.pipeline.captures]
+        masks = {t.name: os.sched_getaffinity(t.native_id) for t in threads}
+        caller = os.sched_getaffinity(0)
+        driver.run(Until(duration_s=0.4))
+        driver.stop(timeout_s=10)
+        captured = driver.pipeline.telemetry.cameras["cam0"].frames_captured
+        assert collector.wait_for({"cam0": captured}, timeout_s=10)
+    finally:
+        collector.close()
+    assert masks == {t.name: {cpu} for t in threads} and len(masks) == 5  # 4 stages, 1 capture
+    assert caller == own  # the driver's own thread, and so what it starts later, runs anywhere
+    assert_exactly_once(collector.verdicts["cam0"], captured)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU masks are Linux's")
+def test_runtime_cpus_this_machine_lacks_is_refused_before_anything_is_built(free_tcp_endpoint):
+    missing = max(os.sched_getaffinity(0)) + 1
+    config = make_config(free_tcp_endpoint, runtime={"cpus": [0, missing]} if 0 in os.sched_getaffinity(0)
+                         else {"cpus": [missing]})
+    driver = RunDriver(config, build=lambda c: pytest.fail("built despite a CPU the machine lacks"))
+    with pytest.raises(StartupError, match=rf"runtime.cpus .*: CPU {missing} is not one this process may run on "
+                                            rf"\(it may use [0-9]"):
+        driver.open()

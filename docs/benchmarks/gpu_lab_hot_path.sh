@@ -9,6 +9,7 @@
 #   bash docs/benchmarks/gpu_lab_hot_path.sh flat    # 8 cameras flat out and x 125 (queue re-check)
 #   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
 #   bash docs/benchmarks/gpu_lab_hot_path.sh final   # 1 x 300, 8 x 125, x 250, flat out, demo, then fp16
+#   bash docs/benchmarks/gpu_lab_hot_path.sh cpus    # runtime.cpus: 1 x 300 on one CPU and not, 8 x 125 on 1 / 4 / any
 # Logs and JSON go to $OUT.
 GPURUN=${GPURUN:-.gpurun}
 source /root/dc/env.sh
@@ -17,7 +18,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PIPELINE_TEST_MODEL=$PWD/engines/demo.onnx
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
-cfg() {  # name model input width height max_batch max_wait_us infer_queue
+cfg() {  # name model input width height max_batch max_wait_us infer_queue [runtime.cpus]
 cat > "/tmp/$1.yaml" <<EOF
 cameras:
   - id: cam
@@ -39,6 +40,7 @@ queues:
 budget_ms: 30
 publisher: {endpoint: "tcp://127.0.0.1:5599"}
 EOF
+if [ -n "${9:-}" ]; then echo "runtime: {cpus: [$9]}" >> "/tmp/$1.yaml"; fi
 }
 b() {  # name config bench-args...
   n=$1; c=$2; shift 2; echo "=== $n $*"
@@ -48,6 +50,9 @@ b() {  # name config bench-args...
 }
 Y=$GPURUN/yolov8n-640-random.onnx
 cfg y1 "$Y" 640 1920 1080 1 0 4
+cfg y1c "$Y" 640 1920 1080 1 0 4 3  # the lone camera's threads on one CPU (runtime.cpus)
+cfg y8c1 "$Y" 640 1920 1080 8 2000 16 3
+cfg y8c4 "$Y" 640 1920 1080 8 2000 16 "2, 3, 4, 5"
 cfg y8 "$Y" 640 1920 1080 8 2000 16
 cfg y8w0 "$Y" 640 1920 1080 8 0 16
 cfg d8 engines/demo.onnx 416 1280 1024 8 2000 16
@@ -75,6 +80,15 @@ lone)  # 1 camera @ 300 three times (its run-to-run spread), then 8 x 125 as a c
   b cam1_300_b y1 --cameras 1 --rate 300
   b cam1_300_c y1 --cameras 1 --rate 300
   b cam8_125 y8 --cameras 8 --rate 125 ;;
+cpus)  # runtime.cpus: the lone camera's threads on one CPU, alternating with anywhere; 8 cameras on 1, 4, any
+  b cam1_300_cpu3 y1c --cameras 1 --rate 300 --compare
+  b cam1_300_any y1 --cameras 1 --rate 300
+  b cam1_300_cpu3_b y1c --cameras 1 --rate 300
+  b cam1_300_any_b y1 --cameras 1 --rate 300
+  b cam1_300_cpu3_c y1c --cameras 1 --rate 300
+  b cam8_125_cpu3 y8c1 --cameras 8 --rate 125
+  b cam8_125_cpu4 y8c4 --cameras 8 --rate 125
+  b cam8_125_any y8 --cameras 8 --rate 125 ;;
 q250)  # 8 x 250 alone (after a queue-size change)
   b cam8_250 y8 --cameras 8 --rate 250 ;;
 final)  # the closing run: the table's rows under the auto switch interval, then FP16

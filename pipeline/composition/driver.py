@@ -31,6 +31,7 @@ import cv2
 
 from pipeline.composition.app import Parts, Pipeline
 from pipeline.composition.assembly import build_parts
+from pipeline.composition.cpu_affinity import checked_cpus, threads_started_on
 from pipeline.config.models import PipelineConfig
 from pipeline.core.contracts import EvidenceStore, FrameSource, InferenceBackend, VerdictSink
 from pipeline.core.telemetry import Telemetry
@@ -106,6 +107,7 @@ class RunDriver:
         self.reason: StopReason | None = None  # why the last `run` returned
         self._previous_switch_s: float | None = None  # the interpreter's switch interval before `start`
         self._previous_cv_threads: int | None = None  # OpenCV's worker pool size before `start`
+        self._cpus: frozenset[int] | None = None  # runtime.cpus, checked against this machine by `open`
 
     @property
     def pipeline(self) -> Pipeline:
@@ -128,7 +130,9 @@ class RunDriver:
 
     # ------------------------------------------------------------------ lifecycle
     def open(self, interrupted: Callable[[], bool] = never) -> Pipeline | None:
-        """Build the parts and the pipeline; None when `interrupted()` became true first."""
+        """Build the parts and the pipeline; None when `interrupted()` became true first.
+        A `runtime.cpus` this machine lacks is a StartupError before anything is built."""
+        self._cpus = checked_cpus(self.config.runtime.cpus)
         parts = self._build_interruptibly(interrupted)
         if parts is None:
             return None
@@ -142,8 +146,8 @@ class RunDriver:
         self.pipeline.add_sink(sink)
 
     def start(self) -> None:
-        """Start the stages, under the run's switch interval (`runtime.switch_interval_ms`)
-        and with OpenCV on the calling thread only."""
+        """Start the stages, under the run's switch interval (`runtime.switch_interval_ms`),
+        on its CPUs (`runtime.cpus`) and with OpenCV on the calling thread only."""
         gpu_resident = self.pipeline.parts.backend.accepts_device_input
         interval_ms = self.config.runtime.switch_interval_for(gpu_resident)
         if self._previous_switch_s is None:
@@ -159,7 +163,10 @@ class RunDriver:
         gc.collect()
         gc.freeze()
         log.info("interpreter switch interval %g ms (runtime.switch_interval_ms)", interval_ms)
-        self.pipeline.start()
+        if self._cpus is not None:
+            log.info("capture and stage threads on CPU %s (runtime.cpus)", ", ".join(map(str, sorted(self._cpus))))
+        with threads_started_on(self._cpus):
+            self.pipeline.start()
 
     def run(self, until: Until = Until(), tick: Callable[[], None] | None = None) -> StopReason:
         """Wait for the first stop condition, calling `tick` every pass; the reason."""

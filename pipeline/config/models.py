@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -207,10 +207,20 @@ GPU_SWITCH_INTERVAL_MS = 0.5
 
 
 class RuntimeConfig(Strict):
-    """The interpreter the pipeline runs in. `switch_interval_ms`: `sys.setswitchinterval`
-    for the run; null picks 0.5 ms with a GPU-resident backend, Python's 5 ms otherwise."""
+    """The process the pipeline runs in. `switch_interval_ms`: `sys.setswitchinterval`
+    for the run; null picks 0.5 ms with a GPU-resident backend, Python's 5 ms otherwise.
+    `cpus`: the CPUs the capture and stage threads run on (Linux; null: anywhere), see
+    `pipeline.composition.cpu_affinity`."""
 
     switch_interval_ms: float | None = Field(None, gt=0, le=100)
+    cpus: tuple[Annotated[int, Field(ge=0)], ...] | None = Field(None, min_length=1)
+
+    @field_validator("cpus")
+    @classmethod
+    def _each_cpu_once(cls, cpus: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if cpus is not None and len(set(cpus)) != len(cpus):
+            raise ValueError(f"names a CPU twice: {list(cpus)}")
+        return cpus
 
     def switch_interval_for(self, gpu_resident: bool) -> float:
         """The interval in ms for a backend that is (or is not) GPU-resident."""

@@ -112,6 +112,7 @@ def _meta(cfg: PipelineConfig, opts: SuiteOptions) -> dict:
             "cameras": len(cfg.cameras), "frame_size": [cam.width, cam.height], "rate_fps_per_camera": s.rate_fps,
             "duration_s": s.duration_s, "warmup_s": s.warmup_s, "ring_frames": s.ring, "budget_ms": cfg.budget_ms,
             "engine_s": s.engine_s, "runtime_switch_interval_ms": cfg.runtime.switch_interval_ms,  # null: auto
+            "runtime_cpus": list(cfg.runtime.cpus) if cfg.runtime.cpus is not None else None,  # null: anywhere
             "model": {"path": str(model.path), "input_size": list(model.input_size), "backend": model.backend.value,
                       "max_batch": model.max_batch, "max_wait_us": model.max_wait_us,
                       "cuda_graph": isinstance(model, OnnxRuntimeCudaKeys) and model.cuda_graph},
