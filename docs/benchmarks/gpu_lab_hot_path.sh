@@ -10,6 +10,8 @@
 #   bash docs/benchmarks/gpu_lab_hot_path.sh fp16    # convert --fp16, then 8 x 125 and x 250
 #   bash docs/benchmarks/gpu_lab_hot_path.sh final   # 1 x 300, 8 x 125, x 250, flat out, demo, then fp16
 #   bash docs/benchmarks/gpu_lab_hot_path.sh cpus    # runtime.cpus: 1 x 300 on one CPU and not, 8 x 125 on 1 / 4 / any
+#   bash docs/benchmarks/gpu_lab_hot_path.sh cpus1   # 1 x 300 on one CPU and anywhere, alternating, three each
+#   bash docs/benchmarks/gpu_lab_hot_path.sh cpu1    # 1 x 300 on one CPU, --compare, then once more
 # Logs and JSON go to $OUT.
 GPURUN=${GPURUN:-.gpurun}
 source /root/dc/env.sh
@@ -89,6 +91,11 @@ cpus)  # runtime.cpus: the lone camera's threads on one CPU, alternating with an
   b cam8_125_cpu3 y8c1 --cameras 8 --rate 125
   b cam8_125_cpu4 y8c4 --cameras 8 --rate 125
   b cam8_125_any y8 --cameras 8 --rate 125 ;;
+cpus1)  # runtime.cpus again: 1 x 300 on one CPU and anywhere, alternating, three each
+  for r in a b c; do b cam1_300_cpu3_$r y1c --cameras 1 --rate 300; b cam1_300_any_$r y1 --cameras 1 --rate 300; done ;;
+cpu1)  # the lone camera on one CPU with the naive loop beside it, then once more
+  b cam1_300_cpu3_cmp y1c --cameras 1 --rate 300 --compare
+  b cam1_300_cpu3_d y1c --cameras 1 --rate 300 ;;
 q250)  # 8 x 250 alone (after a queue-size change)
   b cam8_250 y8 --cameras 8 --rate 250 ;;
 final)  # the closing run: the table's rows under the auto switch interval, then FP16
