@@ -5,8 +5,9 @@ Why: every frame is handed from thread to thread four times (capture, preprocess
 infer, decide, publish), and a hand-on to a thread that sleeps on another, idle CPU
 waits for that CPU to wake up. On the GPU lab's virtual machine that wake-up takes
 0.07 ms typically and 0.3 ms at the 99th percentile, each time; with the threads on one
-CPU, the woken thread runs where its waker just ran and the wait drops to 0.04 / 0.08 ms
-(1 camera @ 300 fps: p99 2.15-2.26 ms against 2.38-2.57, docs/BENCHMARKS.md). The
+CPU, the woken thread runs where its waker just ran and the wait drops to 0.05 / 0.1 ms
+(1 camera @ 300 fps on a quiet H200 lab machine: p99 2.24-2.31 ms against 2.29-5.38,
+docs/BENCHMARKS.md). The
 interpreter lock runs one of these threads at a time anyway; what a shared CPU costs is
 the work done outside the lock (image copies, the GPU driver's waits), so it suits a
 lone fast camera, not eight.
