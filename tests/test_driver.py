@@ -163,9 +163,9 @@ def test_runtime_cpus_confines_the_capture_and_stage_threads_and_gives_the_calle
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU masks are Linux's")
 def test_runtime_cpus_this_machine_lacks_is_refused_before_anything_is_built(free_tcp_endpoint):
-    missing = max(os.sched_getaffinity(0)) + 1
-    config = make_config(free_tcp_endpoint, runtime={"cpus": [0, missing]} if 0 in os.sched_getaffinity(0)
-                         else {"cpus": [missing]})
+    own = os.sched_getaffinity(0)
+    missing = max(own) + 1
+    config = make_config(free_tcp_endpoint, runtime={"cpus": [min(own), missing]})
     driver = RunDriver(config, build=lambda c: pytest.fail("built despite a CPU the machine lacks"))
     with pytest.raises(StartupError, match=rf"runtime.cpus .*: CPU {missing} is not one this process may run on "
                                             rf"\(it may use [0-9]"):

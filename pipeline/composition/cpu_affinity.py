@@ -7,10 +7,9 @@ waits for that CPU to wake up. On the GPU lab's virtual machine that wake-up tak
 0.07 ms typically and 0.3 ms at the 99th percentile, each time; with the threads on one
 CPU, the woken thread runs where its waker just ran and the wait drops to 0.05 / 0.1 ms
 (1 camera @ 300 fps on a quiet H200 lab machine: p99 2.24-2.31 ms against 2.29-5.38,
-docs/BENCHMARKS.md). The
-interpreter lock runs one of these threads at a time anyway; what a shared CPU costs is
-the work done outside the lock (image copies, the GPU driver's waits), so it suits a
-lone fast camera, not eight.
+docs/BENCHMARKS.md). The interpreter lock runs one of these threads at a time anyway;
+what a shared CPU costs is the work done outside the lock (image copies, the GPU
+driver's waits), so it suits a lone fast camera, not eight.
 
 How: Linux gives a new thread its creator's CPU mask, so the driver sets the calling
 thread's mask, starts the stages and the captures inside `threads_started_on` (threads
@@ -40,7 +39,7 @@ def checked_cpus(cpus: tuple[int, ...] | None) -> frozenset[int] | None:
     outside = sorted(set(cpus) - allowed)
     if outside:
         raise StartupError(f"runtime.cpus {list(cpus)}: CPU {', '.join(map(str, outside))} is not one this "
-                           f"process may run on (it may use {_spans(allowed)})")
+                           f"process may run on (it may use {spans(allowed)})")
     return frozenset(cpus)
 
 
@@ -58,7 +57,7 @@ def threads_started_on(cpus: frozenset[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, own)
 
 
-def _spans(cpus: set[int]) -> str:
+def spans(cpus: set[int] | frozenset[int]) -> str:
     """{0, 1, 2, 5} -> '0-2, 5'."""
     spans: list[list[int]] = []
     for cpu in sorted(cpus):

@@ -31,7 +31,7 @@ import cv2
 
 from pipeline.composition.app import Parts, Pipeline
 from pipeline.composition.assembly import build_parts
-from pipeline.composition.cpu_affinity import checked_cpus, threads_started_on
+from pipeline.composition.cpu_affinity import checked_cpus, spans, threads_started_on
 from pipeline.config.models import PipelineConfig
 from pipeline.core.contracts import EvidenceStore, FrameSource, InferenceBackend, VerdictSink
 from pipeline.core.telemetry import Telemetry
@@ -164,7 +164,7 @@ class RunDriver:
         gc.freeze()
         log.info("interpreter switch interval %g ms (runtime.switch_interval_ms)", interval_ms)
         if self._cpus is not None:
-            log.info("capture and stage threads on CPU %s (runtime.cpus)", ", ".join(map(str, sorted(self._cpus))))
+            log.info("capture and stage threads on CPU %s (runtime.cpus)", spans(self._cpus))
         with threads_started_on(self._cpus):
             self.pipeline.start()
 
